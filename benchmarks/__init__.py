@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a table and compares bulk against a peer measured in the same run."""

@@ -1,0 +1,51 @@
+"""bulk: submit very large batches of jobs to batch-job services — politely, exactly once,
+and resumably.
+
+The command line is the main interface (``bulk --help``); this package exposes the pieces a
+program or a test needs: loading a config, the backend interface and its test double.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
+from bulk.config import Config, load
+from bulk.errors import (
+    AmbiguousBackendError,
+    BackendError,
+    BulkError,
+    ConfigError,
+    InputErrors,
+    JournalError,
+    PermanentBackendError,
+    RunLockedError,
+    ThrottledError,
+    TransientBackendError,
+)
+
+try:
+    __version__ = version("bulk")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AmbiguousBackendError",
+    "Backend",
+    "BackendError",
+    "BulkError",
+    "Config",
+    "ConfigError",
+    "InputErrors",
+    "JobStatus",
+    "JournalError",
+    "PermanentBackendError",
+    "Phase",
+    "Receipt",
+    "RunLockedError",
+    "Submission",
+    "ThrottledError",
+    "TransientBackendError",
+    "__version__",
+    "load",
+]

@@ -1,0 +1,143 @@
+"""The one small interface between the engine and a batch-job service.
+
+Vocabulary:
+
+- a *job* is one unit of work on the service, made from one sweep point;
+- its *name* is deterministic (``<run>-<key>``, plus ``-<attempt>`` after a retry) and is how
+  bulk finds the job again after a crash: the service's submission id, task name or app id;
+- its *remote id* is whatever handle the service gave back (often the same as the name);
+- a *receipt* ties the two together once the service has accepted the job.
+
+A backend *kind* (:class:`BackendKind`) is what the config names: it parses ``[backend]``,
+checks rendered bodies before anything is sent, and creates the live :class:`Backend`.
+Backends raise only :mod:`bulk.errors` types; the engine never asks which backend it has.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from bulk.config import LimitsConfig, Table, TrackConfig
+    from bulk.validate import Problems
+
+__all__ = [
+    "Backend",
+    "BackendKind",
+    "JobStatus",
+    "Phase",
+    "Receipt",
+    "Submission",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A rendered job, ready to send.
+
+    Attributes:
+        name: the deterministic job name (submission id / task name).
+        body: the rendered request body, compact JSON.
+    """
+
+    name: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The service accepted job ``name`` and calls it ``remote_id``."""
+
+    name: str
+    remote_id: str
+
+
+class Phase(enum.StrEnum):
+    """Where a job is on the service, as far as the backend can tell."""
+
+    QUEUED = "queued"  # accepted, not yet running
+    RUNNING = "running"  # started
+    SUCCEEDED = "succeeded"  # ended well (terminal)
+    FAILED = "failed"  # ended badly (terminal)
+    STOPPED = "stopped"  # stopped by a user or by bulk (terminal)
+    MISSING = "missing"  # the service does not know this job (any more)
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job will not change any more."""
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.STOPPED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """One job's state on the service.
+
+    Attributes:
+        phase: the mapped state.
+        reason: why it failed or stopped (an exit code, the service's message), if known.
+    """
+
+    phase: Phase
+    reason: str | None = None
+
+
+class Backend(Protocol):
+    """A live connection to one service for one run. Close it with ``aclose()``."""
+
+    async def submit(self, submission: Submission) -> Receipt:
+        """Send one job. A "this name already exists" answer is a success (return its receipt).
+
+        Raises:
+            ThrottledError: the service asked to slow down.
+            AmbiguousBackendError: the request may have been applied; look the name up first.
+            TransientBackendError: nothing happened; retry later.
+            PermanentBackendError: the service refused this job.
+        """
+        ...
+
+    async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
+        """The state of many jobs, keyed by remote id; batched where the service can list.
+
+        A job absent from the answer is unchanged as far as the caller knows.
+        """
+        ...
+
+    async def stop(self, job: Receipt) -> None:
+        """Stop one job; stopping a job that has already ended is not an error."""
+        ...
+
+    async def lookup(self, name: str) -> Receipt | None:
+        """Find a job by its deterministic name, for reconciling an ambiguous submit."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and processes."""
+        ...
+
+
+class BackendKind(Protocol):
+    """What ``[backend] kind = ...`` names: options, body schema and a factory."""
+
+    name: str
+    default_limits: LimitsConfig  # what [limits] falls back to for this service
+    default_track: TrackConfig  # what [track] falls back to (polling cadence)
+
+    def parse_options(self, table: Table, base: Path) -> Any:
+        """Read this backend's keys from ``[backend]`` (``kind`` is already read)."""
+        ...
+
+    def validate(self, body: Any, problems: Problems) -> None:
+        """Add every problem of one rendered body to ``problems``; never touch the network."""
+        ...
+
+    def check_template(self, template_variables: frozenset[str]) -> str | None:
+        """A problem with the template as a whole (e.g. a name without ``{_key}``), or None."""
+        ...
+
+    def create(self, options: Any, *, run: str, run_dir: Path) -> Backend:
+        """The live backend for one run."""
+        ...

@@ -1,0 +1,555 @@
+"""The run's journal: one SQLite database (WAL) holding every sweep point and its job's state.
+
+It is the source of truth for resume. A point's row moves through these states::
+
+    pending ──► submitting ──► submitted ──► running ──► succeeded | failed | stopped
+                    │  ▲
+                    ▼  │ (looked up: not there)
+                  unknown
+
+``submitting`` is committed *before* the request goes out, so after any crash a row in
+``submitting`` or ``unknown`` may or may not exist on the service and is looked up by its name
+before anything is sent again. ``bulk retry`` puts failed rows back to ``pending`` with the
+next attempt number, which gives them a new job name.
+
+Writes from the engine go through :class:`JournalWriter`: one task batches them and commits
+through a worker thread, so the event loop never blocks on disk and many state changes share
+one commit (group commit). Only this module writes job state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+import orjson
+
+from bulk.errors import JournalError, RunLockedError
+from bulk.sweep import Point, point_key
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Journal",
+    "JournalWriter",
+    "Record",
+    "RunLock",
+    "State",
+    "StoredJob",
+]
+
+SCHEMA_VERSION = "1"
+_FILL_BATCH = 5000
+
+
+class State(enum.StrEnum):
+    """A job's state in the journal."""
+
+    PENDING = "pending"  # not sent yet
+    SUBMITTING = "submitting"  # about to be sent, or sent with no answer yet (look it up)
+    UNKNOWN = "unknown"  # an ambiguous answer: it may exist on the service (look it up)
+    SUBMITTED = "submitted"  # accepted by the service, not started yet
+    RUNNING = "running"  # started on the service
+    SUCCEEDED = "succeeded"  # ended well
+    FAILED = "failed"  # ended badly, or could not be submitted
+    STOPPED = "stopped"  # stopped by ``bulk stop`` or a timeout request
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job is finished for this attempt."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.STOPPED})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    idx          INTEGER PRIMARY KEY,
+    key          TEXT NOT NULL,
+    origin       TEXT NOT NULL,
+    vars         BLOB NOT NULL,
+    attempt      INTEGER NOT NULL DEFAULT 1,
+    state        TEXT NOT NULL DEFAULT 'pending',
+    remote_id    TEXT,
+    submitted_at REAL,
+    started_at   REAL,
+    finished_at  REAL,
+    error        TEXT
+);
+"""
+# Made after the bulk fill, not during it: one sort is much cheaper than 10⁶ index updates
+# (measured: 2.9 µs a row in all, against 5.5 µs with the key index kept up to date).
+_KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs(key)"
+_STATE_INDEX = "CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, idx)"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """One journal row as read back."""
+
+    index: int
+    key: str
+    origin: str
+    variables: dict[str, Any]
+    attempt: int
+    state: State
+    remote_id: str | None
+    submitted_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+
+    @property
+    def point(self) -> Point:
+        """The sweep point this job was made from."""
+        return Point(self.index, self.key, self.origin, self.variables)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One state change. ``None`` fields keep their stored value (except ``error``).
+
+    Attributes:
+        index: the row.
+        state: the new state.
+        attempt: set with the state (a retry changes it).
+        remote_id: the service's id, once known.
+        submitted_at, started_at, finished_at: wall-clock times (seconds since the epoch).
+        error: the last error or failure reason; cleared when None.
+    """
+
+    index: int
+    state: State
+    attempt: int | None = None
+    remote_id: str | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+    def params(self) -> tuple[Any, ...]:
+        return (
+            self.state.value,
+            self.attempt,
+            self.remote_id,
+            self.submitted_at,
+            self.started_at,
+            self.finished_at,
+            self.error,
+            self.index,
+        )
+
+
+_INSERT = "INSERT INTO jobs(idx, key, origin, vars) VALUES (?, ?, ?, ?)"
+_UPDATE = """
+UPDATE jobs SET state = ?, attempt = coalesce(?, attempt), remote_id = coalesce(?, remote_id),
+    submitted_at = coalesce(?, submitted_at), started_at = coalesce(?, started_at),
+    finished_at = coalesce(?, finished_at), error = ?
+WHERE idx = ?
+"""
+_COLUMNS = (
+    "idx, key, origin, vars, attempt, state, remote_id, submitted_at, started_at, "
+    "finished_at, error"
+)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # check_same_thread=False: the writer commits from worker threads, one at a time.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a commit survives a crash of bulk (kill -9) always, and a power cut
+    # up to the last checkpoint; FULL would fsync every commit for little more safety here.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class Journal:
+    """A run's journal file. Reads are synchronous (use from a thread in async code).
+
+    Example::
+
+        with Journal.create(path, {"run": "demo"}) as j:
+            duplicates = j.fill(points)
+        journal = Journal.open(path)
+        journal.counts()   # {"pending": 20}
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self._conn = conn
+
+    @classmethod
+    def create(cls, path: Path, meta: dict[str, str]) -> Journal:
+        """A new, empty journal at ``path`` (which must not exist)."""
+        if path.exists():
+            msg = f"{path}: a journal already exists here"
+            raise JournalError(msg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(path)
+        # The fill is not durable on purpose: until finish(), the file is not a live journal
+        # (bulk run builds it under a temporary name), so a crash mid-fill only loses a file
+        # that is rebuilt from the sweep. finish() turns durability back on.
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.executescript(_SCHEMA)
+        conn.executemany(
+            "INSERT INTO meta(k, v) VALUES (?, ?)",
+            [("schema", SCHEMA_VERSION), *meta.items()],
+        )
+        return cls(path, conn)
+
+    @classmethod
+    def open(cls, path: Path) -> Journal:
+        """An existing journal.
+
+        Raises:
+            JournalError: it is missing, not a bulk journal, or of another schema version.
+        """
+        if not path.exists():
+            msg = f"{path}: no journal (has this run been started?)"
+            raise JournalError(msg)
+        try:
+            conn = _connect(path)
+            schema = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            msg = f"{path}: not a readable bulk journal ({exc})"
+            raise JournalError(msg) from None
+        if schema is None or schema[0] != SCHEMA_VERSION:
+            conn.close()
+            msg = f"{path}: journal schema {schema and schema[0]!r}, expected {SCHEMA_VERSION!r}"
+            raise JournalError(msg)
+        return cls(path, conn)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._conn.close()
+
+    # -- building ---------------------------------------------------------------------------
+
+    def fill(self, points: Iterable[Point]) -> Iterator[Point]:
+        """Append points as ``pending``, a batch per transaction; yields each once stored.
+
+        Keys are not checked here: :meth:`finish` builds the unique key index in one sort,
+        which costs half as much as keeping it up to date row by row, and reports duplicates.
+        """
+        conn = self._conn
+        for batch in _batches(points, _FILL_BATCH):
+            rows = [(p.index, p.key, p.origin, orjson.dumps(p.variables)) for p in batch]
+            conn.execute("BEGIN")
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+            yield from batch
+
+    def finish(self, allow_duplicates: bool = False) -> list[tuple[str, str]]:
+        """Index keys and states, and make later commits durable (once, after the fill).
+
+        Args:
+            allow_duplicates: give a repeated point a key that counts its occurrence instead
+                of reporting it.
+
+        Returns:
+            ``(origin, earlier origin)`` of every point that repeats an earlier one, in index
+            order; empty when all keys are unique (or repeats were allowed).
+        """
+        conn = self._conn
+        while True:
+            try:
+                conn.execute(_KEY_INDEX)
+                break
+            except sqlite3.IntegrityError:
+                repeats = self._repeats()
+                if not allow_duplicates:
+                    return [(origin, earlier) for _, origin, earlier, _ in repeats]
+                self._rekey(repeats)
+        conn.execute(_STATE_INDEX)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return []
+
+    def _repeats(self) -> list[tuple[int, str, str, int]]:
+        """``(index, origin, first origin, occurrence)`` of every point whose key is taken."""
+        rows = self._conn.execute(
+            "SELECT idx, origin, key FROM jobs WHERE key IN "
+            "(SELECT key FROM jobs GROUP BY key HAVING count(*) > 1) ORDER BY key, idx"
+        )
+        out = []
+        first_key, first_origin, occurrence = "", "", 0
+        for idx, origin, key in rows:
+            if key != first_key:
+                first_key, first_origin, occurrence = key, origin, 0
+                continue
+            occurrence += 1
+            out.append((idx, origin, first_origin, occurrence))
+        out.sort()
+        return out
+
+    def _rekey(self, repeats: list[tuple[int, str, str, int]]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN")
+        for idx, _, _, occurrence in repeats:
+            (variables,) = conn.execute("SELECT vars FROM jobs WHERE idx = ?", (idx,)).fetchone()
+            key = point_key(orjson.loads(variables), occurrence)
+            conn.execute("UPDATE jobs SET key = ? WHERE idx = ?", (key, idx))
+        conn.execute("COMMIT")
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        """The run's metadata (fingerprints, versions, times)."""
+        return dict(self._conn.execute("SELECT k, v FROM meta").fetchall())
+
+    def set_meta(self, items: dict[str, str]) -> None:
+        """Add or replace metadata entries."""
+        self._conn.executemany("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", items.items())
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """How many rows are in each state."""
+        rows = self._conn.execute("SELECT state, count(*) FROM jobs GROUP BY state")
+        return dict(rows.fetchall())
+
+    def total(self) -> int:
+        """How many points the run has."""
+        return int(self._conn.execute("SELECT count(*) FROM jobs").fetchone()[0])
+
+    def jobs(
+        self,
+        states: Sequence[State] | None = None,
+        *,
+        after: int = -1,
+        limit: int | None = None,
+    ) -> list[StoredJob]:
+        """Rows in index order, optionally only those in ``states`` and past index ``after``."""
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE idx > ?"
+        args: list[Any] = [after]
+        if states is not None:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args.extend(s.value for s in states)
+        sql += " ORDER BY idx"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_stored(row) for row in self._conn.execute(sql, args)]
+
+    def iter_jobs(
+        self, states: Sequence[State] | None = None, page: int = 2000
+    ) -> Iterator[StoredJob]:
+        """Every row (in ``states``), in index order, read a page at a time."""
+        after = -1
+        while True:
+            rows = self.jobs(states, after=after, limit=page)
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].index
+
+    # -- writing (synchronous; the engine uses JournalWriter) -------------------------------
+
+    def apply(self, records: Sequence[Record]) -> None:
+        """Commit state changes in one transaction."""
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(_UPDATE, [r.params() for r in records])
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def reset_failed(self, states: Sequence[State] = (State.FAILED,)) -> int:
+        """Put rows in ``states`` back to ``pending`` with the next attempt (``bulk retry``)."""
+        marks = ",".join("?" * len(states))
+        cur = self._conn.execute(
+            f"UPDATE jobs SET state = 'pending', attempt = attempt + 1, remote_id = NULL, "
+            f"submitted_at = NULL, started_at = NULL, finished_at = NULL, error = NULL "
+            f"WHERE state IN ({marks})",
+            [s.value for s in states],
+        )
+        return cur.rowcount
+
+
+def _batches(items: Iterable[Point], size: int) -> Iterator[list[Point]]:
+    batch: list[Point] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _stored(row: tuple[Any, ...]) -> StoredJob:
+    idx, key, origin, variables, attempt, state, remote_id, sub, start, fin, error = row
+    return StoredJob(
+        idx,
+        key,
+        origin,
+        orjson.loads(variables),
+        attempt,
+        State(state),
+        remote_id,
+        sub,
+        start,
+        fin,
+        error,
+    )
+
+
+class RunLock:
+    """An exclusive lock on a run's folder, held for as long as a ``bulk run`` works on it.
+
+    ``flock`` is released by the kernel when the process dies, even by ``kill -9``, so a
+    crashed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, run_dir: Path):
+        self._path = run_dir / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock.
+
+        Raises:
+            RunLockedError: another process holds it.
+        """
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                holder = self._path.read_text().strip()
+            msg = (
+                f"{self._path.parent}: this run is in use by another bulk process"
+                f"{f' (pid {holder})' if holder else ''}; wait for it or stop it first"
+            )
+            raise RunLockedError(msg) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let go of the lock."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class JournalWriter:
+    """The single writer of a journal in async code: batches records, commits in a thread.
+
+    ``await writer.write(record)`` returns once the record is durable (committed); records
+    written while a commit is under way share the next commit. ``record_nowait`` queues a
+    change whose durability nobody waits for (it is committed with the next batch).
+
+    Example::
+
+        async with anyio.create_task_group() as tg:
+            writer = JournalWriter(journal)
+            tg.start_soon(writer.run)
+            await writer.write(Record(0, State.SUBMITTING, attempt=1))
+            ...
+            await writer.aclose()
+    """
+
+    def __init__(self, journal: Journal, max_batch: int = 5000):
+        self._journal = journal
+        self._max_batch = max_batch
+        self._pending: list[tuple[Record, anyio.Event | None]] = []
+        self._wake = anyio.Event()
+        self._closed = False
+        self._done = anyio.Event()
+        self._failure: BaseException | None = None
+        self.commits = 0
+        self.records = 0
+
+    async def write(self, record: Record) -> None:
+        """Queue a record and wait until it is committed."""
+        self._check()
+        done = anyio.Event()
+        self._pending.append((record, done))
+        self._wake.set()
+        await done.wait()
+        self._check()
+
+    def record_nowait(self, record: Record) -> None:
+        """Queue a record without waiting for its commit."""
+        self._check()
+        self._pending.append((record, None))
+        self._wake.set()
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            msg = f"cannot write the journal: {self._failure}"
+            raise JournalError(msg) from self._failure
+        if self._closed:
+            msg = "cannot write: the journal writer has been closed"
+            raise JournalError(msg)
+
+    async def run(self) -> None:
+        """The writer task: commit whatever is queued until closed and drained."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                while self._pending:
+                    await self._commit_some()
+                if self._closed:
+                    return
+        except BaseException as exc:
+            self._failure = exc
+            for _, event in self._pending:
+                if event is not None:
+                    event.set()
+            raise
+        finally:
+            self._done.set()
+
+    async def _commit_some(self) -> None:
+        batch = self._pending[: self._max_batch]
+        del self._pending[: self._max_batch]
+        # Shielded: once a batch is handed to SQLite it is committed whole; cancelling the
+        # wait could not stop the thread anyway, and the waiters must learn the outcome.
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(self._journal.apply, [r for r, _ in batch])
+            except BaseException:
+                self._pending[:0] = batch  # so the failure handler wakes their waiters
+                raise
+        self.commits += 1
+        self.records += len(batch)
+        for _, event in batch:
+            if event is not None:
+                event.set()
+
+    async def aclose(self) -> None:
+        """Commit everything queued, then stop the writer task."""
+        if not self._closed:
+            self._closed = True
+            self._wake.set()
+        with anyio.CancelScope(shield=True):
+            await self._done.wait()

@@ -1,0 +1,256 @@
+"""Render a sweep point's variables through the ``[job]`` template into a request body.
+
+Template rules:
+
+- any string may hold ``{var}`` or ``{var:format_spec}`` placeholders;
+- a string that is exactly ``"{var}"`` takes the variable's own type (number, bool, list, ...);
+- ``{{`` and ``}}`` are literal braces;
+- tables and arrays are rendered recursively; keys are literal.
+
+The template is compiled once into a tree of small closures, so rendering a row does no parsing.
+Pure and synchronous: no I/O, no awaiting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bulk.errors import ConfigError
+
+__all__ = ["Template", "compile_template", "to_text"]
+
+_Render = Callable[[Mapping[str, Any]], Any]
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}|\{|\}")
+
+
+class _MissingVariableError(Exception):
+    """Internal: raised deep in a render, turned into a :class:`ConfigError` at the top."""
+
+    def __init__(self, field: str, name: str):
+        self.field = field
+        self.name = name
+
+
+class _FormatError(Exception):
+    """Internal: a ``{var:spec}`` that does not fit the row's value."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A compiled job template.
+
+    Example::
+
+        t = compile_template({"command": "python train.py --lr {lr}", "retries": "{n}"})
+        t.render_bytes({"lr": 0.1, "n": 3})
+        # b'{"command":"python train.py --lr 0.1","retries":3}'
+
+    Attributes:
+        source: the template as written (for fingerprints and display).
+        variables: every variable name the template uses.
+    """
+
+    source: Any
+    variables: frozenset[str]
+    _render: _Render
+
+    def render(self, variables: Mapping[str, Any]) -> Any:
+        """The rendered body as Python objects.
+
+        Raises:
+            ConfigError: a placeholder names a variable the row does not have (``field`` is
+                the template key path; the message lists the variables the row has).
+        """
+        try:
+            return self._render(variables)
+        except _MissingVariableError as exc:
+            has = ", ".join(sorted(k for k in variables if not k.startswith("_"))) or "none"
+            msg = f"variable {exc.name!r} is not defined; the row has: {has}"
+            raise ConfigError(msg, field=exc.field) from None
+        except _FormatError as exc:
+            raise ConfigError(exc.problem, field=exc.field) from None
+
+    def render_bytes(self, variables: Mapping[str, Any]) -> bytes:
+        """The rendered body as compact JSON bytes (orjson)."""
+        return orjson.dumps(self.render(variables))
+
+    def uses(self, name: str) -> bool:
+        """Whether any string of the template contains ``{name}``."""
+        return name in self.variables
+
+
+def compile_template(body: Any) -> Template:
+    """Compile a template once.
+
+    Raises:
+        ConfigError: a string has a bad placeholder or an unescaped brace, or a value is of a
+            type that cannot be JSON (a TOML date); ``field`` is the key path (``job.x.y``).
+    """
+    names: set[str] = set()
+    render = _compile(body, "job", names)
+    return Template(source=body, variables=frozenset(names), _render=render)
+
+
+def to_text(value: Any) -> str:
+    """How a non-string value is written inside a longer string.
+
+    Booleans are ``true``/``false`` (as in the CSV and TOML they came from), lists and tables
+    compact JSON, floats their shortest round-trip form.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if value is None:
+        return ""
+    return orjson.dumps(value).decode()
+
+
+def _compile(node: Any, path: str, names: set[str]) -> _Render:
+    render, _ = _compile_node(node, path, names)
+    return render
+
+
+def _compile_node(node: Any, path: str, names: set[str]) -> tuple[_Render, bool]:
+    """A renderer for ``node`` and whether its output is constant.
+
+    Constant subtrees are rendered once and shared: a row's body then costs only its
+    placeholders. (Rendered bodies are never mutated, so sharing is safe.)
+    """
+    if isinstance(node, str):
+        return _compile_string(node, path, names), "{" not in node and "}" not in node
+    if isinstance(node, Mapping):
+        items = [(str(k), *_compile_node(v, f"{path}.{k}", names)) for k, v in node.items()]
+        if all(const for _, _, const in items):
+            value = {k: f({}) for k, f, _ in items}
+            return lambda _vs: value, True
+        base = {k: f({}) if const else None for k, f, const in items}
+        slots = [(k, f) for k, f, const in items if not const]
+
+        def render_map(vs: Mapping[str, Any]) -> dict[str, Any]:
+            out = base.copy()  # keeps the key order of the template
+            for k, f in slots:
+                out[k] = f(vs)
+            return out
+
+        return render_map, False
+    if isinstance(node, list | tuple):
+        parts = [_compile_node(v, f"{path}[{i}]", names) for i, v in enumerate(node)]
+        if all(const for _, const in parts):
+            constant = [f({}) for f, _ in parts]
+            return lambda _vs: constant, True
+        template = [f({}) if const else None for f, const in parts]
+        positions = [(i, f) for i, (f, const) in enumerate(parts) if not const]
+
+        def render_list(vs: Mapping[str, Any]) -> list[Any]:
+            out = template.copy()
+            for i, f in positions:
+                out[i] = f(vs)
+            return out
+
+        return render_list, False
+    if node is None or isinstance(node, bool | int | float):
+        return lambda _vs: node, True
+    msg = f"{type(node).__name__} values cannot be sent as JSON; write it as a string"
+    raise ConfigError(msg, field=path)
+
+
+def _compile_string(text: str, path: str, names: set[str]) -> _Render:
+    if "{" not in text and "}" not in text:
+        return lambda _vs: text
+    parts: list[str | tuple[str, str | None]] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(text):
+        literal = text[pos : m.start()]
+        pos = m.end()
+        token = m.group(0)
+        if token in ("{{", "}}"):
+            parts.append(literal + token[0])
+        elif m.group(1) is not None:
+            parts.append(literal)
+            spec = m.group(2)
+            if spec is not None:
+                _check_format_spec(spec, path)
+            parts.append((m.group(1), spec))
+            names.add(m.group(1))
+        else:
+            col = m.start() + 1
+            problem = (
+                f"unmatched {token!r} at character {col} of {text!r}; "
+                "placeholders are {name} or {name:format}, and {{ }} write literal braces"
+            )
+            raise ConfigError(problem, field=path)
+    parts.append(text[pos:])
+    merged = _merge_literals(parts)
+
+    if len(merged) == 1 and isinstance(merged[0], tuple) and merged[0][1] is None:
+        name = merged[0][0]
+
+        def typed(vs: Mapping[str, Any]) -> Any:
+            try:
+                return vs[name]
+            except KeyError:
+                raise _MissingVariableError(path, name) from None
+
+        return typed
+
+    def fmt(vs: Mapping[str, Any]) -> str:
+        out = []
+        for part in merged:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            name, spec = part
+            try:
+                value = vs[name]
+            except KeyError:
+                raise _MissingVariableError(path, name) from None
+            if spec is None:
+                out.append(to_text(value))
+                continue
+            try:
+                out.append(format(value, spec))
+            except (ValueError, TypeError):
+                problem = f"{name} = {value!r} cannot be formatted with {{{name}:{spec}}}"
+                raise _FormatError(path, problem) from None
+        return "".join(out)
+
+    return fmt
+
+
+def _merge_literals(
+    parts: list[str | tuple[str, str | None]],
+) -> list[str | tuple[str, str | None]]:
+    merged: list[str | tuple[str, str | None]] = []
+    for part in parts:
+        if isinstance(part, str):
+            if not part:
+                continue
+            if merged and isinstance(merged[-1], str):
+                merged[-1] += part
+                continue
+        merged.append(part)
+    return merged
+
+
+def _check_format_spec(spec: str, path: str) -> None:
+    # Try the spec on a float and an int: a spec neither accepts is a typo worth catching now.
+    for probe in (1.5, 1, "s"):
+        try:
+            format(probe, spec)
+            return
+        except (ValueError, TypeError):
+            continue
+    msg = f"invalid format spec {spec!r}"
+    raise ConfigError(msg, field=path)

@@ -1,0 +1,56 @@
+"""The bad-input corpus: each case under corpus/ exits 2 with its exact first error line.
+
+Each folder holds ``config.toml``, its inputs, and ``expected.txt`` with the first line
+``bulk plan`` must print on stderr. Nothing is sent in any of them (plan sends nothing, and
+run refuses before the first request: see test_cli.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bulk.cli import main
+
+CORPUS = Path(__file__).parent / "corpus"
+CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_with_expected_line(
+    case: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every corpus case is refused with exit 2 and its one expected first line."""
+    folder = CORPUS / case
+    monkeypatch.chdir(folder)
+    expected = (folder / "expected.txt").read_text(encoding="utf-8").rstrip("\n")
+
+    code = main(["plan", "config.toml"])
+    err = capsys.readouterr().err
+
+    assert 2 == code
+    assert expected == err.splitlines()[0]
+    assert "Traceback" not in err
+
+
+def test_corpus_covers_the_required_cases() -> None:
+    """The corpus holds at least the cases the foundation issue names."""
+    required = {
+        "ragged_csv",
+        "invalid_utf8",
+        "bom",
+        "duplicate_header",
+        "invalid_jsonl",
+        "jsonl_not_object",
+        "empty_sweep",
+        "unknown_key",
+        "wrong_type",
+        "missing_variable",
+        "bad_escape",
+        "zip_unequal",
+        "guard_exceeded",
+        "inline_secret",
+    }
+
+    assert required <= set(CASES)
