@@ -1,0 +1,685 @@
+"""The engine: submit every pending job politely, exactly once, and track each to its end.
+
+The only module that starts tasks. One run looks like this::
+
+    journal ──pending rows──► producer ──bounded stream──► N submit workers ──► backend.submit
+                                                               │ accepted
+                                                               ▼
+                              journal writer ◄── every change ── tracker ──► backend.status
+
+Guarantees, and where they are kept:
+
+- *Exactly once.* A worker commits ``submitting`` (and waits for the commit) before it sends
+  a job; an answer is recorded as soon as it arrives. An ambiguous failure (timeout, reset,
+  5xx after sending) and every ``submitting``/``unknown`` row found on resume is looked up by
+  the job's deterministic name before anything is sent again. A "name already exists" answer
+  is a success (backends return the existing job's receipt).
+- *Polite.* Each endpoint class (submit, status, stop; look-ups share status) has a hard
+  ceiling (the injected rate limiter, aiolimiter in production) and an adaptive rate below it
+  (:class:`~bulk.ratelimit.AdaptiveRate`). Requests in flight are capped by a
+  ``CapacityLimiter``; active jobs (accepted, not yet finished) by a semaphore. Throttling
+  answers slow the endpoint down and are retried without counting as attempts: a throttled
+  job never fails for being throttled.
+- *Bounded.* Retries stop after ``retry.attempts`` or ``retry.budget_s``, whichever first;
+  ``Retry-After`` wins over the computed back-off.
+- *Interruptible.* Setting the ``drain`` event stops taking new rows and abandons requests in
+  flight (their rows stay ``submitting`` and are looked up on resume); the journal writer is
+  then flushed under a shield.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+from prometheus_client import CollectorRegistry
+
+from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
+from bulk.clock import AnyioClock, Clock
+from bulk.config import LimitsConfig, RetryConfig, TrackConfig
+from bulk.errors import (
+    AmbiguousBackendError,
+    BackendError,
+    BulkError,
+    PermanentBackendError,
+    ThrottledError,
+    TransientBackendError,
+)
+from bulk.journal import Journal, JournalWriter, Offload, Record, State, StoredJob
+from bulk.metrics import Metrics
+from bulk.plan import job_name, render_context
+from bulk.ratelimit import AdaptiveRate, RateLimiter, aiolimiter_factory
+from bulk.retry import Backoff
+from bulk.spec import Template
+from bulk.sweep import Point
+
+__all__ = ["Engine", "LimiterFactory", "Policy", "Stats"]
+
+_T = TypeVar("_T")
+LimiterFactory = Callable[[float, int], RateLimiter]
+_PAGE = 1000  # pending rows read from the journal at a time
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The run's limits, retry and tracking policy (from its config)."""
+
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+
+@dataclass(slots=True)
+class Stats:
+    """Live counters for progress display; the journal remains the record."""
+
+    total: int = 0
+    done: int = 0
+    submitted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    stopped: int = 0
+    unknown: int = 0
+    active: int = 0
+    throttled: int = 0
+    retries: int = 0
+    status_requests: int = 0
+
+
+@dataclass(slots=True)
+class _Job:
+    """A job the engine is working on (``__slots__``: there may be many)."""
+
+    index: int
+    key: str
+    origin: str
+    variables: dict[str, Any]
+    attempt: int
+    name: str
+    remote_id: str | None = None
+    reconcile: bool = False  # look the name up before sending anything
+    accepted_at: float = 0.0  # clock time the service accepted it
+    interval: float = 0.0  # current polling interval
+    running: bool = False  # "running" recorded already
+    lost: int = 0  # times the service said it did not know the job
+
+    @property
+    def receipt(self) -> Receipt:
+        assert self.remote_id is not None
+        return Receipt(self.name, self.remote_id)
+
+
+class _Slots:
+    """The active-job cap. Jobs adopted on resume take a slot even past the cap (as debt)."""
+
+    def __init__(self, size: int):
+        self._sem = anyio.Semaphore(size)
+        self._debt = 0
+
+    async def acquire(self) -> None:
+        await self._sem.acquire()
+
+    def take_now(self) -> None:
+        try:
+            self._sem.acquire_nowait()
+        except anyio.WouldBlock:
+            self._debt += 1
+
+    def release(self) -> None:
+        if self._debt:
+            self._debt -= 1
+        else:
+            self._sem.release()
+
+
+class Engine:
+    """Submits and tracks one run's jobs.
+
+    Example::
+
+        engine = Engine(backend, journal, template=cfg.template, run=cfg.run.name,
+                        policy=Policy(cfg.limits, cfg.retry, cfg.track))
+        stats = await engine.run(drain=drain_event)
+
+    Args:
+        backend: where jobs go.
+        journal: the run's journal (already filled).
+        template: renders each job's body (validated before the run).
+        run: the run's name (part of every job name).
+        policy: limits, retry and tracking.
+        clock: all waiting and timing.
+        metrics: Prometheus metrics (a private registry when None).
+        limiter_factory: builds each endpoint's ceiling, inside the running loop.
+        rng: jitter for back-off (seed it for reproducible tests).
+        workers: submit workers (default: ``max_in_flight``).
+        offload: runs blocking journal work (default: a worker thread).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        journal: Journal,
+        *,
+        template: Template,
+        run: str,
+        policy: Policy,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        limiter_factory: LimiterFactory = aiolimiter_factory,
+        rng: random.Random | None = None,
+        workers: int | None = None,
+        offload: Offload | None = None,
+    ):
+        self._backend = backend
+        self._journal = journal
+        self._template = template
+        self._run = run
+        self._policy = policy
+        self._clock = clock or AnyioClock()
+        self.metrics = metrics or Metrics(CollectorRegistry())
+        self._limiter_factory = limiter_factory
+        self._rng = rng or random.Random()
+        self._workers = workers or policy.limits.max_in_flight
+        self._offload = offload or anyio.to_thread.run_sync
+        self.stats = Stats()
+        self.interrupted = False
+
+    # -- the run ----------------------------------------------------------------------------
+
+    async def run(self, drain: anyio.Event | None = None) -> Stats:
+        """Submit every pending row and track every job until it ends (or ``drain`` is set).
+
+        Returns:
+            The run's counters (the journal holds the full record).
+
+        Raises:
+            PermanentBackendError: the service refused a status or look-up request outright
+                (bad credentials): nothing more can be done until that is fixed.
+        """
+        limits = self._policy.limits
+        clock = self._clock
+        self._writer = JournalWriter(self._journal, offload=self._offload)
+        self._slots = _Slots(limits.max_active)
+        self._in_flight = anyio.CapacityLimiter(limits.max_in_flight)
+        self._ceilings = {
+            "submit": self._limiter_factory(limits.submit_rate_per_s, limits.burst),
+            "status": self._limiter_factory(limits.status_rate_per_s, limits.burst),
+            "stop": self._limiter_factory(limits.stop_rate_per_s, limits.burst),
+        }
+        self._rates = {
+            "submit": AdaptiveRate(limits.submit_rate_per_s, clock),
+            "status": AdaptiveRate(limits.status_rate_per_s, clock),
+            "stop": AdaptiveRate(limits.stop_rate_per_s, clock),
+        }
+        for endpoint, rate in self._rates.items():
+            self.metrics.rate_limit.labels(endpoint=endpoint).set(rate.rate_per_s)
+        self._tracker = _Tracker(self)
+
+        counts, unsettled, tracked = await self._offload(self._load)
+        # Rows the engine owns from the start. One of them may fall back to ``pending`` after
+        # a transient error before the pager reaches its index: the pager must skip it, or a
+        # second worker would send the same job.
+        self._owned = {r.index for r in unsettled} | {r.index for r in tracked}
+        self._init_stats(counts)
+        for stored in tracked:
+            job = self._job(stored)
+            job.remote_id = stored.remote_id
+            job.running = stored.state is State.RUNNING
+            self._slots.take_now()
+            self._tracker.add(job)
+
+        async with anyio.create_task_group() as io:
+            io.start_soon(self._writer.run)
+            try:
+                with anyio.CancelScope() as work:
+                    async with anyio.create_task_group() as tg:
+                        if drain is not None:
+                            tg.start_soon(self._watch, drain, work)
+                        tg.start_soon(self._submit_all, unsettled)
+                        await self._tracker.run(tg)
+                        tg.cancel_scope.cancel()  # ends the drain watcher
+            finally:
+                await self._writer.aclose()
+        return self.stats
+
+    async def _watch(self, drain: anyio.Event, work: anyio.CancelScope) -> None:
+        await drain.wait()
+        self.interrupted = True
+        work.cancel()
+
+    def _load(self) -> tuple[dict[str, int], list[StoredJob], list[StoredJob]]:
+        j = self._journal
+        unsettled = j.jobs([State.SUBMITTING, State.UNKNOWN])
+        accepted = j.jobs([State.SUBMITTED, State.RUNNING])
+        tracked = [r for r in accepted if r.remote_id]
+        # An accepted row without a remote id cannot be polled: look it up like an unsettled one.
+        unsettled += [r for r in accepted if not r.remote_id]
+        return j.counts(), unsettled, tracked
+
+    def _init_stats(self, counts: Mapping[str, int]) -> None:
+        s = self.stats
+        s.total = sum(counts.values())
+        s.succeeded = counts.get(State.SUCCEEDED, 0)
+        s.failed = counts.get(State.FAILED, 0)
+        s.stopped = counts.get(State.STOPPED, 0)
+        s.done = s.succeeded + s.failed + s.stopped
+        self.metrics.rows_total.set(s.total)
+        self.metrics.rows_done.set(s.done)
+
+    def _job(self, stored: StoredJob) -> _Job:
+        return _Job(
+            index=stored.index,
+            key=stored.key,
+            origin=stored.origin,
+            variables=stored.variables,
+            attempt=stored.attempt,
+            name=job_name(self._run, stored.key, stored.attempt),
+        )
+
+    # -- submitting -------------------------------------------------------------------------
+
+    async def _submit_all(self, unsettled: list[StoredJob]) -> None:
+        send, receive = anyio.create_memory_object_stream[_Job](max_buffer_size=_PAGE)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._produce, send, unsettled)
+            async with receive:
+                for _ in range(self._workers):
+                    tg.start_soon(self._worker, receive.clone())
+        self._tracker.close_intake()
+
+    async def _produce(
+        self, send: anyio.abc.ObjectSendStream[_Job], unsettled: list[StoredJob]
+    ) -> None:
+        async with send:
+            for stored in unsettled:
+                job = self._job(stored)
+                job.reconcile = True
+                await send.send(job)
+            after = -1
+            while True:
+                rows = await self._offload(self._pending_page, after)
+                for stored in rows:
+                    if stored.index not in self._owned:
+                        await send.send(self._job(stored))
+                if len(rows) < _PAGE:
+                    return
+                after = rows[-1].index
+
+    def _pending_page(self, after: int) -> list[StoredJob]:
+        return self._journal.jobs([State.PENDING], after=after, limit=_PAGE)
+
+    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[_Job]) -> None:
+        async with receive:
+            async for job in receive:
+                await self.submit_job(job)
+
+    async def submit_job(self, job: _Job) -> None:
+        """Deliver one job under the active-job cap, then hand it to the tracker."""
+        await self._slots.acquire()
+        try:
+            accepted = await self._deliver(job)
+        except BaseException:
+            self._slots.release()
+            raise
+        if accepted:
+            self._tracker.add(job)
+        else:
+            self._slots.release()
+
+    async def _deliver(self, job: _Job) -> bool:
+        """Get the job accepted exactly once; whether it was (else it was recorded ended)."""
+        clock = self._clock
+        backoff = Backoff(self._policy.retry, started=clock.now(), rng=self._rng)
+        last_error = ""
+        while True:
+            try:
+                if job.reconcile:
+                    receipt = await self._request("lookup", self._backend.lookup, job.name)
+                    job.reconcile = False
+                    if receipt is not None:
+                        await self._accepted(job, receipt, adopted=True)
+                        return True
+                body = self._template.render_bytes(
+                    render_context(_point(job), self._run, job.attempt)
+                )
+                await self._pace("submit")
+                await self._writer.write(Record(job.index, State.SUBMITTING, attempt=job.attempt))
+                receipt = await self._request(
+                    "submit", self._backend.submit, Submission(job.name, body)
+                )
+            except ThrottledError as exc:
+                # Not an attempt: wait as asked (the adaptive rate already slowed down) and go on.
+                self.stats.retries += 1
+                self.metrics.retries.labels(reason="throttled").inc()
+                await clock.sleep(exc.retry_after or 0)
+                continue
+            except PermanentBackendError as exc:
+                await self._ended(job, State.FAILED, str(exc))
+                return False
+            except AmbiguousBackendError as exc:
+                job.reconcile = True
+                last_error = str(exc)
+                reason = "ambiguous"
+                self._writer.record_nowait(Record(job.index, State.UNKNOWN, error=last_error))
+                retry_after = exc.retry_after
+            except TransientBackendError as exc:
+                last_error = str(exc)
+                reason = "transient"
+                if not job.reconcile:  # known not sent: it is pending again
+                    self._writer.record_nowait(Record(job.index, State.PENDING, error=last_error))
+                retry_after = exc.retry_after
+            except BulkError as exc:  # a row that no longer renders (an old journal)
+                await self._ended(job, State.FAILED, str(exc))
+                return False
+            else:
+                await self._accepted(job, receipt, adopted=False)
+                return True
+
+            delay = backoff.next_delay(clock.now(), retry_after)
+            if delay is None:
+                await self._give_up(job, backoff.failures, last_error)
+                return False
+            self.stats.retries += 1
+            self.metrics.retries.labels(reason=reason).inc()
+            await clock.sleep(delay)
+
+    async def _give_up(self, job: _Job, attempts: int, last_error: str) -> None:
+        message = f"gave up after {attempts} attempts: {last_error}"
+        if job.reconcile:
+            # The last answer was ambiguous and the look-up did not settle it: the job may
+            # exist. Leave it unknown, never failed, so that a resume looks it up first.
+            self.stats.unknown += 1
+            await self._writer.write(Record(job.index, State.UNKNOWN, error=message))
+            return
+        await self._ended(job, State.FAILED, message)
+
+    async def _accepted(self, job: _Job, receipt: Receipt, *, adopted: bool) -> None:
+        job.remote_id = receipt.remote_id
+        job.accepted_at = self._clock.now()
+        self.stats.submitted += 1
+        self.metrics.jobs.labels(state="submitted").inc()
+        error = "adopted after a look-up" if adopted else None
+        self._writer.record_nowait(
+            Record(
+                job.index,
+                State.SUBMITTED,
+                attempt=job.attempt,
+                remote_id=receipt.remote_id,
+                submitted_at=self._clock.wall(),
+                error=error,
+            )
+        )
+
+    async def _ended(self, job: _Job, state: State, reason: str | None) -> None:
+        """Record a terminal state (committed before returning)."""
+        s = self.stats
+        s.done += 1
+        if state is State.SUCCEEDED:
+            s.succeeded += 1
+        elif state is State.FAILED:
+            s.failed += 1
+        else:
+            s.stopped += 1
+        self.metrics.jobs.labels(state=state.value).inc()
+        self.metrics.rows_done.set(s.done)
+        if job.accepted_at:
+            self.metrics.job_duration.observe(max(0.0, self._clock.now() - job.accepted_at))
+        await self._writer.write(
+            Record(job.index, state, finished_at=self._clock.wall(), error=reason)
+        )
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def _pace(self, endpoint: str) -> None:
+        await self._rates[endpoint].acquire()
+        await self._ceilings[endpoint].acquire()
+
+    async def _request(self, endpoint: str, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """One backend call: paced (look-ups as status), capped in flight, measured."""
+        rate_class = "status" if endpoint == "lookup" else endpoint
+        if endpoint != "submit":  # submit is paced by the worker, before its journal write
+            await self._pace(rate_class)
+        rate = self._rates[rate_class]
+        started = self._clock.now()
+        outcome = "ok"
+        try:
+            async with self._in_flight:
+                result = await call(*args)
+        except BackendError as exc:
+            outcome = _outcome(exc)
+            if isinstance(exc, ThrottledError):
+                self.stats.throttled += 1
+                self.metrics.throttled.inc()
+                rate.throttled(exc.retry_after)
+                self.metrics.rate_limit.labels(endpoint=rate_class).set(rate.rate_per_s)
+            raise
+        else:
+            rate.succeeded()
+            self.metrics.rate_limit.labels(endpoint=rate_class).set(rate.rate_per_s)
+            return result
+        finally:
+            self.metrics.requests.labels(endpoint=endpoint, outcome=outcome).inc()
+            duration = max(0.0, self._clock.now() - started)
+            self.metrics.request_duration.labels(endpoint=endpoint).observe(duration)
+
+
+def _outcome(exc: BackendError) -> str:
+    if isinstance(exc, ThrottledError):
+        return "throttled"
+    if isinstance(exc, AmbiguousBackendError):
+        return "ambiguous"
+    if isinstance(exc, TransientBackendError):
+        return "transient"
+    return "permanent"
+
+
+def _point(job: _Job) -> Point:
+    return Point(job.index, job.key, job.origin, job.variables)
+
+
+class _Tracker:
+    """Polls accepted jobs to a terminal state: per-job back-off, batched requests."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._track = engine._policy.track
+        self._heap: list[tuple[float, int, _Job]] = []
+        self._seq = itertools.count()
+        self._wake = anyio.Event()
+        self._intake_open = True
+        self._busy = 0  # tasks the tracker started that may still record or re-add a job
+
+    def add(self, job: _Job) -> None:
+        """Start tracking an accepted job; its first poll is ``track.first_s`` from now."""
+        job.interval = self._track.first_s
+        if not job.accepted_at:
+            job.accepted_at = self._engine._clock.now()
+        self._engine.stats.active += 1
+        self._engine.metrics.active.inc()
+        self._push(job, self._engine._clock.now() + job.interval)
+        self._wake.set()
+
+    def close_intake(self) -> None:
+        """No more jobs will be added (except the tracker's own resubmissions)."""
+        self._intake_open = False
+        self._wake.set()
+
+    def _push(self, job: _Job, due: float) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), job))
+
+    async def run(self, tg: anyio.abc.TaskGroup) -> None:
+        """Poll until every job has ended and no more can come."""
+        clock = self._engine._clock
+        while True:
+            if not self._heap:
+                if not self._intake_open and not self._busy:
+                    return
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            now = clock.now()
+            due = self._heap[0][0]
+            if due > now:
+                # A job added meanwhile is due first_s after it came, never before we wake.
+                await clock.sleep(min(due - now, self._track.first_s))
+                continue
+            await self._poll(tg, self._due_batch(now))
+
+    def _due_batch(self, now: float) -> list[_Job]:
+        # Take jobs due within half a first interval too: fewer, fuller status requests.
+        horizon = now + self._track.first_s / 2
+        batch: list[_Job] = []
+        while self._heap and self._heap[0][0] <= horizon and len(batch) < self._track.batch:
+            batch.append(heapq.heappop(self._heap)[2])
+        return batch
+
+    async def _poll(self, tg: anyio.abc.TaskGroup, batch: list[_Job]) -> None:
+        engine = self._engine
+        clock = engine._clock
+        engine.stats.status_requests += 1
+        try:
+            answers = await engine._request(
+                "status", engine._backend.status, [job.receipt for job in batch]
+            )
+        except (ThrottledError, TransientBackendError) as exc:
+            wait = exc.retry_after or 0.0
+            for job in batch:
+                self._reschedule(job, clock.now() + wait)
+            return
+        now = clock.now()
+        timeout = self._track.timeout_s
+        for job in batch:
+            status = answers.get(job.remote_id or "")
+            if status is None or not (status.phase.terminal or status.phase is Phase.MISSING):
+                if status is not None and status.phase is Phase.RUNNING and not job.running:
+                    job.running = True
+                    engine._writer.record_nowait(
+                        Record(job.index, State.RUNNING, started_at=clock.wall())
+                    )
+                if timeout is not None and now - job.accepted_at > timeout:
+                    self._spawn(tg, self._time_out, job)
+                else:
+                    self._reschedule(job, None)
+                continue
+            self._finished(tg, job, status)
+
+    def _reschedule(self, job: _Job, at: float | None) -> None:
+        job.interval = min(self._track.max_s, job.interval * self._track.factor)
+        self._push(job, at if at is not None else self._engine._clock.now() + job.interval)
+
+    def _finished(self, tg: anyio.abc.TaskGroup, job: _Job, status: JobStatus) -> None:
+        engine = self._engine
+        engine.stats.active -= 1
+        engine.metrics.active.dec()
+        if status.phase is Phase.MISSING:
+            # The service does not know a job it accepted (purged, or a local job whose
+            # runner died): look its name up and send it again if it really is gone.
+            job.lost += 1
+            if job.lost <= engine._policy.retry.attempts:
+                job.reconcile = True
+                engine._slots.release()
+                self._spawn(tg, engine.submit_job, job)
+                return
+            status = JobStatus(Phase.FAILED, "lost by the service")
+        state = {
+            Phase.SUCCEEDED: State.SUCCEEDED,
+            Phase.FAILED: State.FAILED,
+            Phase.STOPPED: State.STOPPED,
+        }.get(status.phase, State.FAILED)
+        engine._slots.release()
+        self._spawn(tg, engine._ended, job, state, status.reason)
+
+    def _spawn(
+        self, tg: anyio.abc.TaskGroup, func: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        """Start a task the tracker must wait for before it may say it is done."""
+
+        async def tracked() -> None:
+            try:
+                await func(*args)
+            finally:
+                self._busy -= 1
+                self._wake.set()
+
+        self._busy += 1
+        tg.start_soon(tracked)
+
+    async def _time_out(self, job: _Job) -> None:
+        """The client-side job timeout: stop the job, record it failed with ``timeout``."""
+        engine = self._engine
+        try:
+            await engine._request("stop", engine._backend.stop, job.receipt)
+        except (TransientBackendError, PermanentBackendError):
+            pass  # recorded failed all the same; `bulk stop` can try again
+        engine.stats.active -= 1
+        engine.metrics.active.dec()
+        engine._slots.release()
+        await engine._ended(job, State.FAILED, "timeout")
+
+
+async def stop_run(
+    backend: Backend,
+    journal: Journal,
+    *,
+    run: str,
+    policy: Policy,
+    clock: Clock | None = None,
+    limiter_factory: LimiterFactory = aiolimiter_factory,
+    offload: Offload | None = None,
+) -> tuple[int, list[str]]:
+    """``bulk stop``: stop every job of the run that may be on the service, and record it.
+
+    Accepted jobs are stopped by their remote id; ``submitting``/``unknown`` rows are looked
+    up by name first (and only stopped if found). Rows never sent stay ``pending``.
+
+    Returns:
+        How many jobs were recorded stopped, and one message per job that could not be.
+    """
+    clock = clock or AnyioClock()
+    offload = offload or anyio.to_thread.run_sync
+    limiter = limiter_factory(policy.limits.stop_rate_per_s, policy.limits.burst)
+    rows = await offload(
+        journal.jobs, [State.SUBMITTING, State.UNKNOWN, State.SUBMITTED, State.RUNNING]
+    )
+    writer = JournalWriter(journal, offload=offload)
+    stopped = 0
+    problems: list[str] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        try:
+            for row in rows:
+                name = job_name(run, row.key, row.attempt)
+                try:
+                    await limiter.acquire()
+                    remote_id = row.remote_id
+                    if remote_id is None:
+                        receipt = await backend.lookup(name)
+                        if receipt is None:
+                            writer.record_nowait(
+                                Record(row.index, State.PENDING, error="not on the service")
+                            )
+                            continue
+                        remote_id = receipt.remote_id
+                    await backend.stop(Receipt(name, remote_id))
+                except BackendError as exc:
+                    problems.append(f"{row.origin}: {name}: {exc}")
+                    continue
+                stopped += 1
+                writer.record_nowait(
+                    Record(
+                        row.index,
+                        State.STOPPED,
+                        remote_id=remote_id,
+                        finished_at=clock.wall(),
+                        error="stopped by bulk stop",
+                    )
+                )
+        finally:
+            await writer.aclose()
+    return stopped, problems

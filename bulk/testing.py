@@ -1,0 +1,230 @@
+"""Test doubles that really implement bulk's interfaces (like ``httpx.MockTransport``).
+
+- :class:`FakeBackend`: a service in memory. A scripted ``handler`` decides each submit's
+  fate; jobs then run for a scripted number of status polls. It keeps a *ledger* of how many
+  times each name was accepted, which is what exactly-once tests check.
+- :class:`FakeClock`: virtual time, advanced by the test.
+- :class:`ClockLimiter`: a leaky-bucket :class:`~bulk.ratelimit.RateLimiter` on any
+  :class:`~bulk.clock.Clock`, so rate limits run on virtual time too.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
+from bulk.clock import Clock
+from bulk.errors import PermanentBackendError
+
+__all__ = ["Call", "ClockLimiter", "FakeBackend", "FakeClock", "Handler"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request the fake received: its endpoint, job name and (virtual) time."""
+
+    endpoint: str
+    name: str
+    at: float
+
+
+# Decides one submit: return normally to accept it, or raise a bulk.errors.BackendError.
+# Raising AmbiguousBackendError *after* calling ``backend.accept(submission)`` models
+# "the service created the job, but the answer was lost".
+Handler = Callable[["FakeBackend", Submission], Awaitable[None]]
+
+
+async def _accept_all(backend: FakeBackend, submission: Submission) -> None:
+    backend.accept(submission)
+
+
+@dataclass(slots=True)
+class _FakeJob:
+    name: str
+    polls_left: int
+    phase: Phase = Phase.QUEUED
+    reason: str | None = None
+
+
+class FakeBackend:
+    """An in-memory service implementing :class:`~bulk.backends.base.Backend`.
+
+    Example::
+
+        async def flaky(backend, sub):
+            if sub.name.endswith("7"):
+                raise ThrottledError("slow down", retry_after=2)
+            backend.accept(sub)
+
+        backend = FakeBackend(flaky, clock=clock, runs_for=2)
+
+    Args:
+        handler: decides each submit (default: accept).
+        clock: stamps :attr:`calls`.
+        runs_for: status polls a job spends running before it ends.
+        outcome: the phase and reason a job ends with, from its name (default: succeeded).
+    """
+
+    def __init__(
+        self,
+        handler: Handler = _accept_all,
+        *,
+        clock: Clock | None = None,
+        runs_for: int = 1,
+        outcome: Callable[[str], tuple[Phase, str | None]] | None = None,
+    ):
+        self.handler = handler
+        self._clock = clock
+        self._runs_for = runs_for
+        self._outcome = outcome or (lambda _name: (Phase.SUCCEEDED, None))
+        self.jobs: dict[str, _FakeJob] = {}
+        self.ledger: Counter[str] = Counter()
+        self.calls: list[Call] = []
+        self.stopped: list[str] = []
+        self.closed = False
+
+    def _log(self, endpoint: str, name: str) -> None:
+        self.calls.append(Call(endpoint, name, self._clock.now() if self._clock else 0.0))
+
+    def accept(self, submission: Submission) -> Receipt:
+        """Create the job (once per name, like a service with unique names)."""
+        if submission.name not in self.jobs:
+            self.ledger[submission.name] += 1
+            self.jobs[submission.name] = _FakeJob(submission.name, self._runs_for)
+        return Receipt(submission.name, submission.name)
+
+    def forget(self, name: str) -> None:
+        """Make the service lose a job (it then answers MISSING for it)."""
+        self.jobs.pop(name, None)
+
+    def calls_to(self, endpoint: str) -> list[Call]:
+        """The calls received on one endpoint, in order."""
+        return [c for c in self.calls if c.endpoint == endpoint]
+
+    async def submit(self, submission: Submission) -> Receipt:
+        if self.closed:
+            msg = "cannot submit: backend has been closed"
+            raise PermanentBackendError(msg, job_name=submission.name)
+        self._log("submit", submission.name)
+        if submission.name in self.jobs:  # a duplicate name is the same job: success
+            return Receipt(submission.name, submission.name)
+        await self.handler(self, submission)
+        return self.accept(submission)
+
+    async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
+        out: dict[str, JobStatus] = {}
+        for receipt in jobs:
+            self._log("status", receipt.name)
+            job = self.jobs.get(receipt.remote_id)
+            if job is None:
+                out[receipt.remote_id] = JobStatus(Phase.MISSING)
+                continue
+            if not job.phase.terminal:
+                if job.polls_left <= 0:
+                    job.phase, job.reason = self._outcome(job.name)
+                else:
+                    job.phase = Phase.RUNNING
+                    job.polls_left -= 1
+            out[receipt.remote_id] = JobStatus(job.phase, job.reason)
+        return out
+
+    async def stop(self, job: Receipt) -> None:
+        self._log("stop", job.name)
+        self.stopped.append(job.name)
+        fake = self.jobs.get(job.remote_id)
+        if fake is not None and not fake.phase.terminal:
+            fake.phase, fake.reason = Phase.STOPPED, "stopped"
+
+    async def lookup(self, name: str) -> Receipt | None:
+        self._log("lookup", name)
+        return Receipt(name, name) if name in self.jobs else None
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+_check: type[Backend] = FakeBackend
+
+
+class FakeClock:
+    """Virtual time. Sleepers wake in order as the test advances the clock.
+
+    Example::
+
+        clock = FakeClock()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(something_that_sleeps, clock)
+            await clock.advance(6.9)   # nothing due yet
+            await clock.advance(0.1)   # the sleeper of 7 s wakes at exactly 7.0
+    """
+
+    def __init__(self, start: float = 0.0):
+        self._now = start
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        return 1_700_000_000.0 + self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), event))
+        await event.wait()
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, waking every sleeper due, in order, letting each run."""
+        target = self._now + seconds
+        await anyio.wait_all_tasks_blocked()
+        while self._sleepers and self._sleepers[0][0] <= target:
+            when, _, event = heapq.heappop(self._sleepers)
+            self._now = when
+            event.set()
+            await anyio.wait_all_tasks_blocked()
+        self._now = target
+
+
+@dataclass(slots=True)
+class ClockLimiter:
+    """A leaky bucket on an injected clock: at most ``burst`` back to back, then
+    ``rate_per_s``. Waiters are served in arrival order.
+
+    Over any window of ``t`` seconds it lets at most ``burst + rate_per_s * t`` through.
+    """
+
+    rate_per_s: float
+    burst: int
+    clock: Clock
+    _level: float = 0.0
+    _last: float = 0.0
+    _lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    async def acquire(self, amount: float = 1) -> None:
+        async with self._lock:
+            while True:
+                now = self.clock.now()
+                self._level = max(0.0, self._level - (now - self._last) * self.rate_per_s)
+                self._last = now
+                # The tolerance matters: after sleeping exactly the computed time, float
+                # rounding can leave the level 1e-16 too high, and a 1e-19 s sleep does not
+                # move a virtual clock: without it the limiter would spin forever.
+                if self._level + amount <= self.burst + 1e-9:
+                    self._level += amount
+                    return
+                await self.clock.sleep((self._level + amount - self.burst) / self.rate_per_s)
+
+    @classmethod
+    def factory(cls, clock: Clock) -> Callable[[float, int], ClockLimiter]:
+        """A limiter factory for :class:`~bulk.engine.Engine` that runs on ``clock``."""
+        return lambda rate, burst: cls(rate, burst, clock)
