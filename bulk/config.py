@@ -45,6 +45,7 @@ __all__ = [
     "SweepConfig",
     "Table",
     "TrackConfig",
+    "fingerprint_of",
     "load",
 ]
 
@@ -174,20 +175,11 @@ class Config:
         """The run's SQLite journal."""
         return self.run.dir / "journal.sqlite"
 
-    def job_fingerprint(self) -> str:
-        """A hash of everything in the config that changes what jobs are sent.
 
-        Limits, retry and tracking policy are left out on purpose: a user may slow a run
-        down or give it more retries and still resume it.
-        """
-        relevant = {
-            "run": self.raw.get("run", {}).get("name"),
-            "sweep": self.raw.get("sweep", {}),
-            "backend": self.raw.get("backend", {}).get("kind", "local"),
-            "job": self.template.source,
-        }
-        data = orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS, default=str)
-        return hashlib.sha256(data).hexdigest()[:16]
+def fingerprint_of(value: Any) -> str:
+    """A short, stable hash of a config value (key order does not matter)."""
+    data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 _T = TypeVar("_T")

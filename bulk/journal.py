@@ -39,8 +39,8 @@ from bulk.sweep import Point, point_key
 __all__ = [
     "SCHEMA_VERSION",
     "Journal",
-    "Offload",
     "JournalWriter",
+    "Offload",
     "Record",
     "RunLock",
     "State",
@@ -373,6 +373,14 @@ class Journal:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def max_attempt(self) -> int:
+        """The highest attempt number any row has had."""
+        return int(self._conn.execute("SELECT coalesce(max(attempt), 0) FROM jobs").fetchone()[0])
+
+    def set_first_attempt(self, attempt: int) -> None:
+        """Number every row's attempt from ``attempt`` (a restarted run never reuses a name)."""
+        self._conn.execute("UPDATE jobs SET attempt = ?", (attempt,))
 
     def reset_failed(self, states: Sequence[State] = (State.FAILED,)) -> int:
         """Put rows in ``states`` back to ``pending`` with the next attempt (``bulk retry``)."""

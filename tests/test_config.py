@@ -8,6 +8,7 @@ import pytest
 
 from bulk import config
 from bulk.errors import ConfigError
+from bulk.runs import fingerprints
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -63,14 +64,15 @@ class TestLoad:
         assert ("y", (0.0, 0.5, 1.0)) == cfg.sweep.grid[1]
         assert ("z", (2, 3, 4)) == cfg.sweep.grid[2]
 
-    def test_limits_change_does_not_change_the_job_fingerprint(self, tmp_path: Path) -> None:
+    def test_limits_change_does_not_change_the_fingerprints(self, tmp_path: Path) -> None:
         """Slowing a run down must not block its resume; changing the template must."""
-        base = config.load(write(tmp_path, MINIMAL)).job_fingerprint()
+        base = fingerprints(config.load(write(tmp_path, MINIMAL)))
         slower = config.load(write(tmp_path, MINIMAL + "\n[limits]\nmax_active = 1\n"))
         changed = config.load(write(tmp_path, MINIMAL.replace("echo", "printf")))
 
-        assert base == slower.job_fingerprint()
-        assert base != changed.job_fingerprint()
+        assert base == fingerprints(slower)
+        assert base["fp_job"] != fingerprints(changed)["fp_job"]
+        assert base["fp_sweep"] == fingerprints(changed)["fp_sweep"]
 
 
 @pytest.mark.parametrize(

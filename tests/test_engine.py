@@ -62,13 +62,21 @@ def journal(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Journal]
 
 
 def policy(**kw: Any) -> Policy:
-    limits = {"submit_rate_per_s": 1000.0, "status_rate_per_s": 1000.0, "burst": 1,
-              "max_in_flight": 8, "max_active": 1000}
-    retry = {"attempts": 5, "budget_s": 600.0, "base_s": 1.0, "max_s": 30.0}
-    track = {"first_s": 1.0, "factor": 2.0, "max_s": 4.0}
-    for k, v in kw.items():
-        section = limits if k in limits else retry if k in retry else track
-        section[k] = v
+    limits: dict[str, Any] = {
+        "submit_rate_per_s": 1000.0,
+        "status_rate_per_s": 1000.0,
+        "burst": 1,
+        "max_in_flight": 8,
+        "max_active": 1000,
+    }
+    retry: dict[str, Any] = {"attempts": 5, "budget_s": 600.0, "base_s": 1.0, "max_s": 30.0}
+    track: dict[str, Any] = {"first_s": 1.0, "factor": 2.0, "max_s": 4.0}
+    for k, v in kw.items():  # track_max_s: max_s is a key of both retry and track
+        if k.startswith("track_"):
+            track[k.removeprefix("track_")] = v
+        else:
+            section = limits if k in limits else retry if k in retry else track
+            section[k] = v
     return Policy(LimitsConfig(**limits), RetryConfig(**retry), TrackConfig(**track))
 
 
@@ -80,8 +88,15 @@ async def inline(func: Callable[..., Any], *args: Any) -> Any:
 def engine(backend: FakeBackend, journal: Journal, pol: Policy | None = None) -> Engine:
     clock = AnyioClock()
     return Engine(
-        backend, journal, template=TEMPLATE, run=RUN, policy=pol or policy(), clock=clock,
-        limiter_factory=ClockLimiter.factory(clock), rng=random.Random(7), offload=inline,
+        backend,
+        journal,
+        template=TEMPLATE,
+        run=RUN,
+        policy=pol or policy(),
+        clock=clock,
+        limiter_factory=ClockLimiter.factory(clock),
+        rng=random.Random(7),
+        offload=inline,
     )
 
 
@@ -94,9 +109,7 @@ def name(i: int, attempt: int = 1) -> str:
 
 
 class TestHappyPath:
-    async def test_every_row_submitted_once_and_tracked_to_the_end(
-        self, journal: Journal
-    ) -> None:
+    async def test_every_row_submitted_once_and_tracked_to_the_end(self, journal: Journal) -> None:
         """20 rows: 20 accepted jobs, each polled to success, all recorded."""
         backend = FakeBackend(clock=AnyioClock(), runs_for=2)
 
@@ -107,7 +120,9 @@ class TestHappyPath:
         assert 20 == len(backend.ledger) == stats.succeeded == stats.submitted
         job = (await inline(journal.jobs))[0]
         assert (name(0), 1) == (job.remote_id, job.attempt)
-        assert job.submitted_at and job.started_at and job.finished_at
+        assert job.submitted_at
+        assert job.started_at
+        assert job.finished_at
 
     async def test_body_is_the_rendered_template(self, journal: Journal) -> None:
         """The engine sends the template rendered with the row and its job name."""
@@ -356,8 +371,8 @@ class TestTracking:
         """A job the service ends as failed is recorded failed with the service's reason."""
         backend = FakeBackend(
             clock=AnyioClock(),
-            outcome=lambda n: (Phase.FAILED, "exit code 3") if n == name(1) else (
-                Phase.SUCCEEDED, None
+            outcome=lambda n: (
+                (Phase.FAILED, "exit code 3") if n == name(1) else (Phase.SUCCEEDED, None)
             ),
         )
 
@@ -384,7 +399,7 @@ class TestTracking:
         """Polls of one job come at first_s, then grow by factor up to max_s."""
         backend = FakeBackend(clock=AnyioClock(), runs_for=5)
 
-        await engine(backend, journal, policy(first_s=1.0, factor=2.0, max_s=4.0)).run()
+        await engine(backend, journal, policy(first_s=1.0, factor=2.0, track_max_s=4.0)).run()
 
         polls = [c.at for c in backend.calls_to("status") if c.name == name(0)]
         gaps = [round(b - a, 6) for a, b in itertools.pairwise(polls)]
@@ -435,8 +450,13 @@ async def test_stop_run_stops_every_unfinished_job(journal: Journal) -> None:
 
     clock = AnyioClock()
     stopped, problems = await stop_run(
-        backend, journal, run=RUN, policy=policy(), clock=clock,
-        limiter_factory=ClockLimiter.factory(clock), offload=inline,
+        backend,
+        journal,
+        run=RUN,
+        policy=policy(),
+        clock=clock,
+        limiter_factory=ClockLimiter.factory(clock),
+        offload=inline,
     )
 
     assert (2, []) == (stopped, problems)

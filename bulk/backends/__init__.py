@@ -29,9 +29,9 @@ __all__ = [
 
 def _kinds() -> dict[str, BackendKind]:
     # Imported on demand: a local run never loads the HTTP clients.
-    from bulk.backends import local
+    from bulk.backends import local, stub
 
-    return {"local": local.KIND}
+    return {"local": local.KIND, "stub": stub.KIND}
 
 
 def kind_names() -> list[str]:

@@ -1,0 +1,56 @@
+"""Showing a run's progress: a rich progress bar on a terminal, plain periodic lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import anyio
+
+from bulk.engine import Stats
+
+__all__ = ["describe", "show"]
+
+
+def describe(stats: Stats) -> str:
+    """One line: how far the run is."""
+    parts = [f"{stats.done:,}/{stats.total:,} done"]
+    parts.append(f"{stats.succeeded:,} succeeded")
+    if stats.failed:
+        parts.append(f"{stats.failed:,} failed")
+    if stats.stopped:
+        parts.append(f"{stats.stopped:,} stopped")
+    parts.append(f"{stats.active:,} active")
+    if stats.throttled:
+        parts.append(f"{stats.throttled:,} throttled")
+    return ", ".join(parts)
+
+
+async def show(stats: Stats, run: str, *, interval_s: float, stream: TextIO | None = None) -> None:
+    """Update the display until cancelled (the caller cancels it when the run ends)."""
+    stream = stream or sys.stderr
+    if stream.isatty():
+        await _bar(stats, run, stream)
+    else:
+        while True:
+            await anyio.sleep(interval_s)
+            print(f"bulk: {run}: {describe(stats)}", file=stream, flush=True)
+
+
+async def _bar(stats: Stats, run: str, stream: TextIO) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
+    with Progress(*columns, console=Console(file=stream), transient=False) as bar:
+        task = bar.add_task(run, total=stats.total or None, detail="")
+        while True:
+            detail = f"{stats.succeeded:,} ok · {stats.failed:,} failed · {stats.active:,} active"
+            bar.update(task, completed=stats.done, total=stats.total or None, detail=detail)
+            await anyio.sleep(0.2)

@@ -1,0 +1,206 @@
+"""``bulk sim stub``: the reference job service (see :mod:`bulk.backends.stub`), with faults.
+
+Jobs are queued for ``queue_s``, run for ``run_s`` (or the job spec's own ``run_s``), then
+succeed (or fail, at ``job_failure_rate``). Faults, each drawn per request from a seeded generator:
+
+- ``throttle_rate``: 429 with ``Retry-After: retry_after_s``, nothing created;
+- ``fail_before_rate``: 503, nothing created;
+- ``fail_after_rate``: the job **is created**, then the answer is a 503 or a dropped
+  connection ("commit then fail"): the client cannot know it worked;
+- ``rate_limit_per_s``: a token bucket per service; requests beyond it get 429;
+- ``latency_s``: every answer is delayed this long.
+
+``GET /ledger`` answers ``{"creates": {name: count}}``: how many times each name was created.
+A correct client makes it 1 for every name, whatever the faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+
+__all__ = ["SERVICE", "StubFaults", "StubService", "make_app"]
+
+
+@dataclass(frozen=True, slots=True)
+class StubFaults:
+    """What the simulated service does wrong, and how its jobs behave."""
+
+    throttle_rate: float = 0.0
+    retry_after_s: float = 0.5
+    fail_before_rate: float = 0.0
+    fail_after_rate: float = 0.0
+    rate_limit_per_s: float | None = None
+    latency_s: float = 0.0
+    queue_s: float = 0.0
+    run_s: float = 0.0
+    job_failure_rate: float = 0.0
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class _Job:
+    id: str
+    name: str
+    created: float
+    fails: bool
+    run_s: float
+    stopped: bool = False
+
+
+@dataclass(slots=True)
+class StubService:
+    """The service's state: its jobs, by id and by name, and the create ledger."""
+
+    faults: StubFaults = field(default_factory=StubFaults)
+    jobs: dict[str, _Job] = field(default_factory=dict)
+    by_name: dict[str, _Job] = field(default_factory=dict)
+    creates: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    _rng: random.Random = field(default_factory=random.Random)
+    _tokens: float = 0.0
+    _last: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self._rng.seed(self.faults.seed)
+        self._tokens = self.faults.rate_limit_per_s or 0.0
+
+    def roll(self, rate: float) -> bool:
+        """True with probability ``rate`` (seeded)."""
+        return rate > 0 and self._rng.random() < rate
+
+    def over_limit(self) -> bool:
+        limit = self.faults.rate_limit_per_s
+        if not limit:
+            return False
+        now = time.monotonic()
+        self._tokens = min(limit, self._tokens + (now - self._last) * limit)
+        self._last = now
+        if self._tokens < 1:
+            return True
+        self._tokens -= 1
+        return False
+
+    def state(self, job: _Job) -> tuple[str, str | None]:
+        if job.stopped:
+            return "stopped", "stopped"
+        age = time.monotonic() - job.created
+        f = self.faults
+        if age < f.queue_s:
+            return "queued", None
+        if age < f.queue_s + job.run_s:
+            return "running", None
+        return ("failed", "exit code 1") if job.fails else ("succeeded", None)
+
+
+SERVICE: web.AppKey[StubService] = web.AppKey("service", StubService)
+
+
+def make_app(faults: StubFaults | None = None) -> web.Application:
+    """The stub service as an aiohttp application (``app[SERVICE]`` is its state)."""
+    service = StubService(faults or StubFaults())
+    app = web.Application()
+    app[SERVICE] = service
+
+    def throttled() -> web.Response:
+        # A new response each time: aiohttp cannot send one response object twice.
+        return web.json_response(
+            {"error": "slow down"},
+            status=429,
+            headers={"Retry-After": f"{service.faults.retry_after_s:g}"},
+        )
+
+    async def common(request: web.Request) -> web.StreamResponse | None:
+        service.requests += 1
+        if service.faults.latency_s:
+            await asyncio.sleep(service.faults.latency_s)
+        if service.over_limit():
+            return web.json_response(
+                {"error": "rate limit"}, status=429, headers={"Retry-After": "1"}
+            )
+        return None
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        if (early := await common(request)) is not None:
+            return early
+        body = orjson.loads(await request.read())
+        name = body.get("name")
+        if not isinstance(name, str) or "spec" not in body:
+            return web.json_response({"error": "need name and spec"}, status=400)
+        f = service.faults
+        if service.roll(f.throttle_rate):
+            return throttled()
+        if service.roll(f.fail_before_rate):
+            return web.json_response({"error": "unavailable"}, status=503)
+        existing = service.by_name.get(name)
+        if existing is not None:
+            return web.json_response({"id": existing.id, "error": "name exists"}, status=409)
+        spec = body["spec"]
+        run_s = spec.get("run_s", f.run_s) if isinstance(spec, dict) else f.run_s
+        if isinstance(run_s, bool) or not isinstance(run_s, int | float):
+            return web.json_response({"error": "spec.run_s must be a number"}, status=400)
+        job = _Job(
+            f"job-{len(service.jobs) + 1}",
+            name,
+            time.monotonic(),
+            service.roll(f.job_failure_rate),
+            float(run_s),
+        )
+        service.jobs[job.id] = job
+        service.by_name[name] = job
+        service.creates[name] = service.creates.get(name, 0) + 1
+        if service.roll(f.fail_after_rate):
+            if service.roll(0.5) and request.transport is not None:
+                request.transport.close()  # the client sees a dropped connection
+                return web.Response(status=503)
+            return web.json_response({"error": "internal error"}, status=503)
+        return web.json_response({"id": job.id}, status=201)
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        if (early := await common(request)) is not None:
+            return early
+        ids = orjson.loads(await request.read()).get("ids", [])
+        out = {}
+        for job_id in ids:
+            job = service.jobs.get(job_id)
+            if job is not None:
+                state, reason = service.state(job)
+                out[job_id] = {"state": state, "reason": reason}
+        return web.Response(body=orjson.dumps({"jobs": out}), content_type="application/json")
+
+    async def lookup(request: web.Request) -> web.StreamResponse:
+        if (early := await common(request)) is not None:
+            return early
+        job = service.by_name.get(request.query.get("name", ""))
+        if job is None:
+            return web.json_response({"error": "not found"}, status=404)
+        state, reason = service.state(job)
+        return web.json_response({"id": job.id, "name": job.name, "state": state, "reason": reason})
+
+    async def stop(request: web.Request) -> web.StreamResponse:
+        if (early := await common(request)) is not None:
+            return early
+        job = service.jobs.get(request.match_info["id"])
+        if job is None:
+            return web.json_response({"error": "not found"}, status=404)
+        if service.state(job)[0] in ("queued", "running"):
+            job.stopped = True
+        return web.json_response({})
+
+    async def ledger(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=orjson.dumps({"creates": service.creates, "requests": service.requests}),
+            content_type="application/json",
+        )
+
+    app.router.add_post("/jobs", create)
+    app.router.add_post("/jobs/status", status)
+    app.router.add_get("/jobs", lookup)
+    app.router.add_post("/jobs/{id}/stop", stop)
+    app.router.add_get("/ledger", ledger)
+    return app

@@ -1,0 +1,201 @@
+"""Crash tests: the real CLI, killed with SIGKILL at seeded random points, resumed to the end.
+
+The kill points are chosen by progress, not by time: the test reads bulk's progress lines
+and kills it once a seeded number of jobs is done, so no test sleeps to synchronise. Whatever
+the point, every row must end exactly once: one succeeded journal row per sweep point and,
+against the HTTP stub, one create per job name in the service's own ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bulk.journal import Journal
+
+pytestmark = pytest.mark.slow
+
+BULK = [sys.executable, "-m", "bulk"]
+DONE = re.compile(r"(\d[\d,]*)/(\d[\d,]*) done")
+
+
+def run_and_kill(config: Path, kill_when_done: int | None) -> int:
+    """Run `bulk run`; SIGKILL it once `kill_when_done` jobs are done. Its exit code."""
+    proc = subprocess.Popen(
+        [*BULK, "run", str(config), "--progress-interval", "0.02"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # ends when the process does
+        m = DONE.search(line)
+        if kill_when_done is not None and m and int(m.group(1).replace(",", "")) >= kill_when_done:
+            proc.kill()
+            break
+    proc.stderr.close()
+    return proc.wait(timeout=120)
+
+
+def crash_and_resume(config: Path, rows: int, seed: int, kills: int = 4) -> None:
+    rng = random.Random(seed)
+    points = sorted(rng.randrange(1, rows) for _ in range(kills))
+    for point in points:
+        code = run_and_kill(config, point)
+        assert code in (-signal.SIGKILL, 0), f"bulk exited {code}"
+    for _ in range(3):  # bounded: a clean resume finishes in one go
+        if run_and_kill(config, None) == 0:
+            return
+    pytest.fail("bulk did not finish after resuming")
+
+
+def journal_states(config: Path, name: str) -> list[tuple[int, str]]:
+    with Journal.open(config.parent / ".bulk" / name / "journal.sqlite") as journal:
+        return [(j.index, j.state.value) for j in journal.iter_jobs()]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_local_backend_survives_kill_9(tmp_path: Path, seed: int) -> None:
+    """Killed four times, the local run still ends with every row succeeded once."""
+    rows = 200
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""
+[run]
+name = "crash"
+[sweep]
+grid.i = {{range = [0, {rows}]}}
+[limits]
+max_active = 8
+[job]
+command = "echo {{i}} >> done.log"
+"""
+    )
+
+    crash_and_resume(config, rows, seed)
+
+    states = journal_states(config, "crash")
+    assert [(i, "succeeded") for i in range(rows)] == states
+    finished = {int(x) for x in (tmp_path / "done.log").read_text().split()}
+    assert set(range(rows)) == finished
+
+
+@pytest.fixture
+def stub_service(tmp_path: Path) -> Iterator[str]:
+    """`bulk sim stub` with commit-then-fail, 5xx and 429 faults, in its own process."""
+    proc = subprocess.Popen(
+        [
+            *BULK,
+            "sim",
+            "stub",
+            "--port",
+            "0",
+            "--fail-after-rate",
+            "0.2",
+            "--fail-before-rate",
+            "0.1",
+            "--throttle-rate",
+            "0.05",
+            "--retry-after",
+            "0.05",
+            "--run-s",
+            "0.05",
+            "--seed",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    url = line.rsplit(" ", 1)[-1].strip()
+    assert url.startswith("http://127.0.0.1:"), line
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_http_stub_sees_one_create_per_job_across_kills(
+    tmp_path: Path, stub_service: str, seed: int
+) -> None:
+    """Faults and kill -9 together: the service's ledger has exactly one create per name."""
+    rows = 300
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""
+[run]
+name = "stubcrash"
+[sweep]
+grid.i = {{range = [0, {rows}]}}
+[backend]
+kind = "stub"
+url = "{stub_service}"
+[retry]
+base_s = 0.01
+max_s = 0.2
+attempts = 20
+[job]
+work = "{{i}}"
+"""
+    )
+
+    crash_and_resume(config, rows, seed)
+
+    with urllib.request.urlopen(f"{stub_service}/ledger", timeout=10) as response:
+        ledger = json.load(response)["creates"]
+    assert rows == len(ledger)
+    assert {1} == set(ledger.values())
+    assert [(i, "succeeded") for i in range(rows)] == journal_states(config, "stubcrash")
+
+
+def test_sigint_exits_130_and_resumes_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C once: bulk drains, says how to resume, exits 130; the rerun finishes."""
+    config = tmp_path / "run.toml"
+    config.write_text(
+        """
+[run]
+name = "int"
+[sweep]
+grid.i = {range = [0, 60]}
+[limits]
+max_active = 2
+[job]
+command = "sleep 0.05; echo {i} >> done.log"
+"""
+    )
+    proc = subprocess.Popen(
+        [*BULK, "run", str(config), "--progress-interval", "0.02"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None
+    err = []
+    for line in proc.stderr:
+        err.append(line)
+        m = DONE.search(line)
+        if m and int(m.group(1)) >= 5:
+            proc.send_signal(signal.SIGINT)
+            break
+    err.extend(proc.stderr)
+    proc.stderr.close()
+    code = proc.wait(timeout=60)
+
+    assert 130 == code
+    assert any("run the same command again to resume" in line for line in err)
+    assert 0 == run_and_kill(config, None)
+    assert [(i, "succeeded") for i in range(60)] == journal_states(config, "int")
