@@ -7,7 +7,8 @@ program or a test needs: loading a config, the backend interface and its test do
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.config import Config, load
@@ -25,8 +26,8 @@ from bulk.errors import (
 )
 
 try:
-    __version__ = version("bulk")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("bulk")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [

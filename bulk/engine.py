@@ -52,7 +52,7 @@ from bulk.errors import (
     TransientBackendError,
 )
 from bulk.journal import Journal, JournalWriter, Offload, Record, State, StoredJob
-from bulk.metrics import Metrics
+from bulk.metrics import ENDPOINTS, OUTCOMES, Metrics
 from bulk.plan import job_name, render_context
 from bulk.ratelimit import AdaptiveRate, RateLimiter, aiolimiter_factory
 from bulk.retry import Backoff
@@ -64,6 +64,7 @@ __all__ = ["Engine", "LimiterFactory", "Policy", "Stats"]
 _T = TypeVar("_T")
 LimiterFactory = Callable[[float, int], RateLimiter]
 _PAGE = 1000  # pending rows read from the journal at a time
+_ENDED = ("succeeded", "failed", "stopped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,13 @@ class Engine:
         self._offload = offload or anyio.to_thread.run_sync
         self.stats = Stats()
         self.interrupted = False
+        # Labelled metric children, looked up once: .labels() is a dict walk under a lock.
+        m = self.metrics
+        self._m_jobs = {s: m.jobs.labels(state=s) for s in ("submitted", *_ENDED)}
+        self._m_requests = {
+            (e, o): m.requests.labels(endpoint=e, outcome=o) for e in ENDPOINTS for o in OUTCOMES
+        }
+        self._m_duration = {e: m.request_duration.labels(endpoint=e) for e in ENDPOINTS}
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -403,7 +411,7 @@ class Engine:
         job.remote_id = receipt.remote_id
         job.accepted_at = self._clock.now()
         self.stats.submitted += 1
-        self.metrics.jobs.labels(state="submitted").inc()
+        self._m_jobs["submitted"].inc()
         error = "adopted after a look-up" if adopted else None
         self._writer.record_nowait(
             Record(
@@ -418,6 +426,13 @@ class Engine:
 
     async def _ended(self, job: _Job, state: State, reason: str | None) -> None:
         """Record a terminal state (committed before returning)."""
+        await self._writer.write(self._count_end(job, state, reason))
+
+    def _record_end(self, job: _Job, state: State, reason: str | None) -> None:
+        """Count a terminal state and queue it; it is committed with the next batch."""
+        self._writer.record_nowait(self._count_end(job, state, reason))
+
+    def _count_end(self, job: _Job, state: State, reason: str | None) -> Record:
         s = self.stats
         s.done += 1
         if state is State.SUCCEEDED:
@@ -426,13 +441,11 @@ class Engine:
             s.failed += 1
         else:
             s.stopped += 1
-        self.metrics.jobs.labels(state=state.value).inc()
+        self._m_jobs[state.value].inc()
         self.metrics.rows_done.set(s.done)
         if job.accepted_at:
             self.metrics.job_duration.observe(max(0.0, self._clock.now() - job.accepted_at))
-        await self._writer.write(
-            Record(job.index, state, finished_at=self._clock.wall(), error=reason)
-        )
+        return Record(job.index, state, finished_at=self._clock.wall(), error=reason)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -460,13 +473,12 @@ class Engine:
                 self.metrics.rate_limit.labels(endpoint=rate_class).set(rate.rate_per_s)
             raise
         else:
-            rate.succeeded()
-            self.metrics.rate_limit.labels(endpoint=rate_class).set(rate.rate_per_s)
+            if rate.succeeded():
+                self.metrics.rate_limit.labels(endpoint=rate_class).set(rate.rate_per_s)
             return result
         finally:
-            self.metrics.requests.labels(endpoint=endpoint, outcome=outcome).inc()
-            duration = max(0.0, self._clock.now() - started)
-            self.metrics.request_duration.labels(endpoint=endpoint).observe(duration)
+            self._m_requests[endpoint, outcome].inc()
+            self._m_duration[endpoint].observe(max(0.0, self._clock.now() - started))
 
 
 def _outcome(exc: BackendError) -> str:
@@ -593,7 +605,9 @@ class _Tracker:
             Phase.STOPPED: State.STOPPED,
         }.get(status.phase, State.FAILED)
         engine._slots.release()
-        self._spawn(tg, engine._ended, job, state, status.reason)
+        # Not awaited: if this record is lost in a crash, the job is still "submitted" in the
+        # journal, so a resume polls it again and gets the same end. No task needed.
+        engine._record_end(job, state, status.reason)
 
     def _spawn(
         self, tg: anyio.abc.TaskGroup, func: Callable[..., Awaitable[None]], *args: Any

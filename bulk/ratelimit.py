@@ -68,11 +68,17 @@ class AdaptiveRate:
         self._next_slot = 0.0
         self._hold_until = 0.0
         self._last_change = clock.now()
+        self._free = True  # no throttle seen, or fully recovered and past every hold
         self.throttles = 0
 
     async def acquire(self) -> None:
         """Wait for this request's slot: after any Retry-After hold, spaced at the rate."""
+        if self._free:
+            return
         now = self._clock.now()
+        if self.rate_per_s >= self.ceiling_per_s and now >= self._hold_until:
+            self._free = True
+            return
         start = max(now, self._hold_until)
         if self.rate_per_s < self.ceiling_per_s:
             start = max(start, self._next_slot)
@@ -83,6 +89,7 @@ class AdaptiveRate:
     def throttled(self, retry_after: float | None = None) -> None:
         """The service asked to slow down: halve the rate, and hold for ``retry_after``."""
         now = self._clock.now()
+        self._free = False
         self.throttles += 1
         floor = self.ceiling_per_s * self.FLOOR
         # Several requests in flight may all be throttled by the same overload: count one
@@ -93,12 +100,18 @@ class AdaptiveRate:
         if retry_after:
             self._hold_until = max(self._hold_until, now + retry_after)
 
-    def succeeded(self) -> None:
-        """A request went through: after each throttle-free second, climb back a step."""
+    def succeeded(self) -> bool:
+        """A request went through: after each throttle-free second, climb back a step.
+
+        Returns:
+            Whether the rate changed.
+        """
         if self.rate_per_s >= self.ceiling_per_s:
-            return
+            return False
         now = self._clock.now()
-        if now - self._last_change >= 1.0:
-            step = self.ceiling_per_s * self.RECOVERY
-            self.rate_per_s = min(self.ceiling_per_s, self.rate_per_s + step)
-            self._last_change = now
+        if now - self._last_change < 1.0:
+            return False
+        step = self.ceiling_per_s * self.RECOVERY
+        self.rate_per_s = min(self.ceiling_per_s, self.rate_per_s + step)
+        self._last_change = now
+        return True

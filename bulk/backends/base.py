@@ -125,6 +125,7 @@ class BackendKind(Protocol):
     name: str
     default_limits: LimitsConfig  # what [limits] falls back to for this service
     default_track: TrackConfig  # what [track] falls back to (polling cadence)
+    uvloop: bool  # whether runs are faster on uvloop (the CLI picks the event loop)
 
     def parse_options(self, table: Table, base: Path) -> Any:
         """Read this backend's keys from ``[backend]`` (``kind`` is already read)."""

@@ -76,16 +76,21 @@ class LocalKind:
     """The ``local`` backend kind."""
 
     name = "local"
-    # Processes are cheap to start and to check: poll often, and run one job per core.
+    # Processes are cheap to start, and a "status request" here is a dict lookup: poll
+    # often (a slot is freed only when its job is seen to end), and run one job per core.
     default_limits = LimitsConfig(
-        submit_rate_per_s=500.0,
-        status_rate_per_s=200.0,
-        stop_rate_per_s=500.0,
+        submit_rate_per_s=1000.0,
+        status_rate_per_s=2000.0,
+        stop_rate_per_s=1000.0,
         burst=50,
         max_in_flight=32,
         max_active=os.cpu_count() or 2,
     )
-    default_track = TrackConfig(first_s=0.01, factor=1.5, max_s=0.25, batch=1000)
+    default_track = TrackConfig(first_s=0.002, factor=1.5, max_s=0.25, batch=1000)
+    # uvloop starts a subprocess with a plain fork of the whole bulk process: measured here at
+    # 6.7 ms per job against 0.9 ms on asyncio's loop (posix_spawn/vfork). Local runs are
+    # spawn-bound, so they stay on asyncio.
+    uvloop = False
 
     def parse_options(self, table: Table, base: Path) -> LocalOptions:
         """Read ``shell`` and ``kill_grace_s``."""

@@ -68,6 +68,7 @@ class StubKind:
         max_active=1000,
     )
     default_track = TrackConfig(first_s=0.2, factor=1.5, max_s=2.0, batch=500)
+    uvloop = True  # HTTP-bound: uvloop costs 20-25 % less CPU per request
 
     def parse_options(self, table: Table, base: Path) -> StubOptions:
         """Read ``url`` (required) and ``timeout_s``."""

@@ -10,7 +10,8 @@ succeed (or fail, at ``job_failure_rate``). Faults, each drawn per request from 
 - ``rate_limit_per_s``: a token bucket per service; requests beyond it get 429;
 - ``latency_s``: every answer is delayed this long.
 
-``GET /ledger`` answers ``{"creates": {name: count}}``: how many times each name was created.
+``GET /ledger`` answers ``{"creates": {name: count}, "requests", "first_create",
+"last_create"}``: how many times each name was created, and when creating began and ended.
 A correct client makes it 1 for every name, whatever the faults.
 """
 
@@ -62,6 +63,8 @@ class StubService:
     by_name: dict[str, _Job] = field(default_factory=dict)
     creates: dict[str, int] = field(default_factory=dict)
     requests: int = 0
+    first_create: float | None = None  # monotonic times of the first and last create
+    last_create: float | None = None
     _rng: random.Random = field(default_factory=random.Random)
     _tokens: float = 0.0
     _last: float = field(default_factory=time.monotonic)
@@ -154,6 +157,9 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
         service.jobs[job.id] = job
         service.by_name[name] = job
         service.creates[name] = service.creates.get(name, 0) + 1
+        service.last_create = time.monotonic()
+        if service.first_create is None:
+            service.first_create = service.last_create
         if service.roll(f.fail_after_rate):
             if service.roll(0.5) and request.transport is not None:
                 request.transport.close()  # the client sees a dropped connection
@@ -194,7 +200,14 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
 
     async def ledger(request: web.Request) -> web.StreamResponse:
         return web.Response(
-            body=orjson.dumps({"creates": service.creates, "requests": service.requests}),
+            body=orjson.dumps(
+                {
+                    "creates": service.creates,
+                    "requests": service.requests,
+                    "first_create": service.first_create,
+                    "last_create": service.last_create,
+                }
+            ),
             content_type="application/json",
         )
 

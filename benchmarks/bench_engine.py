@@ -1,0 +1,281 @@
+"""Engine benchmarks, each against a peer measured in the same run.
+
+1. overhead: 10⁵ jobs through the whole engine (journal, metrics, aiolimiter, tracker) with a
+   no-op backend, beside a bare loop that calls the same backend with nothing else;
+2. journal: records committed per second by the group-committing writer (8 concurrent
+   writers), beside one raw SQLite transaction of the same updates;
+3. resume: from ``bulk run`` on a 10⁶-row journal with half the rows done to the first new
+   job starting (target ≤ 3 s), beside ``bulk status`` on the same journal;
+4. local: 2,000 trivial jobs on the local backend beside GNU parallel, same parallelism.
+
+    python -m benchmarks.bench_engine [overhead journal resume local]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import anyio
+
+from benchmarks._util import WORK, print_table
+from bulk.backends.base import JobStatus, Phase, Receipt, Submission
+from bulk.config import LimitsConfig, RetryConfig, TrackConfig
+from bulk.engine import Engine, Policy
+from bulk.journal import Journal, JournalWriter, Record, State
+from bulk.spec import compile_template
+from bulk.sweep import Point, point_key
+
+
+class NoopBackend:
+    """Accepts everything at once; every job is finished by its first poll."""
+
+    async def submit(self, submission: Submission) -> Receipt:
+        return Receipt(submission.name, submission.name)
+
+    async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
+        done = JobStatus(Phase.SUCCEEDED)
+        return {job.remote_id: done for job in jobs}
+
+    async def stop(self, job: Receipt) -> None:
+        return None
+
+    async def lookup(self, name: str) -> Receipt | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _journal(path: Path, n: int) -> Journal:
+    journal = Journal.create(path, {"run": "bench"})
+    points = (Point(i, point_key({"i": i}), f"sweep:{i}", {"i": i}) for i in range(n))
+    for _ in journal.fill(points):
+        pass
+    journal.finish()
+    return journal
+
+
+def bench_overhead(n: int = 100_000) -> list[list[object]]:
+    template = compile_template({"command": "echo {i}", "name": "{_name}"})
+    policy = Policy(
+        LimitsConfig(
+            submit_rate_per_s=1e9,
+            status_rate_per_s=1e9,
+            burst=1000,
+            max_in_flight=64,
+            max_active=100_000,
+        ),
+        RetryConfig(),
+        TrackConfig(first_s=0.05, factor=1.0, max_s=0.05, batch=5000),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = _journal(Path(tmp) / "j.sqlite", n)
+        engine = Engine(NoopBackend(), journal, template=template, run="bench", policy=policy)
+
+        async def run_engine() -> None:
+            await engine.run()
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        anyio.run(run_engine, backend_options={"use_uvloop": True})
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        assert engine.stats.succeeded == n, engine.stats
+        journal.close()
+
+    async def bare() -> None:
+        backend = NoopBackend()
+        for i in range(n):
+            body = template.render_bytes({"i": i, "_name": f"bench-{i}"})
+            await backend.submit(Submission(f"bench-{i}", body))
+        receipts = [Receipt(f"bench-{i}", f"bench-{i}") for i in range(n)]
+        for start in range(0, n, 5000):
+            await backend.status(receipts[start : start + 5000])
+
+    peer_cpu, peer_wall = time.process_time(), time.perf_counter()
+    anyio.run(bare, backend_options={"use_uvloop": True})
+    peer_cpu, peer_wall = time.process_time() - peer_cpu, time.perf_counter() - peer_wall
+    return [
+        ["bulk engine (journal, metrics, limiter, tracker)", n, n / wall, cpu / n * 1e6],
+        ["peer: bare render + submit loop, no journal", n, n / peer_wall, peer_cpu / n * 1e6],
+    ]
+
+
+def bench_journal(n: int = 100_000) -> list[list[object]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = _journal(Path(tmp) / "j.sqlite", n)
+        writer = JournalWriter(journal)
+
+        async def write_all() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer.run)
+
+                async def one_writer(k: int) -> None:
+                    for i in range(k, n, 8):
+                        await writer.write(Record(i, State.SUBMITTED, attempt=1, remote_id="r"))
+
+                async with anyio.create_task_group() as writers:
+                    for k in range(8):
+                        writers.start_soon(one_writer, k)
+                await writer.aclose()
+
+        wall = time.perf_counter()
+        anyio.run(write_all, backend_options={"use_uvloop": True})
+        wall = time.perf_counter() - wall
+        journal.close()
+
+        conn = sqlite3.connect(Path(tmp) / "j.sqlite", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        peer = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany(
+            "UPDATE jobs SET state = ?, remote_id = ? WHERE idx = ?",
+            [("running", "r", i) for i in range(n)],
+        )
+        conn.execute("COMMIT")
+        peer = time.perf_counter() - peer
+        conn.close()
+    return [
+        [
+            f"JournalWriter, 8 writers each awaiting its commit ({writer.commits:,} commits)",
+            n,
+            n / wall,
+        ],
+        ["peer: one raw executemany transaction", n, n / peer],
+    ]
+
+
+def bench_resume(rows: int = 1_000_000) -> list[list[object]]:
+    folder = WORK / "resume"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "run.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+        [run]
+        name = "resume"
+        [sweep]
+        files = ["sweep.csv"]
+        max_jobs = {rows}
+        [limits]
+        max_active = 1
+        [job]
+        command = "date +%s.%N > first-start; sleep 60"
+        """
+        )
+    )
+    csv_path = folder / "sweep.csv"
+    if not csv_path.exists():
+        with csv_path.open("w") as f:
+            f.write("i,name\n")
+            for i in range(rows):
+                f.write(f"{i},point-{i}\n")
+    journal_path = folder / ".bulk" / "resume" / "journal.sqlite"
+    if not journal_path.exists():
+        from bulk import config as config_module
+        from bulk import runs
+
+        cfg = config_module.load(config)
+        journal, _ = runs.open_run(cfg)
+        journal.apply([Record(i, State.SUCCEEDED) for i in range(rows // 2)])
+        journal.close()
+    with Journal.open(journal_path) as journal:  # back to half done after an earlier bench
+        journal.apply([Record(i, State.PENDING) for i in range(rows // 2, rows // 2 + 10)])
+    marker = folder / "first-start"
+    marker.unlink(missing_ok=True)
+
+    start = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulk", "run", str(config)],
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text().strip():
+        if time.monotonic() > deadline:
+            proc.kill()
+            msg = "resume benchmark: no job started within 60 s"
+            raise SystemExit(msg)
+        time.sleep(0.005)
+    first = float(marker.read_text()) - start
+    proc.terminate()
+    proc.wait()
+
+    peer = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "bulk", "status", str(config)], check=True, stdout=subprocess.DEVNULL
+    )
+    peer = time.perf_counter() - peer
+    return [
+        [f"bulk run: resume {rows:,} rows (half done) to the first new job", first],
+        ["peer: bulk status on the same journal", peer],
+    ]
+
+
+def bench_local(n: int = 2000, jobs: int = 4) -> list[list[object]]:
+    if shutil.which("parallel") is None:
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "parallel"], check=True, stdout=subprocess.DEVNULL
+        )
+    folder = Path(tempfile.mkdtemp(prefix="bulk-local-"))
+    config = folder / "run.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+        [run]
+        name = "local"
+        [sweep]
+        grid.i = {{range = [0, {n}]}}
+        [limits]
+        max_active = {jobs}
+        [job]
+        command = "echo {{i}} > /dev/null"
+        """
+        )
+    )
+    wall = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "bulk", "run", str(config)], check=True, stderr=subprocess.DEVNULL
+    )
+    wall = time.perf_counter() - wall
+    peer = time.perf_counter()
+    subprocess.run(
+        f"seq 0 {n - 1} | parallel -j{jobs} 'echo {{}} > /dev/null'",
+        shell=True,
+        check=True,
+        env={**os.environ, "PARALLEL_HOME": str(folder / ".parallel")},
+    )
+    peer = time.perf_counter() - peer
+    shutil.rmtree(folder)
+    return [
+        [f"bulk run, local backend, {jobs} at a time", n, n / wall],
+        [f"peer: GNU parallel -j{jobs}", n, n / peer],
+    ]
+
+
+def main() -> None:
+    which = set(sys.argv[1:]) or {"overhead", "journal", "resume", "local"}
+    if "overhead" in which:
+        print_table(
+            "engine overhead with a no-op backend",
+            ["what", "jobs", "jobs/s", "CPU µs per job"],
+            bench_overhead(),
+        )
+    if "journal" in which:
+        print_table("journal commit rate", ["what", "records", "records/s"], bench_journal())
+    if "resume" in which:
+        print_table("resume", ["what", "seconds"], bench_resume())
+    if "local" in which:
+        print_table("local backend vs GNU parallel", ["what", "jobs", "jobs/s"], bench_local())
+
+
+if __name__ == "__main__":
+    main()
