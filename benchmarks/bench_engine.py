@@ -48,7 +48,7 @@ class NoopBackend:
     async def stop(self, job: Receipt) -> None:
         return None
 
-    async def lookup(self, name: str) -> Receipt | None:
+    async def lookup(self, submission: Submission) -> Receipt | None:
         return None
 
     async def aclose(self) -> None:

@@ -424,6 +424,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
                         backend,
                         journal,
                         run=cfg.run.name,
+                        template=cfg.template,
                         policy=Policy(cfg.limits, cfg.retry, cfg.track),
                     )
                 )

@@ -347,20 +347,21 @@ class Engine:
         last_error = ""
         while True:
             try:
+                submission = Submission(
+                    job.name,
+                    self._template.render_bytes(
+                        render_context(_point(job), self._run, job.attempt)
+                    ),
+                )
                 if job.reconcile:
-                    receipt = await self._request("lookup", self._backend.lookup, job.name)
+                    receipt = await self._request("lookup", self._backend.lookup, submission)
                     job.reconcile = False
                     if receipt is not None:
                         await self._accepted(job, receipt, adopted=True)
                         return True
-                body = self._template.render_bytes(
-                    render_context(_point(job), self._run, job.attempt)
-                )
                 await self._pace("submit")
                 await self._writer.write(Record(job.index, State.SUBMITTING, attempt=job.attempt))
-                receipt = await self._request(
-                    "submit", self._backend.submit, Submission(job.name, body)
-                )
+                receipt = await self._request("submit", self._backend.submit, submission)
             except ThrottledError as exc:
                 # Not an attempt: wait as asked (the adaptive rate already slowed down) and go on.
                 self.stats.retries += 1
@@ -642,6 +643,7 @@ async def stop_run(
     journal: Journal,
     *,
     run: str,
+    template: Template,
     policy: Policy,
     clock: Clock | None = None,
     limiter_factory: LimiterFactory = aiolimiter_factory,
@@ -673,7 +675,8 @@ async def stop_run(
                     await limiter.acquire()
                     remote_id = row.remote_id
                     if remote_id is None:
-                        receipt = await backend.lookup(name)
+                        body = template.render_bytes(render_context(row.point, run, row.attempt))
+                        receipt = await backend.lookup(Submission(name, body))
                         if receipt is None:
                             writer.record_nowait(
                                 Record(row.index, State.PENDING, error="not on the service")

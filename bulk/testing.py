@@ -141,7 +141,8 @@ class FakeBackend:
         if fake is not None and not fake.phase.terminal:
             fake.phase, fake.reason = Phase.STOPPED, "stopped"
 
-    async def lookup(self, name: str) -> Receipt | None:
+    async def lookup(self, submission: Submission) -> Receipt | None:
+        name = submission.name
         self._log("lookup", name)
         return Receipt(name, name) if name in self.jobs else None
 

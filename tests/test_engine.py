@@ -453,6 +453,7 @@ async def test_stop_run_stops_every_unfinished_job(journal: Journal) -> None:
         backend,
         journal,
         run=RUN,
+        template=TEMPLATE,
         policy=policy(),
         clock=clock,
         limiter_factory=ClockLimiter.factory(clock),

@@ -110,8 +110,12 @@ class Backend(Protocol):
         """Stop one job; stopping a job that has already ended is not an error."""
         ...
 
-    async def lookup(self, name: str) -> Receipt | None:
-        """Find a job by its deterministic name, for reconciling an ambiguous submit."""
+    async def lookup(self, submission: Submission) -> Receipt | None:
+        """Find the job ``submission`` would create, if it exists (reconciling a submit).
+
+        It gets the whole submission: a service may name jobs by a field of the body (the
+        Gongji ``task_name``) rather than by bulk's name.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -261,12 +261,13 @@ class LocalBackend:
         _signal_group(running.process.pid, signal.SIGTERM)
         running.kill_at = anyio.current_time() + self._options.kill_grace_s
 
-    async def lookup(self, name: str) -> Receipt | None:
+    async def lookup(self, submission: Submission) -> Receipt | None:
         """A job of this bulk process by name; an orphan of a dead bulk is killed, not adopted.
 
         Local jobs cannot be re-attached after bulk died (their exit status is lost with
         their parent), so they are run again from the start.
         """
+        name = submission.name
         if name in self._jobs:
             return Receipt(name, name)
         await anyio.to_thread.run_sync(_kill_orphan, self._pids / name)

@@ -131,7 +131,8 @@ class StubBackend:
             "POST", f"/jobs/{quote(job.remote_id)}/stop", idempotent=True, job_name=job.name
         )
 
-    async def lookup(self, name: str) -> Receipt | None:
+    async def lookup(self, submission: Submission) -> Receipt | None:
+        name = submission.name
         response = await self._http.request(
             "GET", f"/jobs?name={quote(name)}", idempotent=True, expect=(200, 404), job_name=name
         )

@@ -80,8 +80,8 @@ class TestContract:
         backend, _, slow = case
         receipt = await backend.submit(Submission("c-look", slow))
 
-        assert receipt == await backend.lookup("c-look")
-        assert await backend.lookup("c-never-sent") is None
+        assert receipt == await backend.lookup(Submission("c-look", slow))
+        assert await backend.lookup(Submission("c-never-sent", slow)) is None
 
     async def test_stop_a_running_job(self, case: Case) -> None:
         """Stopping a job ends it as stopped; stopping it again is not an error."""

@@ -106,7 +106,7 @@ async def test_orphan_of_a_dead_bulk_is_killed_on_lookup(
     await anyio.Path(tmp_path / "pids").mkdir()
     await anyio.to_thread.run_sync(_write_pid_file, tmp_path / "pids" / "j5", orphan.pid)
 
-    found = await local.lookup("j5")
+    found = await local.lookup(job("j5", command="true"))
     code = await anyio.to_thread.run_sync(orphan.wait, 5)
 
     assert found is None
