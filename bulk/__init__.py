@@ -14,6 +14,7 @@ from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.config import Config, load
 from bulk.errors import (
     AmbiguousBackendError,
+    AuthenticationError,
     BackendError,
     BulkError,
     ConfigError,
@@ -32,6 +33,7 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "AmbiguousBackendError",
+    "AuthenticationError",
     "Backend",
     "BackendError",
     "BulkError",

@@ -161,6 +161,52 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument(name, type=kind, default=default, help=help_)
     q.set_defaults(func=_cmd_sim_stub)
 
+    q = sims.add_parser("gongji", help="a simulator of the Gongji Open API's Job endpoints")
+    _serve_options(q)
+    q.add_argument(
+        "--rsa-token",
+        action="append",
+        default=[],
+        metavar="TOKEN=PUBLIC.pem",
+        help="register an RSA-mode token with its public key (repeatable)",
+    )
+    q.add_argument(
+        "--simple-token",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="register a simple-mode token (repeatable)",
+    )
+    q.add_argument(
+        "--stop-ended-ok",
+        action="store_true",
+        help="stopping an ended task succeeds (default: code C010)",
+    )
+    for name, kind, default, help_ in (
+        ("--pending-s", float, 0.5, "seconds a task stays Pending"),
+        ("--run-s", float, 2.0, "seconds a task runs"),
+        ("--failure-rate", float, 0.0, "share of tasks that end Failed"),
+        ("--skew-s", float, 300.0, "accepted timestamp skew, seconds"),
+        ("--throttle-rate", float, 0.0, "share of requests answered with code C008"),
+        ("--http-429-rate", float, 0.0, "share of requests answered HTTP 429"),
+        ("--retry-after", float, 1.0, "Retry-After of those 429s, seconds"),
+        ("--error-rate", float, 0.0, "share of requests answered HTTP 502"),
+        ("--reset-rate", float, 0.0, "share of requests whose connection is dropped"),
+        ("--commit-fail-rate", float, 0.0, "share of creates that create, then fail"),
+        ("--latency", float, 0.0, "delay before every answer, seconds"),
+        ("--rate-limit", float, None, "requests per second per token before HTTP 429"),
+        ("--seed", int, 0, "seed of the fault draws"),
+    ):
+        q.add_argument(name, type=kind, default=default, help=help_)
+    q.set_defaults(func=_cmd_sim_gongji)
+
+    p = sub.add_parser("gongji", help="Gongji-specific commands")
+    gongji = p.add_subparsers(dest="gongji", metavar="COMMAND", required=True)
+    q = gongji.add_parser("resources", help="the device list (for resources[].mark)")
+    q.add_argument("config", type=Path, help="a gongji run config (for the URL and the key)")
+    q.add_argument("--json", action="store_true", help="the raw list as JSON")
+    q.set_defaults(func=_cmd_gongji_resources)
+
     p = sub.add_parser("export", help="the journal as CSV or JSONL")
     p.add_argument("config", type=Path)
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
@@ -332,7 +378,25 @@ def _run_async(coro: Coroutine[Any, Any, None], *, uvloop: bool = True) -> None:
     async def main() -> None:
         await coro
 
-    anyio.run(main, backend="asyncio", backend_options=options)
+    try:
+        anyio.run(main, backend="asyncio", backend_options=options)
+    except BaseExceptionGroup as group:
+        # Task groups wrap what their tasks raise; a bulk error inside is the real message.
+        error = _first_bulk_error(group)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _first_bulk_error(error: BaseException) -> BulkError | None:
+    if isinstance(error, BulkError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _first_bulk_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _print_summary(
@@ -543,3 +607,82 @@ def _serve(app: Any, kind: str, host: str, port: int) -> None:
             await runner.cleanup()
 
     _run_async(main())
+
+
+def _cmd_sim_gongji(args: argparse.Namespace) -> int:
+    from bulk.sim.gongji import GongjiSim, SimConfig, make_app
+
+    sim = GongjiSim(
+        SimConfig(
+            pending_s=args.pending_s,
+            run_s=args.run_s,
+            failure_rate=args.failure_rate,
+            skew_s=args.skew_s,
+            stop_ended_ok=args.stop_ended_ok,
+            throttle_rate=args.throttle_rate,
+            http_429_rate=args.http_429_rate,
+            retry_after_s=args.retry_after,
+            error_rate=args.error_rate,
+            reset_rate=args.reset_rate,
+            commit_fail_rate=args.commit_fail_rate,
+            latency_s=args.latency,
+            rate_limit_per_s=args.rate_limit,
+            seed=args.seed,
+        )
+    )
+    for entry in args.rsa_token:
+        token, sep, key_path = entry.partition("=")
+        if not sep or not token:
+            msg = f"--rsa-token {entry!r}: expected TOKEN=PUBLIC_KEY.pem"
+            raise ConfigError(msg)
+        try:
+            sim.add_token(token, Path(key_path).read_bytes())
+        except (OSError, ValueError) as exc:
+            msg = f"--rsa-token: {key_path}: {exc}"
+            raise ConfigError(msg) from None
+    for token in args.simple_token:
+        sim.add_token(token, None)
+    if not sim.tokens:
+        msg = "register at least one token: --rsa-token TOKEN=PUBLIC.pem or --simple-token TOKEN"
+        raise ConfigError(msg)
+    _serve(make_app(sim), "gongji", args.host, args.port)
+    return EXIT_OK
+
+
+def _cmd_gongji_resources(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bulk.backends.gongji import GongjiBackend
+
+    cfg = config.load(args.config)
+    if cfg.backend.kind != "gongji":
+        msg = f"{cfg.path}: backend.kind is {cfg.backend.kind!r}; this command needs 'gongji'"
+        raise ConfigError(msg)
+    backend = get_kind("gongji").create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
+    assert isinstance(backend, GongjiBackend)  # the kind's factory: the CLI builds objects
+    devices: list[Any] = []
+
+    async def fetch() -> None:
+        async with contextlib.aclosing(backend):
+            devices.extend(await backend.resources())
+
+    _run_async(fetch())
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(devices, option=orjson.OPT_INDENT_2) + b"\n")
+        return EXIT_OK
+    table = Table("device", "GPU", "count", "region", "inventory", "price", "mark")
+    for device in devices:
+        for region in device.get("regions") or []:
+            mark = str((region.get("mark") or {}).get("mark", ""))
+            table.add_row(
+                str(device.get("device_name")),
+                str(device.get("gpu_name")),
+                str(device.get("gpu_count")),
+                f"{region.get('region')} ({region.get('region_name')})",
+                str(region.get("inventory")),
+                str(region.get("price")),
+                mark[:24] + "…" if len(mark) > 24 else mark,
+            )
+    Console(highlight=False).print(table)
+    return EXIT_OK

@@ -45,6 +45,7 @@ from bulk.clock import AnyioClock, Clock
 from bulk.config import LimitsConfig, RetryConfig, TrackConfig
 from bulk.errors import (
     AmbiguousBackendError,
+    AuthenticationError,
     BackendError,
     BulkError,
     PermanentBackendError,
@@ -368,6 +369,11 @@ class Engine:
                 self.metrics.retries.labels(reason="throttled").inc()
                 await clock.sleep(exc.retry_after or 0)
                 continue
+            except AuthenticationError:
+                # Bad credentials fail every job alike: stop the run, keep this row unsent.
+                if not job.reconcile:
+                    await self._writer.write(Record(job.index, State.PENDING))
+                raise
             except PermanentBackendError as exc:
                 await self._ended(job, State.FAILED, str(exc))
                 return False

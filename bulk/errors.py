@@ -9,7 +9,8 @@
         TransientBackendError(retry_after=...)   worth retrying; nothing is known to have happened
           ThrottledError           the service asked us to slow down; never a job failure
           AmbiguousBackendError    the request may have been applied: look the job up first
-        PermanentBackendError      retrying the same request cannot help (auth, 4xx, bad body)
+        PermanentBackendError      retrying the same request cannot help (4xx, bad body)
+          AuthenticationError      bad credentials: no request can succeed; the run stops
       JournalError                 the journal is unreadable, or refuses a resume
         RunLockedError             another ``bulk`` process holds the run
 
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "AmbiguousBackendError",
+    "AuthenticationError",
     "BackendError",
     "BulkError",
     "ConfigError",
@@ -119,6 +121,14 @@ class AmbiguousBackendError(TransientBackendError):
 
 class PermanentBackendError(BackendError):
     """Retrying the same request cannot help: bad credentials, a refused body, a 4xx."""
+
+
+class AuthenticationError(PermanentBackendError):
+    """The service refused the credentials (token, key, signature, clock).
+
+    Not a job's failure: the engine puts the job back and stops the run, since no other job
+    could succeed either.
+    """
 
 
 class JournalError(BulkError):

@@ -100,7 +100,7 @@ def check(
     result = PlanResult()
     kind = get_kind(config.backend.kind)
     where = config.template_where
-    problem = kind.check_template(config.template.variables)
+    problem = kind.check_template(config.template)
     if problem:
         result.add_error(ConfigError(problem, where=where, field="job"))
         return result

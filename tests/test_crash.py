@@ -199,3 +199,105 @@ command = "sleep 0.05; echo {i} >> done.log"
     assert any("run the same command again to resume" in line for line in err)
     assert 0 == run_and_kill(config, None)
     assert [(i, "succeeded") for i in range(60)] == journal_states(config, "int")
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def gongji_service() -> Iterator[str]:
+    """`bulk sim gongji` with an RSA token, commit-then-fail, 5xx and C008 faults."""
+    proc = subprocess.Popen(
+        [
+            *BULK,
+            "sim",
+            "gongji",
+            "--port",
+            "0",
+            "--rsa-token",
+            f"crash-token={DATA / 'test-key.pub.pem'}",
+            "--pending-s",
+            "0",
+            "--run-s",
+            "0.05",
+            "--commit-fail-rate",
+            "0.2",
+            "--error-rate",
+            "0.1",
+            "--throttle-rate",
+            "0.05",
+            "--seed",
+            "9",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    url = line.rsplit(" ", 1)[-1].strip()
+    assert url.startswith("http://127.0.0.1:"), line
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+
+
+def test_gongji_sees_one_create_per_task_name_across_kills(
+    tmp_path: Path, gongji_service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signed requests, faults and kill -9: one create per task name, every row succeeded."""
+    monkeypatch.setenv("GONGJI_TOKEN", "crash-token")
+    rows = 200
+    job = tmp_path / "job.json"
+    job.write_text(
+        '{"task_name": "{_name}", "points": 1, '
+        '"resources": [{"gpu_name": "4090", "gpu_count": 1, "region": "chengde-p1"}], '
+        '"job_support": {"timeout_sec": 600, "parallelism": 1, "mod_param": {"default": {}}}, '
+        '"services": [{"service_name": "main", "service_image": "ubuntu:22.04", '
+        '"env": [{"name": "I", "value": "{i}"}], '
+        '"resource_weight": {"cpu_weight": 1, "mem_weight": 1, "gpu_weight": 1}}]}'
+    )
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""
+[run]
+name = "gjcrash"
+[sweep]
+grid.i = {{range = [0, {rows}]}}
+[backend]
+kind = "gongji"
+url = "{gongji_service}"
+private_key_file = "{DATA / "test-key-pkcs8.pem"}"
+[limits]
+submit_rate_per_s = 500
+status_rate_per_s = 100
+[retry]
+base_s = 0.01
+max_s = 0.2
+attempts = 20
+[track]
+first_s = 0.1
+max_s = 0.3
+[job]
+template_file = "job.json"
+"""
+    )
+
+    crash_and_resume(config, rows, seed=4)
+
+    with urllib.request.urlopen(f"{gongji_service}/_sim/ledger", timeout=10) as response:
+        ledger = json.load(response)["creates"]
+    assert rows == len(ledger)
+    assert {1} == set(ledger.values())
+    assert [(i, "succeeded") for i in range(rows)] == journal_states(config, "gjcrash")
+
+    listing = subprocess.run(
+        [*BULK, "gongji", "resources", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "chengde-p1" in listing.stdout

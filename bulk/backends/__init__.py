@@ -29,9 +29,9 @@ __all__ = [
 
 def _kinds() -> dict[str, BackendKind]:
     # Imported on demand: a local run never loads the HTTP clients.
-    from bulk.backends import local, stub
+    from bulk.backends import gongji, local, stub
 
-    return {"local": local.KIND, "stub": stub.KIND}
+    return {"gongji": gongji.KIND, "local": local.KIND, "stub": stub.KIND}
 
 
 def kind_names() -> list[str]:

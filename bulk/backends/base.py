@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from bulk.config import LimitsConfig, Table, TrackConfig
+    from bulk.spec import Template
     from bulk.validate import Problems
 
 __all__ = [
@@ -139,7 +140,7 @@ class BackendKind(Protocol):
         """Add every problem of one rendered body to ``problems``; never touch the network."""
         ...
 
-    def check_template(self, template_variables: frozenset[str]) -> str | None:
+    def check_template(self, template: Template) -> str | None:
         """A problem with the template as a whole (e.g. a name without ``{_key}``), or None."""
         ...
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiohttp
+from yarl import URL
 
 from bulk.errors import (
     AmbiguousBackendError,
@@ -121,7 +122,7 @@ class HttpClient:
         """Send one request; return it if its status is in ``expect``, else raise.
 
         Args:
-            target: the path and query, exactly as it goes on the wire.
+            target: the path and query, percent-encoded, exactly as it goes on the wire.
             body: the exact bytes to send (signed bytes must be the sent bytes).
             idempotent: whether sending it twice is harmless (decides ambiguous vs transient).
         """
@@ -129,7 +130,9 @@ class HttpClient:
         send_headers = dict(headers or {})
         if body is not None:
             send_headers.setdefault("Content-Type", "application/json")
-        url = self.base_url + target
+        # encoded=True: the target goes on the wire exactly as given; a signed request's
+        # signature covers these very bytes, so nothing may re-quote them.
+        url = URL(self.base_url + target, encoded=True)
         try:
             async with session.request(
                 method, url, data=body, headers=send_headers, skip_auto_headers=("User-Agent",)

@@ -49,6 +49,7 @@ from bulk.spec import to_text
 
 if TYPE_CHECKING:
     from bulk.config import Table
+    from bulk.spec import Template
     from bulk.validate import Problems
 
 __all__ = ["KIND", "LocalBackend", "LocalKind", "LocalOptions"]
@@ -129,7 +130,7 @@ class LocalKind:
         problems.kind(obj, "cwd", "job", (str,), required=False)
         problems.number(obj, "timeout_s", "job", required=False, minimum=0, exclusive_minimum=True)
 
-    def check_template(self, template_variables: frozenset[str]) -> str | None:
+    def check_template(self, template: Template) -> str | None:
         """Any template will do: local job names are made by bulk, not by the template."""
         return None
 

@@ -33,6 +33,7 @@ from bulk.errors import PermanentBackendError
 
 if TYPE_CHECKING:
     from bulk.config import Table
+    from bulk.spec import Template
     from bulk.validate import Problems
 
 __all__ = ["KIND", "StubBackend", "StubKind", "StubOptions"]
@@ -81,7 +82,7 @@ class StubKind:
         """Any JSON object is a valid stub job."""
         problems.table(body, "job")
 
-    def check_template(self, template_variables: frozenset[str]) -> str | None:
+    def check_template(self, template: Template) -> str | None:
         """Names are made by bulk: any template will do."""
         return None
 

@@ -1,0 +1,341 @@
+"""The Gongji backend: signing cost, signed creates per second, status requests per job.
+
+1. signing: RSA-2048 PKCS#1 v1.5 / SHA-256 signatures per second on one thread and on two
+   (cryptography releases the GIL while it signs);
+2. creates: ``bulk run`` against ``bulk sim gongji`` (RSA token, limits far above the machine)
+   signing inline and with ``sign_threads = 2``, beside a plain aiohttp loop that signs the
+   same way and POSTs the same bodies with the same concurrency (design target: ≥ 0.85×);
+3. tracking: 10,000 jobs (each running ~1 s, 500 active at a time) through ``bulk run``:
+   search + detail requests per finished job (target ≤ 0.2).
+
+    python -m benchmarks.bench_gongji [--jobs 5000] [--track-jobs 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmarks._util import print_table, run_child
+from bulk.backends.gongji import Signer, string_to_sign
+
+CONCURRENCY = 16
+TOKEN = "bench-token"
+
+
+def keys(folder: Path) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private, public = folder / "key.pem", folder / "key.pub.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def signing_rates(private: Path, seconds: float = 2.0) -> list[list[object]]:
+    signer = Signer(private.read_bytes())
+    message = string_to_sign("/api/task/job/create", "1724222524375", TOKEN, b"x" * 600)
+
+    def count(deadline: float) -> int:
+        n = 0
+        while time.perf_counter() < deadline:
+            signer.sign(message)
+            n += 1
+        return n
+
+    one = count(time.perf_counter() + seconds) / seconds
+    with ThreadPoolExecutor(2) as pool:
+        deadline = time.perf_counter() + seconds
+        two = sum(pool.map(count, [deadline, deadline])) / seconds
+    return [
+        ["RSA-2048 sign, 1 thread", one, 1e6 / one],
+        ["RSA-2048 sign, 2 threads", two, 2e6 / two],
+    ]
+
+
+def start_sim(public: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bulk",
+            "sim",
+            "gongji",
+            "--rsa-token",
+            f"{TOKEN}={public}",
+            "--pending-s",
+            "0",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().rsplit(" ", 1)[-1].strip()
+
+
+def ledger(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{url}/_sim/ledger", timeout=30) as response:
+        data: dict[str, object] = json.load(response)
+    return data
+
+
+def create_rate(data: dict[str, object]) -> float:
+    creates = data["creates"]
+    assert isinstance(creates, dict)
+    span = float(str(data["last_create"])) - float(str(data["first_create"]))
+    return (len(creates) - 1) / span
+
+
+def config(
+    folder: Path,
+    url: str,
+    private: Path,
+    jobs: int,
+    *,
+    sign_threads: int,
+    run_s: float,
+    max_active: int,
+    first_s: float,
+) -> Path:
+    (folder / "job.json").write_text(
+        json.dumps(
+            {
+                "task_name": "{_name}",
+                "points": 1,
+                "resources": [{"mark": "bench-mark", "region_name": "河北六区"}],
+                "job_support": {
+                    "timeout_sec": 3600,
+                    "parallelism": 1,
+                    "mod_param": {"default": {"backoff_limit": 3}},
+                },
+                "services": [
+                    {
+                        "service_name": "main",
+                        "service_image": "ubuntu:22.04",
+                        "env": [
+                            {"name": "I", "value": "{i}"},
+                            {"name": "SIM_RUN_S", "value": str(run_s)},
+                        ],
+                        "resource_weight": {"cpu_weight": 1, "mem_weight": 1, "gpu_weight": 1},
+                    }
+                ],
+            }
+        )
+    )
+    path = folder / "run.toml"
+    path.write_text(
+        textwrap.dedent(f"""
+        [run]
+        name = "bench"
+        [sweep]
+        grid.i = {{range = [0, {jobs}]}}
+        max_jobs = {jobs}
+        [backend]
+        kind = "gongji"
+        url = "{url}"
+        private_key_file = "{private}"
+        sign_threads = {sign_threads}
+        page_size = 500
+        [limits]
+        submit_rate_per_s = 1000000
+        status_rate_per_s = 1000
+        burst = 100
+        max_in_flight = {CONCURRENCY}
+        max_active = {max_active}
+        [track]
+        first_s = {first_s}
+        factor = 1.5
+        max_s = {max(first_s, 2.0)}
+        batch = 5000
+        [job]
+        template_file = "job.json"
+        """)
+    )
+    return path
+
+
+PLAIN = """
+import asyncio, sys, time, uvloop, aiohttp, orjson
+from concurrent.futures import ThreadPoolExecutor
+from bulk.backends.gongji import Signer, string_to_sign
+url, jobs, conc, key, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+signer = Signer(open(key, "rb").read())
+pool = ThreadPoolExecutor(threads) if threads else None
+async def main():
+    loop = asyncio.get_running_loop()
+    queue = iter(range(jobs))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
+        async def worker():
+            for i in queue:
+                body = orjson.dumps({"task_name": f"plain-{i}", "points": 1,
+                    "resources": [{"mark": "m"}], "job_support": {"timeout_sec": 60,
+                    "parallelism": 1, "mod_param": {}}, "services": [{"service_name": "m",
+                    "service_image": "u", "resource_weight": {"cpu_weight": 1, "mem_weight": 1,
+                    "gpu_weight": 1}}]})
+                ts = str(time.time_ns() // 1000000)
+                msg = string_to_sign("/api/task/job/create", ts, "bench-token", body)
+                sig = await loop.run_in_executor(pool, signer.sign, msg) if pool else signer.sign(msg)
+                headers = {"token": "bench-token", "timestamp": ts, "version": "1.0.0",
+                           "sign_str": sig, "Content-Type": "application/json"}
+                async with s.post(url + "/api/task/job/create", data=body, headers=headers) as r:
+                    assert orjson.loads(await r.read())["code"] == "0000"
+        await asyncio.gather(*(worker() for _ in range(conc)))
+uvloop.run(main())
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--track-jobs", type=int, default=10_000)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bulk-gongji-"))
+    private, public = keys(folder)
+
+    print_table(
+        "signing (same key, same message size)",
+        ["what", "signatures/s", "µs CPU each"],
+        signing_rates(private),
+    )
+
+    rows = []
+    for threads in (0, 2):
+        proc, url = start_sim(public, "--run-s", "3600")
+        try:
+            cfg = config(
+                Path(tempfile.mkdtemp(dir=folder)),
+                url,
+                private,
+                args.jobs,
+                sign_threads=threads,
+                run_s=3600,
+                max_active=args.jobs,
+                first_s=3600,
+            )
+            env = {**os.environ, "GONGJI_TOKEN": TOKEN}
+            child = subprocess.Popen(
+                [sys.executable, "-m", "bulk", "run", str(cfg), "--progress-interval", "1000"],
+                env=env,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 600
+            while True:  # the jobs run "an hour": stop bulk once every create is in
+                data = ledger(url)
+                creates = data["creates"]
+                assert isinstance(creates, dict)
+                if len(creates) >= args.jobs or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            child.terminate()
+            child.wait()
+            bulk_rate = create_rate(data)
+        finally:
+            proc.terminate()
+            proc.wait()
+        proc, url = start_sim(public, "--run-s", "3600")
+        try:
+            plain = run_child(
+                [
+                    sys.executable,
+                    "-c",
+                    PLAIN,
+                    url,
+                    str(args.jobs),
+                    str(CONCURRENCY),
+                    str(private),
+                    str(threads),
+                ]
+            )
+            assert plain.returncode == 0, "the plain signed loop failed"
+            plain_rate = create_rate(ledger(url))
+        finally:
+            proc.terminate()
+            proc.wait()
+        label = "inline" if threads == 0 else f"{threads} threads"
+        rows.append(
+            [f"bulk run, signing {label}", args.jobs, bulk_rate, f"{bulk_rate / plain_rate:.2f}×"]
+        )
+        rows.append(
+            [f"peer: plain signed aiohttp loop, signing {label}", args.jobs, plain_rate, "1.00×"]
+        )
+    print_table(
+        f"signed creates against bulk sim gongji ({CONCURRENCY} in flight)",
+        ["what", "jobs", "creates/s", "vs plain"],
+        rows,
+    )
+
+    proc, url = start_sim(public, "--run-s", "1")
+    try:
+        cfg = config(
+            Path(tempfile.mkdtemp(dir=folder)),
+            url,
+            private,
+            args.track_jobs,
+            sign_threads=0,
+            run_s=1.0,
+            max_active=500,
+            first_s=1.0,
+        )
+        env = {**os.environ, "GONGJI_TOKEN": TOKEN}
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "bulk", "run", str(cfg)],
+            env=env,
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        wall = time.perf_counter() - started
+        requests = ledger(url)["requests"]
+        assert isinstance(requests, dict)
+    finally:
+        proc.terminate()
+        proc.wait()
+    status = requests.get("/api/task/job/search", 0) + requests.get("/api/task/job/detail", 0)
+    print_table(
+        f"tracking {args.track_jobs:,} jobs of ~1 s, 500 active (peer: one detail per job and poll)",
+        ["what", "jobs", "search", "detail", "status requests per job", "wall s"],
+        [
+            [
+                "bulk: batched search, detail only for the rest",
+                args.track_jobs,
+                requests.get("/api/task/job/search", 0),
+                requests.get("/api/task/job/detail", 0),
+                status / args.track_jobs,
+                wall,
+            ],
+            [
+                "peer: detail per job, at least once each",
+                args.track_jobs,
+                0,
+                args.track_jobs,
+                1.0,
+                "-",
+            ],
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

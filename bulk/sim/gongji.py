@@ -1,0 +1,468 @@
+"""``bulk sim gongji``: a simulator of the 共绩算力 Open API's Job endpoints.
+
+Faithful to ``shared/api/gongji.md`` where it is known, and explicit where it guesses:
+
+- **Auth**: every request needs a registered ``token``, ``version: 1.0.0`` and a 13-digit
+  ms ``timestamp`` within ``skew_s`` (default 300 s; the real window is undocumented). RSA-mode
+  tokens need ``sign_str``: it must decode to 256 bytes and verify (PKCS#1 v1.5, SHA-256)
+  against the raw request target as received (path and query, byte for byte) and the raw body.
+  Simple-mode tokens ignore ``sign_str``. Failures answer HTTP 200 with an error code
+  (C001 unknown token, C002 bad version, C004 stale timestamp, C005 bad signature: our
+  assignment; the real meanings are undocumented) and ``data: null``.
+- **Envelope**: ``{"code", "message", "data"}``, HTTP 200, ``data`` null on errors.
+- **Jobs**: create validates the required fields and ignores unknown ones; ``task_id`` is an
+  integer; names are *not* required to be unique (as far as anyone knows, the real API does
+  not check). Lifecycle on the clock: Pending for ``pending_s``, Running for ``run_s`` (or a
+  ``SIM_RUN_S`` entry in the job's own ``services[].env``), then
+  ``job_status.status`` Complete (or Failed at ``failure_rate``) and task ``status`` End.
+  Stop: Pending/Running → End with ``job_status.status`` "Manual" (a guess); stopping an
+  ended task answers C010 (or success with ``stop_ended_ok``).
+- **search**: comma-separated ``status`` (default: all but End), ``search_value`` substring of
+  ``task_name``, ``page``/``page_size``, newest task first, ``count`` = all matches.
+- **Faults** (seeded): ``throttle_rate`` answers code C008; ``http_429_rate`` answers HTTP 429
+  with ``Retry-After``; ``error_rate`` a 502; ``reset_rate`` drops the connection;
+  ``commit_fail_rate`` creates the task, then answers 500 or drops the connection;
+  ``latency_s`` delays every answer; ``rate_limit_per_s`` is a per-token bucket (HTTP 429).
+- ``GET /_sim/ledger``: ``{"creates": {task_name: count}, "requests": {path: count},
+  "first_create", "last_create"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from aiohttp import web
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+__all__ = ["DEVICES", "GONGJI", "GongjiSim", "SimConfig", "make_app", "sample_body"]
+
+_CHINA = timezone(timedelta(hours=8))
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """How the simulated service behaves."""
+
+    pending_s: float = 0.5
+    run_s: float = 2.0
+    failure_rate: float = 0.0
+    skew_s: float = 300.0
+    stop_ended_ok: bool = False
+    throttle_rate: float = 0.0
+    http_429_rate: float = 0.0
+    retry_after_s: float = 1.0
+    error_rate: float = 0.0
+    reset_rate: float = 0.0
+    commit_fail_rate: float = 0.0
+    latency_s: float = 0.0
+    rate_limit_per_s: float | None = None
+    seed: int = 0
+
+
+def _mark(device: str, region: str, count: int) -> str:
+    digest = hashlib.sha256(f"{device}|{region}|{count}".encode()).digest() * 5
+    return base64.b64encode(digest)[:160].decode()
+
+
+def _device(
+    name: str, gpu: str, count: int, mem: int, regions: list[tuple[str, str, int, int]]
+) -> dict[str, Any]:
+    resource = {
+        "device_name": name,
+        "gpu_name": gpu,
+        "gpu_count": count,
+        "gpu_memory": mem * count,
+        "memory": 64512 * count,
+        "cpu_cores": 16 * count,
+    }
+    return {
+        "device_name": name,
+        "gpu_name": gpu,
+        "gpu_memory": mem * count,
+        "gpu_count": count,
+        "memory": 64512 * count,
+        "cpu_cores": 16 * count,
+        "disk_size": 81920,
+        "disk_type": "HDD",
+        "regions": [
+            {
+                "region": key,
+                "region_name": label,
+                "mark": {
+                    "resource": {**resource, "region": key},
+                    "mark": _mark(name, key, count),
+                    "region_name": label,
+                },
+                "price": price,
+                "discount_price": None,
+                "inventory": inventory,
+            }
+            for key, label, price, inventory in regions
+        ],
+    }
+
+
+# A small, fixed catalogue in the documented shape (prices are opaque integers).
+DEVICES: list[dict[str, Any]] = [
+    _device(
+        "4090",
+        "4090",
+        1,
+        24560,
+        [("chengde-p1", "河北六区", 1900, 12), ("hebeif-1", "河北一区", 1850, 3)],
+    ),
+    _device("4090 x 2", "4090", 2, 24560, [("chengde-p1", "河北六区", 3800, 4)]),
+    _device("H20 x 8", "H20", 8, 98304, [("hebeif-1", "河北一区", 16416, 0)]),
+]
+
+
+@dataclass(slots=True)
+class _Task:
+    task_id: int
+    body: dict[str, Any]
+    created: float
+    fails: bool
+    run_s: float
+    stopped_at: float | None = None
+
+
+@dataclass(slots=True)
+class GongjiSim:
+    """The simulated service's state."""
+
+    config: SimConfig = field(default_factory=SimConfig)
+    tokens: dict[str, rsa.RSAPublicKey | None] = field(default_factory=dict)
+    tasks: dict[int, _Task] = field(default_factory=dict)
+    creates: dict[str, int] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    next_id: int = 10_000
+    first_create: float | None = None  # monotonic times of the first and last create
+    last_create: float | None = None
+
+    def roll(self, rate: float) -> bool:
+        """True with probability ``rate`` (seeded)."""
+        return rate > 0 and self.rng.random() < rate
+
+    def add_token(self, token: str, public_key_pem: bytes | None) -> None:
+        """Register a token: RSA mode with its public key, or simple mode with None."""
+        key = None
+        if public_key_pem is not None:
+            loaded = serialization.load_pem_public_key(public_key_pem)
+            if not isinstance(loaded, rsa.RSAPublicKey):
+                msg = "not an RSA public key"
+                raise ValueError(msg)
+            key = loaded
+        self.tokens[token] = key
+
+    def over_limit(self, token: str) -> bool:
+        limit = self.config.rate_limit_per_s
+        if not limit:
+            return False
+        now = time.monotonic()
+        tokens, last = self.buckets.get(token, (limit, now))
+        tokens = min(limit, tokens + (now - last) * limit)
+        allowed = tokens >= 1
+        self.buckets[token] = (tokens - 1 if allowed else tokens, now)
+        return not allowed
+
+    def view(self, task: _Task) -> dict[str, Any]:
+        """The task in the detail/search field shapes of the API doc."""
+        cfg = self.config
+        now = time.monotonic()
+        age = (task.stopped_at or now) - task.created
+        body = task.body
+        points = int(body.get("points", 1))
+        if task.stopped_at is not None:
+            status, inner = "End", "Manual"
+        elif age < cfg.pending_s:
+            status, inner = "Pending", "Pending"
+        elif age < cfg.pending_s + task.run_s:
+            status, inner = "Running", "Running"
+        else:
+            status, inner = "End", "Failed" if task.fails else "Complete"
+        running = status == "Running"
+        ended = status == "End"
+        created_utc = datetime.now(UTC) - timedelta(seconds=now - task.created)
+        cn = created_utc.astimezone(_CHINA)  # the API's samples carry +08:00
+        return {
+            "task_id": task.task_id,
+            "task_name": body.get("task_name"),
+            "task_type": "Job",
+            "sub_type": body.get("sub_type"),
+            "schedule_status": "Scheduled" if body.get("sub_type") == "Spot" else None,
+            "deployment_name": f"job-{task.task_id}-sim",
+            "resources": body.get("resources"),
+            "status": status,
+            "points": points,
+            "runing_points": points if running else 0,
+            "billing_points": points if running else 0,
+            "billing_time": int(max(0.0, age - cfg.pending_s)),
+            "billing_value": int(max(0.0, age - cfg.pending_s) * 466),
+            "forecast_value": 466 if running else 0,
+            "task_tags": None,
+            "share_disk_volumes": body.get("share_disk_volumes"),
+            "share_mem_volumes": body.get("share_mem_volumes"),
+            "task_qos": body.get("task_qos"),
+            "create_time": cn.isoformat(timespec="microseconds"),
+            "last_update_time": cn.isoformat(timespec="microseconds"),
+            "job_support": body.get("job_support"),
+            "job_status": {
+                "create_time": created_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "status": inner,
+                "completion_time": None
+                if not ended
+                else created_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "active_pods": points if running else None,
+                "succeeded_pods": points if inner == "Complete" else 0,
+                "failed_pods": 1 if inner == "Failed" else 0,
+                "completion_mode": "NonIndexed",
+            },
+            "job_group": None,
+            "termination_grace_period_seconds": None,
+            "services": [
+                {**svc, "service_id": task.task_id * 10 + i}
+                for i, svc in enumerate(body.get("services") or [])
+            ],
+        }
+
+
+GONGJI: web.AppKey[GongjiSim] = web.AppKey("gongji", GongjiSim)
+
+
+def _envelope(data: Any = None, code: str = "0000", message: str = "success") -> web.Response:
+    if code != "0000":
+        data = None
+    return web.Response(
+        body=orjson.dumps({"code": code, "message": message, "data": data}),
+        content_type="application/json",
+    )
+
+
+def _required(body: dict[str, Any]) -> str | None:
+    """The first missing required create field, as the service would complain."""
+    for key in ("task_name", "resources", "points", "job_support", "services"):
+        if body.get(key) in (None, "", []):
+            return key
+    for res in body["resources"]:
+        if not isinstance(res, dict) or not res.get("mark"):
+            return "resources.mark"
+    support = body["job_support"]
+    for key in ("timeout_sec", "parallelism", "mod_param"):
+        if not isinstance(support, dict) or support.get(key) is None:
+            return f"job_support.{key}"
+    if body.get("sub_type") == "Spot" and not support.get("estimated_exec_sec"):
+        return "job_support.estimated_exec_sec"
+    for svc in body["services"]:
+        for key in ("service_name", "service_image", "resource_weight"):
+            if not isinstance(svc, dict) or not svc.get(key):
+                return f"services.{key}"
+    return None
+
+
+def sample_body(task_name: str, run_s: float | None = None) -> bytes:
+    """A minimal valid create body (tests and benchmarks); ``run_s`` sets its run time here."""
+    env = [{"name": "SIM_RUN_S", "value": str(run_s)}] if run_s is not None else []
+    return orjson.dumps(
+        {
+            "task_name": task_name,
+            "resources": [{"mark": _mark("4090", "chengde-p1", 1), "region_name": "河北六区"}],
+            "points": 1,
+            "job_support": {
+                "timeout_sec": 3600,
+                "parallelism": 1,
+                "mod_param": {"default": {"backoff_limit": 3, "restart_policy": "OnFailure"}},
+            },
+            "services": [
+                {
+                    "service_name": "main",
+                    "service_image": "ubuntu:22.04",
+                    "env": env,
+                    "resource_weight": {"cpu_weight": 1, "mem_weight": 1, "gpu_weight": 1},
+                }
+            ],
+        }
+    )
+
+
+def _run_s(body: dict[str, Any], default: float) -> float:
+    """A job's run time: ``SIM_RUN_S`` in its first service's env, else the default."""
+    for svc in body.get("services") or []:
+        for env in (svc.get("env") or []) if isinstance(svc, dict) else []:
+            if isinstance(env, dict) and env.get("name") == "SIM_RUN_S":
+                try:
+                    return float(env.get("value") or default)
+                except (TypeError, ValueError):
+                    return default
+    return default
+
+
+def make_app(sim: GongjiSim | None = None) -> web.Application:
+    """The simulator as an aiohttp application (``app[GONGJI]`` is its state)."""
+    sim = sim or GongjiSim()
+    sim.rng.seed(sim.config.seed)
+    app = web.Application()
+    app[GONGJI] = sim
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/_sim/"):
+            return await handler(request)  # type: ignore[no-any-return]
+        cfg = sim.config
+        sim.requests[request.path] = sim.requests.get(request.path, 0) + 1
+        if cfg.latency_s:
+            await asyncio.sleep(cfg.latency_s)
+        raw = await request.read()
+        token = request.headers.get("token", "")
+        problem = _authenticate(sim, request, token, raw)
+        if problem is not None:
+            return _envelope(code=problem[0], message=problem[1])
+        if sim.over_limit(token) or sim.roll(cfg.http_429_rate):
+            return web.Response(
+                status=429,
+                text="too many requests",
+                headers={"Retry-After": f"{cfg.retry_after_s:g}"},
+            )
+        if sim.roll(cfg.throttle_rate):
+            return _envelope(code="C008", message="请求过于频繁")
+        if sim.roll(cfg.error_rate):
+            return web.Response(status=502, text="bad gateway")
+        if sim.roll(cfg.reset_rate):
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        # The handlers read the body again: aiohttp caches it.
+        return await handler(request)  # type: ignore[no-any-return]
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _envelope(code="C999", message="请求体不是合法的 JSON")
+        if not isinstance(body, dict):
+            return _envelope(code="C999", message="请求体必须是对象")
+        missing = _required(body)
+        if missing is not None:
+            return _envelope(code="C999", message=f"参数错误: {missing} 不能为空")
+        sim.next_id += 1
+        task = _Task(
+            sim.next_id,
+            body,
+            time.monotonic(),
+            sim.roll(sim.config.failure_rate),
+            _run_s(body, sim.config.run_s),
+        )
+        sim.tasks[task.task_id] = task
+        name = str(body["task_name"])
+        sim.creates[name] = sim.creates.get(name, 0) + 1
+        sim.last_create = time.monotonic()
+        if sim.first_create is None:
+            sim.first_create = sim.last_create
+        if sim.roll(sim.config.commit_fail_rate):
+            if sim.roll(0.5) and request.transport is not None:
+                request.transport.close()
+                return web.Response(status=500)
+            return web.Response(status=500, text="internal server error")
+        return _envelope({"task_id": task.task_id})
+
+    async def detail(request: web.Request) -> web.StreamResponse:
+        try:
+            task = sim.tasks[int(request.query.get("task_id", ""))]
+        except (ValueError, KeyError):
+            return _envelope(code="C999", message="任务不存在")
+        return _envelope(sim.view(task))
+
+    async def search(request: web.Request) -> web.StreamResponse:
+        q = request.query
+        statuses = set(filter(None, q.get("status", "Pending,Running,Paused").split(",")))
+        value = q.get("search_value", "")
+        try:
+            page = max(1, int(q.get("page", "1")))
+            size = max(1, min(1000, int(q.get("page_size", "10"))))
+        except ValueError:
+            return _envelope(code="C999", message="分页参数错误")
+        views = [
+            v
+            for v in (sim.view(t) for t in reversed(sim.tasks.values()))
+            if v["status"] in statuses and value in str(v["task_name"])
+        ]
+        return _envelope({"count": len(views), "results": views[(page - 1) * size : page * size]})
+
+    async def stop(request: web.Request) -> web.StreamResponse:
+        try:
+            task = sim.tasks[int(orjson.loads(await request.read())["task_id"])]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return _envelope(code="C999", message="任务不存在")
+        if sim.view(task)["status"] == "End":
+            if sim.config.stop_ended_ok:
+                return _envelope()
+            return _envelope(code="C010", message="任务已结束，无法停止")
+        task.stopped_at = time.monotonic()
+        return _envelope()
+
+    async def resources(request: web.Request) -> web.StreamResponse:
+        return _envelope({"count": len(DEVICES), "results": DEVICES})
+
+    async def ledger(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=orjson.dumps(
+                {
+                    "creates": sim.creates,
+                    "requests": sim.requests,
+                    "first_create": sim.first_create,
+                    "last_create": sim.last_create,
+                }
+            ),
+            content_type="application/json",
+        )
+
+    app.middlewares.append(gate)
+    app.router.add_post("/api/task/job/create", create)
+    app.router.add_get("/api/task/job/detail", detail)
+    app.router.add_get("/api/task/job/search", search)
+    app.router.add_post("/api/task/job/stop", stop)
+    app.router.add_get("/api/deployment/resource/search", resources)
+    app.router.add_get("/_sim/ledger", ledger)
+    return app
+
+
+def _authenticate(
+    sim: GongjiSim, request: web.Request, token: str, raw: bytes
+) -> tuple[str, str] | None:
+    if token not in sim.tokens:
+        return "C001", "token 无效"
+    if request.headers.get("version") != "1.0.0":
+        return "C002", "version 错误"
+    stamp = request.headers.get("timestamp", "")
+    if len(stamp) != 13 or not stamp.isdigit():
+        return "C004", "timestamp 格式错误"
+    if abs(time.time() * 1000 - int(stamp)) > sim.config.skew_s * 1000:
+        return "C004", "timestamp 已过期"
+    key = sim.tokens[token]
+    if key is None:
+        return None  # simple mode: no signature to check
+    try:
+        signature = base64.b64decode(request.headers.get("sign_str", ""), validate=True)
+    except (binascii.Error, ValueError):
+        return "C005", "sign_str 不是 Base64"
+    if len(signature) != 256:
+        return "C005", "sign_str 长度错误"
+    data = raw if request.method == "POST" else b""
+    message = f"{request.raw_path}\n1.0.0\n{stamp}\n{token}\n".encode() + data
+    try:
+        key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return "C005", "签名校验失败"
+    return None

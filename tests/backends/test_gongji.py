@@ -1,0 +1,409 @@
+"""The Gongji backend: signing, the client against the simulator, mapping, exactly-once."""
+
+from __future__ import annotations
+
+import base64
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anyio
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from bulk.backends.base import Phase, Submission
+from bulk.backends.gongji import (
+    GongjiBackend,
+    GongjiClient,
+    GongjiOptions,
+    Signer,
+    find_mark,
+    map_status,
+    string_to_sign,
+)
+from bulk.config import LimitsConfig, RetryConfig, TrackConfig
+from bulk.engine import Engine, Policy
+from bulk.errors import (
+    AmbiguousBackendError,
+    AuthenticationError,
+    PermanentBackendError,
+    ThrottledError,
+    TransientBackendError,
+)
+from bulk.journal import Journal
+from bulk.sim.gongji import DEVICES, GongjiSim, SimConfig, make_app, sample_body
+from bulk.spec import compile_template
+from bulk.sweep import Point, point_key
+
+DATA = Path(__file__).parent.parent / "data"
+PKCS1 = (DATA / "test-key-pkcs1.pem").read_bytes()
+PKCS8 = (DATA / "test-key-pkcs8.pem").read_bytes()
+PUBLIC = (DATA / "test-key.pub.pem").read_bytes()
+TOKEN = "a0e13fe1-5626-4c05-926b-20f586c69102-20240821144204"
+
+
+def independent_signature(message: str) -> str:
+    """The expected sign_str, computed here without bulk's code."""
+    key = serialization.load_pem_private_key(PKCS1, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    raw = key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(raw).decode()
+
+
+def body_for(name: str, run_s: float | None = None) -> bytes:
+    return sample_body(name, run_s)
+
+
+class TestSigning:
+    def test_vector_post(self) -> None:
+        """A fixed key, token, timestamp and body give exactly the independent signature."""
+        body = b'{"task_id":1962322}'
+        message = string_to_sign("/api/task/job/stop", "1724222524375", TOKEN, body)
+
+        expected = independent_signature(
+            f'/api/task/job/stop\n1.0.0\n1724222524375\n{TOKEN}\n{{"task_id":1962322}}'
+        )
+
+        assert expected == Signer(PKCS1).sign(message) == Signer(PKCS8).sign(message)
+        assert 256 == len(base64.b64decode(expected))
+
+    def test_vector_get_with_query(self) -> None:
+        """A GET signs path?query as sent, and ends with a newline after the token."""
+        target = "/api/task/job/search?status=Running%2CPending%2CPaused&search_value=&page=1&page_size=10"
+        message = string_to_sign(target, "1724222524375", TOKEN, b"")
+
+        assert message.endswith(f"{TOKEN}\n".encode())
+        assert independent_signature(f"{target}\n1.0.0\n1724222524375\n{TOKEN}\n") == Signer(
+            PKCS1
+        ).sign(message)
+        path_only = string_to_sign("/api/task/job/search", "1724222524375", TOKEN, b"")
+        assert Signer(PKCS1).sign(path_only) != Signer(PKCS1).sign(message)
+
+    async def test_client_signs_the_bytes_it_sends(self) -> None:
+        """On the wire: the headers, and a signature over the raw target and raw body."""
+        seen: list[tuple[dict[str, str], str, bytes]] = []
+
+        async def record(request: web.Request) -> web.Response:
+            seen.append((dict(request.headers), request.raw_path, await request.read()))
+            return web.json_response({"code": "0000", "message": "ok", "data": {"task_id": 7}})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        client = GongjiClient(
+            GongjiOptions(url=str(server.make_url(""))), token=TOKEN, signer=Signer(PKCS8)
+        )
+        await client.create('{"task_name":"任务 1"}'.encode(), job_name="j")
+        await client.search(status="Running,Pending", search_value="run a", page=2, page_size=5)
+        await client.aclose()
+        await server.close()
+
+        (post_h, post_target, post_body), (get_h, get_target, get_body) = seen
+        assert ("1.0.0", 13) == (post_h["version"], len(post_h["timestamp"]))
+        assert post_h["sign_str"] == independent_signature(
+            f"{post_target}\n1.0.0\n{post_h['timestamp']}\n{TOKEN}\n" + post_body.decode()
+        )
+        assert (
+            "/api/task/job/search?status=Running%2CPending&search_value=run%20a&page=2&page_size=5"
+            == get_target
+        )
+        assert b"" == get_body
+        assert get_h["sign_str"] == independent_signature(
+            f"{get_target}\n1.0.0\n{get_h['timestamp']}\n{TOKEN}\n"
+        )
+
+
+@pytest.fixture
+async def sim_url() -> AsyncIterator[tuple[str, GongjiSim]]:
+    sim = GongjiSim(SimConfig(pending_s=0.05, run_s=0.1))
+    sim.add_token(TOKEN, PUBLIC)
+    sim.add_token("simple-token", None)
+    server = TestServer(make_app(sim), host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/"), sim
+    await server.close()
+
+
+def backend_for(url: str, token: str = TOKEN, signer: Signer | None = None) -> GongjiBackend:
+    client = GongjiClient(GongjiOptions(url=url), token=token, signer=signer)
+    return GongjiBackend(client, page_size=3)
+
+
+async def settle(backend: GongjiBackend, remote_id: str, name: str) -> Phase:
+    from bulk.backends.base import Receipt
+
+    for _ in range(300):  # bounded
+        status = (await backend.status([Receipt(name, remote_id)])).get(remote_id)
+        if status is not None and status.phase.terminal:
+            return status.phase
+        await anyio.sleep(0.02)
+    pytest.fail("task never ended")
+
+
+class TestClientAgainstSimulator:
+    async def test_create_track_lookup_stop(self, sim_url: tuple[str, GongjiSim]) -> None:
+        """Create → Complete; look-up by exact name; stop a running task → stopped."""
+        url, _ = sim_url
+        backend = backend_for(url, signer=Signer(PKCS1))
+
+        quick = await backend.submit(Submission("b-1", body_for("run-a")))
+        slow = await backend.submit(Submission("b-2", body_for("run-ab", run_s=30)))
+        await backend.stop(slow)
+
+        assert Phase.SUCCEEDED == await settle(backend, quick.remote_id, "b-1")
+        assert Phase.STOPPED == await settle(backend, slow.remote_id, "b-2")
+        assert quick == await backend.lookup(Submission("b-1", body_for("run-a")))
+        assert await backend.lookup(Submission("b-9", body_for("run-"))) is None  # exact only
+        await backend.stop(slow)  # stopping an ended task: C010, taken as done
+        await backend.aclose()
+
+    async def test_search_paginates(self, sim_url: tuple[str, GongjiSim]) -> None:
+        """Tracking reads every page (page size 3 here) and finds every task."""
+        url, _ = sim_url
+        backend = backend_for(url, token="simple-token")
+        receipts = [
+            await backend.submit(Submission(f"p-{i}", body_for(f"page-{i}", run_s=30)))
+            for i in range(8)
+        ]
+
+        answer = await backend.status(receipts)
+
+        assert {r.remote_id for r in receipts} == set(answer)
+        assert backend.client.requests["/api/task/job/search"] == 3  # 8 tasks / 3 per page
+        await backend.aclose()
+
+    async def test_resources_and_marks(self, sim_url: tuple[str, GongjiSim]) -> None:
+        """A resource given by name is resolved to its mark before the create."""
+        url, sim = sim_url
+        backend = backend_for(url, signer=Signer(PKCS1))
+        body = orjson.loads(body_for("by-name"))
+        body["resources"] = [{"gpu_name": "4090", "gpu_count": 1, "region": "hebeif-1"}]
+
+        receipt = await backend.submit(Submission("m-1", orjson.dumps(body)))
+
+        sent = sim.tasks[int(receipt.remote_id)].body["resources"][0]
+        assert ("河北一区", "4090") == (sent["region_name"], sent["resource"]["gpu_name"])
+        assert len(sent["mark"]) > 100
+        await backend.aclose()
+
+    @pytest.mark.parametrize(
+        ("token", "signer", "tamper", "expected"),
+        [
+            pytest.param("nobody", None, None, "code C001", id="unknown-token"),
+            pytest.param(TOKEN, None, None, "code C005", id="rsa-token-without-signature"),
+            pytest.param(TOKEN, "other", None, "code C005", id="wrong-key"),
+            pytest.param(TOKEN, "ok", "stale", "code C004", id="stale-timestamp"),
+        ],
+    )
+    async def test_auth_failures_are_authentication_errors(
+        self,
+        sim_url: tuple[str, GongjiSim],
+        token: str,
+        signer: str | None,
+        tamper: str | None,
+        expected: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Bad credentials raise AuthenticationError, saying what to check."""
+        url, _ = sim_url
+        key = Signer(PKCS1) if signer == "ok" else None
+        if signer == "other":
+            other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            key = Signer(
+                other.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        if tamper == "stale":
+            monkeypatch.setattr("bulk.backends.gongji.time.time_ns", lambda: 1_000_000_000_000)
+        backend = backend_for(url, token=token, signer=key)
+
+        with pytest.raises(AuthenticationError, match=expected) as info:
+            await backend.submit(Submission("x", body_for("auth")))
+        await backend.aclose()
+
+        assert "check the key's mode" in str(info.value)
+        assert token not in str(info.value)
+
+    async def test_simulator_verifies_the_raw_body(self, sim_url: tuple[str, GongjiSim]) -> None:
+        """A body re-serialised after signing (spaces added) no longer verifies."""
+        url, _ = sim_url
+        client = GongjiClient(GongjiOptions(url=url), token=TOKEN, signer=Signer(PKCS1))
+        real_headers = client._headers
+
+        async def sign_compact(target: str, body: bytes) -> dict[str, str]:
+            return await real_headers(target, body.replace(b", ", b","))
+
+        client._headers = sign_compact  # type: ignore[method-assign]
+        with pytest.raises(AuthenticationError, match="C005"):
+            await client.create(b'{"task_name": "t", "points": 1}', job_name="t")
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("config", "idempotent_error", "create_error"),
+    [
+        pytest.param(SimConfig(throttle_rate=1.0), ThrottledError, ThrottledError, id="C008"),
+        pytest.param(SimConfig(http_429_rate=1.0), ThrottledError, ThrottledError, id="429"),
+        pytest.param(
+            SimConfig(error_rate=1.0), TransientBackendError, AmbiguousBackendError, id="502"
+        ),
+        pytest.param(
+            SimConfig(reset_rate=1.0), TransientBackendError, AmbiguousBackendError, id="reset"
+        ),
+    ],
+)
+async def test_fault_families(
+    config: SimConfig, idempotent_error: type[Exception], create_error: type[Exception]
+) -> None:
+    """Throttles, 5xx and resets map to the right error for reads and for creates."""
+    sim = GongjiSim(config)
+    sim.add_token("simple-token", None)
+    server = TestServer(make_app(sim), host="127.0.0.1")
+    await server.start_server()
+    backend = backend_for(str(server.make_url("")).rstrip("/"), token="simple-token")
+
+    with pytest.raises(idempotent_error) as read:
+        await backend.resources()
+    with pytest.raises(create_error) as write:
+        await backend.submit(Submission("f", body_for("fault")))
+    await backend.aclose()
+    await server.close()
+
+    assert type(read.value) is idempotent_error
+    assert type(write.value) is create_error
+
+
+class TestMapping:
+    @pytest.mark.parametrize(
+        ("status", "inner", "phase"),
+        [
+            ("Pending", "Pending", Phase.QUEUED),
+            ("Running", "Running", Phase.RUNNING),
+            ("End", "Complete", Phase.SUCCEEDED),
+            ("End", "Failed", Phase.FAILED),
+            ("End", "Manual", Phase.STOPPED),
+            ("Paused", "Running", Phase.STOPPED),
+            ("Surprising", None, Phase.QUEUED),
+        ],
+    )
+    def test_status_mapping(self, status: str, inner: str | None, phase: Phase) -> None:
+        """Task and job status map to one phase; unknown values are not terminal."""
+        assert phase == map_status({"status": status, "job_status": {"status": inner}}).phase
+
+    def test_find_mark(self) -> None:
+        """By name, count and region (key or display name); sold out and absent are refused."""
+        hit = find_mark(DEVICES, "4090", 2, "河北六区")
+
+        assert "chengde-p1" == hit["resource"]["region"]
+        with pytest.raises(PermanentBackendError, match="sold out"):
+            find_mark(DEVICES, "H20", 8, "hebeif-1")
+        with pytest.raises(
+            PermanentBackendError, match=r"not in the device list; available: 4090×1"
+        ):
+            find_mark(DEVICES, "A100", 1, "hebeif-1")
+
+
+def make_journal(path: Path, n: int) -> Journal:
+    journal = Journal.create(path, {"run": "gj"})
+    for _ in journal.fill(Point(i, point_key({"i": i}), f"s:{i}", {"i": i}) for i in range(n)):
+        pass
+    journal.finish()
+    return journal
+
+
+async def test_exactly_once_under_commit_then_fail_and_5xx(tmp_path: Path) -> None:
+    """1,000 rows, 20 % commit-then-fail and 10 % 5xx: one create per task name."""
+    sim = GongjiSim(
+        SimConfig(pending_s=0.0, run_s=0.05, commit_fail_rate=0.2, error_rate=0.1, seed=11)
+    )
+    sim.add_token(TOKEN, PUBLIC)
+    server = TestServer(make_app(sim), host="127.0.0.1")
+    await server.start_server()
+    backend = backend_for(str(server.make_url("")).rstrip("/"), signer=Signer(PKCS1))
+    backend._page_size = 500
+    journal = await anyio.to_thread.run_sync(make_journal, tmp_path / "j.sqlite", 1000)
+    template = compile_template(orjson.loads(body_for("{_name}")))
+    engine = Engine(
+        backend,
+        journal,
+        template=template,
+        run="gj",
+        rng=random.Random(3),
+        policy=Policy(
+            LimitsConfig(
+                submit_rate_per_s=2000,
+                status_rate_per_s=200,
+                burst=50,
+                max_in_flight=16,
+                max_active=1000,
+            ),
+            RetryConfig(attempts=30, budget_s=120, base_s=0.01, max_s=0.1),
+            TrackConfig(first_s=0.2, factor=1.5, max_s=0.5, batch=1000),
+        ),
+    )
+
+    stats = await engine.run()
+    await backend.aclose()
+    await server.close()
+
+    assert 1000 == stats.succeeded
+    assert 1000 == len(sim.creates)
+    assert {1} == set(sim.creates.values())
+    assert await anyio.to_thread.run_sync(journal.counts) == {"succeeded": 1000}
+
+
+async def test_throttling_never_fails_a_job(tmp_path: Path) -> None:
+    """A service rate limit below the configured rate: throttled, slowed, nothing failed."""
+    sim = GongjiSim(SimConfig(pending_s=0.0, run_s=0.05, rate_limit_per_s=40, seed=5))
+    sim.add_token("simple-token", None)
+    server = TestServer(make_app(sim), host="127.0.0.1")
+    await server.start_server()
+    backend = backend_for(str(server.make_url("")).rstrip("/"), token="simple-token")
+    journal = await anyio.to_thread.run_sync(make_journal, tmp_path / "j.sqlite", 150)
+    engine = Engine(
+        backend,
+        journal,
+        template=compile_template(orjson.loads(body_for("{_name}"))),
+        run="gj",
+        policy=Policy(
+            LimitsConfig(
+                submit_rate_per_s=400,
+                status_rate_per_s=50,
+                burst=10,
+                max_in_flight=8,
+                max_active=1000,
+            ),
+            RetryConfig(attempts=2, budget_s=60, base_s=0.05, max_s=0.2),
+            TrackConfig(first_s=0.2, factor=1.5, max_s=0.5),
+        ),
+    )
+
+    stats = await engine.run()
+    await backend.aclose()
+    await server.close()
+
+    assert (150, 0) == (stats.succeeded, stats.failed)
+    assert stats.throttled > 0
+    assert {1} == set(sim.creates.values())
+
+
+def test_template_must_name_every_row_and_attempt() -> None:
+    """task_name without {_name} (or {_key} and {_attempt}) is refused at plan time."""
+    from bulk.backends.gongji import KIND
+
+    check: Callable[[str], str | None] = lambda name: KIND.check_template(
+        compile_template({"task_name": name})
+    )
+
+    assert check("{_name}") is None
+    assert check("sweep-{_key}-{_attempt}") is None
+    assert "must contain {_name}" in (check("sweep-{_key}") or "")
+    assert "must contain {_name}" in (check("fixed") or "")
