@@ -22,6 +22,7 @@ from bulk.errors import (
     JournalError,
     PermanentBackendError,
     RunLockedError,
+    RunRefusedError,
     ThrottledError,
     TransientBackendError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Phase",
     "Receipt",
     "RunLockedError",
+    "RunRefusedError",
     "Submission",
     "ThrottledError",
     "TransientBackendError",

@@ -45,10 +45,10 @@ from bulk.clock import AnyioClock, Clock
 from bulk.config import LimitsConfig, RetryConfig, TrackConfig
 from bulk.errors import (
     AmbiguousBackendError,
-    AuthenticationError,
     BackendError,
     BulkError,
     PermanentBackendError,
+    RunRefusedError,
     ThrottledError,
     TransientBackendError,
 )
@@ -369,8 +369,9 @@ class Engine:
                 self.metrics.retries.labels(reason="throttled").inc()
                 await clock.sleep(exc.retry_after or 0)
                 continue
-            except AuthenticationError:
-                # Bad credentials fail every job alike: stop the run, keep this row unsent.
+            except RunRefusedError:
+                # Bad credentials (or an unknown device) fail every job alike: stop the run
+                # and keep this row unsent.
                 if not job.reconcile:
                     await self._writer.write(Record(job.index, State.PENDING))
                 raise

@@ -10,7 +10,8 @@
           ThrottledError           the service asked us to slow down; never a job failure
           AmbiguousBackendError    the request may have been applied: look the job up first
         PermanentBackendError      retrying the same request cannot help (4xx, bad body)
-          AuthenticationError      bad credentials: no request can succeed; the run stops
+          RunRefusedError          no job of this run can succeed: the run stops, rows kept
+            AuthenticationError    the service refused the credentials
       JournalError                 the journal is unreadable, or refuses a resume
         RunLockedError             another ``bulk`` process holds the run
 
@@ -31,6 +32,7 @@ __all__ = [
     "JournalError",
     "PermanentBackendError",
     "RunLockedError",
+    "RunRefusedError",
     "ThrottledError",
     "TransientBackendError",
 ]
@@ -123,12 +125,16 @@ class PermanentBackendError(BackendError):
     """Retrying the same request cannot help: bad credentials, a refused body, a 4xx."""
 
 
-class AuthenticationError(PermanentBackendError):
-    """The service refused the credentials (token, key, signature, clock).
+class RunRefusedError(PermanentBackendError):
+    """Nothing in this run can succeed as configured (credentials, an unknown device).
 
-    Not a job's failure: the engine puts the job back and stops the run, since no other job
-    could succeed either.
+    Not a job's failure: the engine puts the job back and stops the run, so that once the
+    cause is fixed the same command carries on.
     """
+
+
+class AuthenticationError(RunRefusedError):
+    """The service refused the credentials (token, key, signature, clock)."""
 
 
 class JournalError(BulkError):

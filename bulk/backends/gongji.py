@@ -54,6 +54,7 @@ from bulk.errors import (
     BackendError,
     ConfigError,
     PermanentBackendError,
+    RunRefusedError,
     ThrottledError,
     TransientBackendError,
 )
@@ -717,8 +718,8 @@ def find_mark(
     """The create ``resources`` entry for a device given by name, count and region.
 
     Raises:
-        PermanentBackendError: no such device, or it is sold out (the message lists what is
-            available).
+        RunRefusedError: no such device, or it is sold out (the message lists what is
+            available): the run stops until the template or the inventory changes.
     """
     sold_out = False
     for device in devices:
@@ -745,7 +746,7 @@ def find_mark(
     what = f"{gpu_name}×{gpu_count} in {region}"
     problem = "is sold out (inventory 0)" if sold_out else "is not in the device list"
     msg = f"{what} {problem}; available: {', '.join(available) or 'nothing'}"
-    raise PermanentBackendError(msg, job_name=job_name)
+    raise RunRefusedError(msg, job_name=job_name)
 
 
 def _needs_marks(body: Any) -> bool:

@@ -30,7 +30,7 @@ from bulk.engine import Engine, Policy
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
-    PermanentBackendError,
+    RunRefusedError,
     ThrottledError,
     TransientBackendError,
 )
@@ -303,11 +303,9 @@ class TestMapping:
         hit = find_mark(DEVICES, "4090", 2, "河北六区")
 
         assert "chengde-p1" == hit["resource"]["region"]
-        with pytest.raises(PermanentBackendError, match="sold out"):
+        with pytest.raises(RunRefusedError, match="sold out"):
             find_mark(DEVICES, "H20", 8, "hebeif-1")
-        with pytest.raises(
-            PermanentBackendError, match=r"not in the device list; available: 4090×1"
-        ):
+        with pytest.raises(RunRefusedError, match=r"not in the device list; available: 4090×1"):
             find_mark(DEVICES, "A100", 1, "hebeif-1")
 
 
@@ -407,3 +405,31 @@ def test_template_must_name_every_row_and_attempt() -> None:
     assert check("sweep-{_key}-{_attempt}") is None
     assert "must contain {_name}" in (check("sweep-{_key}") or "")
     assert "must contain {_name}" in (check("fixed") or "")
+
+
+async def test_unknown_device_refuses_the_run(tmp_path: Path) -> None:
+    """A resource by name that the device list lacks stops the run; no row is failed."""
+    sim = GongjiSim(SimConfig())
+    sim.add_token("simple-token", None)
+    server = TestServer(make_app(sim), host="127.0.0.1")
+    await server.start_server()
+    backend = backend_for(str(server.make_url("")).rstrip("/"), token="simple-token")
+    journal = await anyio.to_thread.run_sync(make_journal, tmp_path / "j.sqlite", 5)
+    body = orjson.loads(body_for("{_name}"))
+    body["resources"] = [{"gpu_name": "A100", "gpu_count": 1, "region": "hebeif-1"}]
+    engine = Engine(
+        backend,
+        journal,
+        template=compile_template(body),
+        run="gj",
+        policy=Policy(LimitsConfig(max_in_flight=1)),
+    )
+
+    refused = pytest.RaisesExc(RunRefusedError, match="A100×1 in hebeif-1")
+    with pytest.RaisesGroup(refused, flatten_subgroups=True):
+        await engine.run()
+    await backend.aclose()
+    await server.close()
+
+    assert {} == sim.creates
+    assert {"pending": 5} == await anyio.to_thread.run_sync(journal.counts)
