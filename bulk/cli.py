@@ -26,8 +26,9 @@ import orjson
 from bulk import __version__, config, plan, progress, runs
 from bulk.backends import Backend, get_kind
 from bulk.engine import Engine, Policy, stop_run
-from bulk.errors import BulkError, ConfigError, InputErrors, JournalError
+from bulk.errors import BulkError, ConfigError, InputErrors, JournalError, TransientBackendError
 from bulk.journal import Journal, RunLock, State
+from bulk.retry import Backoff
 
 __all__ = ["main"]
 
@@ -664,8 +665,19 @@ def _cmd_gongji_resources(args: argparse.Namespace) -> int:
     devices: list[Any] = []
 
     async def fetch() -> None:
+        # A one-off read, retried like the engine's requests: transient failures and
+        # throttles back off (Retry-After wins) within the config's retry policy.
+        backoff = Backoff(cfg.retry, started=time.monotonic())
         async with contextlib.aclosing(backend):
-            devices.extend(await backend.resources())
+            while True:
+                try:
+                    devices.extend(await backend.resources())
+                    return
+                except TransientBackendError as exc:
+                    delay = backoff.next_delay(time.monotonic(), exc.retry_after)
+                    if delay is None:
+                        raise
+                    await anyio.sleep(delay)
 
     _run_async(fetch())
     if args.json:

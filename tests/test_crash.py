@@ -292,12 +292,3 @@ template_file = "job.json"
     assert rows == len(ledger)
     assert {1} == set(ledger.values())
     assert [(i, "succeeded") for i in range(rows)] == journal_states(config, "gjcrash")
-
-    listing = subprocess.run(
-        [*BULK, "gongji", "resources", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "chengde-p1" in listing.stdout
