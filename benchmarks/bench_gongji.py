@@ -23,10 +23,12 @@ import textwrap
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from benchmarks._util import print_table, run_child
 from bulk.backends.gongji import Signer, string_to_sign
+from bulk.testing import simulator
 
 CONCURRENCY = 16
 TOKEN = "bench-token"
@@ -74,25 +76,9 @@ def signing_rates(private: Path, seconds: float = 2.0) -> list[list[object]]:
     ]
 
 
-def start_sim(public: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bulk",
-            "sim",
-            "gongji",
-            "--rsa-token",
-            f"{TOKEN}={public}",
-            "--pending-s",
-            "0",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().rsplit(" ", 1)[-1].strip()
+def start_sim(public: Path, *extra: str) -> AbstractContextManager[str]:
+    """``bulk sim gongji`` with the benchmark's RSA token."""
+    return simulator("gongji", "--rsa-token", f"{TOKEN}={public}", "--pending-s", "0", *extra)
 
 
 def ledger(url: str) -> dict[str, object]:
@@ -180,6 +166,7 @@ PLAIN = """
 import asyncio, sys, time, uvloop, aiohttp, orjson
 from concurrent.futures import ThreadPoolExecutor
 from bulk.backends.gongji import Signer, string_to_sign
+from bulk.testing import simulator
 url, jobs, conc, key, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 signer = Signer(open(key, "rb").read())
 pool = ThreadPoolExecutor(threads) if threads else None
@@ -222,8 +209,7 @@ def main() -> None:
 
     rows = []
     for threads in (0, 2):
-        proc, url = start_sim(public, "--run-s", "3600")
-        try:
+        with start_sim(public, "--run-s", "3600") as url:
             cfg = config(
                 Path(tempfile.mkdtemp(dir=folder)),
                 url,
@@ -251,11 +237,7 @@ def main() -> None:
             child.terminate()
             child.wait()
             bulk_rate = create_rate(data)
-        finally:
-            proc.terminate()
-            proc.wait()
-        proc, url = start_sim(public, "--run-s", "3600")
-        try:
+        with start_sim(public, "--run-s", "3600") as url:
             plain = run_child(
                 [
                     sys.executable,
@@ -270,9 +252,6 @@ def main() -> None:
             )
             assert plain.returncode == 0, "the plain signed loop failed"
             plain_rate = create_rate(ledger(url))
-        finally:
-            proc.terminate()
-            proc.wait()
         label = "inline" if threads == 0 else f"{threads} threads"
         rows.append(
             [f"bulk run, signing {label}", args.jobs, bulk_rate, f"{bulk_rate / plain_rate:.2f}×"]
@@ -286,8 +265,7 @@ def main() -> None:
         rows,
     )
 
-    proc, url = start_sim(public, "--run-s", "1")
-    try:
+    with start_sim(public, "--run-s", "1") as url:
         cfg = config(
             Path(tempfile.mkdtemp(dir=folder)),
             url,
@@ -309,9 +287,6 @@ def main() -> None:
         wall = time.perf_counter() - started
         requests = ledger(url)["requests"]
         assert isinstance(requests, dict)
-    finally:
-        proc.terminate()
-        proc.wait()
     status = requests.get("/api/task/job/search", 0) + requests.get("/api/task/job/detail", 0)
     print_table(
         f"tracking {args.track_jobs:,} jobs of ~1 s, 500 active (peer: one detail per job and poll)",

@@ -28,16 +28,9 @@ import anyio
 
 from benchmarks._util import print_table, run_child
 from bulk.ratelimit import aiolimiter_factory
+from bulk.testing import simulator
 
 CONCURRENCY = 32
-
-
-def start_stub() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulk", "sim", "stub"], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().rsplit(" ", 1)[-1].strip()
 
 
 def create_rate(url: str) -> float:
@@ -150,17 +143,13 @@ def main() -> None:
 
     rates = {}
     for what in ("bulk", "plain"):
-        proc, url = start_stub()  # a fresh service each, so each ledger is its own
-        try:
+        with simulator("stub") as url:  # a fresh service each, so each ledger is its own
             if what == "bulk":
                 wall, cpu = bulk_run(url, jobs)
             else:
                 child = run_child([sys.executable, "-c", PLAIN, url, str(jobs), str(CONCURRENCY)])
                 wall, cpu = child.wall_s, child.cpu_s
             rates[what] = (create_rate(url), wall, cpu)
-        finally:
-            proc.terminate()
-            proc.wait()
     plain_rate = rates["plain"][0]
     print_table(
         f"submissions over HTTP to bulk sim stub, {CONCURRENCY} in flight",

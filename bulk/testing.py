@@ -6,14 +6,20 @@
 - :class:`FakeClock`: virtual time, advanced by the test.
 - :class:`ClockLimiter`: a leaky-bucket :class:`~bulk.ratelimit.RateLimiter` on any
   :class:`~bulk.clock.Clock`, so rate limits run on virtual time too.
+- :func:`simulator`: ``bulk sim KIND`` in a subprocess on an OS-chosen port, for tests and
+  benchmarks that need a service outside their own process (so it outlives a killed bulk).
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
+import signal
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -22,7 +28,7 @@ from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.clock import Clock
 from bulk.errors import PermanentBackendError
 
-__all__ = ["Call", "ClockLimiter", "FakeBackend", "FakeClock", "Handler"]
+__all__ = ["Call", "ClockLimiter", "FakeBackend", "FakeClock", "Handler", "simulator"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,3 +235,35 @@ class ClockLimiter:
     def factory(cls, clock: Clock) -> Callable[[float, int], ClockLimiter]:
         """A limiter factory for :class:`~bulk.engine.Engine` that runs on ``clock``."""
         return lambda rate, burst: cls(rate, burst, clock)
+
+
+@contextlib.contextmanager
+def simulator(kind: str, *args: str) -> Iterator[str]:
+    """Run ``bulk sim KIND --port 0 ARGS`` in a subprocess; yield its base URL; stop it.
+
+    Example::
+
+        with simulator("stub", "--fail-after-rate", "0.2") as url:
+            ...  # point a config's [backend] url at it
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulk", "sim", kind, "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()  # "bulk sim KIND: listening on http://127.0.0.1:PORT"
+        url = line.rsplit(" ", 1)[-1].strip()
+        if not url.startswith("http://"):
+            msg = f"bulk sim {kind} did not start: {line!r}"
+            raise RuntimeError(msg)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

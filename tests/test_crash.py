@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from bulk.journal import Journal
+from bulk.testing import simulator
 
 pytestmark = pytest.mark.slow
 
@@ -91,41 +92,24 @@ command = "echo {{i}} >> done.log"
 
 
 @pytest.fixture
-def stub_service(tmp_path: Path) -> Iterator[str]:
+def stub_service() -> Iterator[str]:
     """`bulk sim stub` with commit-then-fail, 5xx and 429 faults, in its own process."""
-    proc = subprocess.Popen(
-        [
-            *BULK,
-            "sim",
-            "stub",
-            "--port",
-            "0",
-            "--fail-after-rate",
-            "0.2",
-            "--fail-before-rate",
-            "0.1",
-            "--throttle-rate",
-            "0.05",
-            "--retry-after",
-            "0.05",
-            "--run-s",
-            "0.05",
-            "--seed",
-            "3",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    url = line.rsplit(" ", 1)[-1].strip()
-    assert url.startswith("http://127.0.0.1:"), line
-    try:
+    with simulator(
+        "stub",
+        "--fail-after-rate",
+        "0.2",
+        "--fail-before-rate",
+        "0.1",
+        "--throttle-rate",
+        "0.05",
+        "--retry-after",
+        "0.05",
+        "--run-s",
+        "0.05",
+        "--seed",
+        "3",
+    ) as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        proc.stdout.close()
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -207,41 +191,24 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture
 def gongji_service() -> Iterator[str]:
     """`bulk sim gongji` with an RSA token, commit-then-fail, 5xx and C008 faults."""
-    proc = subprocess.Popen(
-        [
-            *BULK,
-            "sim",
-            "gongji",
-            "--port",
-            "0",
-            "--rsa-token",
-            f"crash-token={DATA / 'test-key.pub.pem'}",
-            "--pending-s",
-            "0",
-            "--run-s",
-            "0.05",
-            "--commit-fail-rate",
-            "0.2",
-            "--error-rate",
-            "0.1",
-            "--throttle-rate",
-            "0.05",
-            "--seed",
-            "9",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    url = line.rsplit(" ", 1)[-1].strip()
-    assert url.startswith("http://127.0.0.1:"), line
-    try:
+    with simulator(
+        "gongji",
+        "--rsa-token",
+        f"crash-token={DATA / 'test-key.pub.pem'}",
+        "--pending-s",
+        "0",
+        "--run-s",
+        "0.05",
+        "--commit-fail-rate",
+        "0.2",
+        "--error-rate",
+        "0.1",
+        "--throttle-rate",
+        "0.05",
+        "--seed",
+        "9",
+    ) as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        proc.stdout.close()
 
 
 def test_gongji_sees_one_create_per_task_name_across_kills(

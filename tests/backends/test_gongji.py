@@ -38,6 +38,7 @@ from bulk.journal import Journal
 from bulk.sim.gongji import DEVICES, GongjiSim, SimConfig, make_app, sample_body
 from bulk.spec import compile_template
 from bulk.sweep import Point, point_key
+from bulk.testing import simulator
 
 DATA = Path(__file__).parent.parent / "data"
 PKCS1 = (DATA / "test-key-pkcs1.pem").read_bytes()
@@ -438,34 +439,16 @@ async def test_unknown_device_refuses_the_run(tmp_path: Path) -> None:
 def test_resources_command_prints_the_device_list(tmp_path: Path) -> None:
     """`bulk gongji resources CONFIG` signs its request and prints every region's row."""
     import os
-    import signal
     import subprocess
     import sys
 
-    sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bulk",
-            "sim",
-            "gongji",
-            "--port",
-            "0",
-            "--rsa-token",
-            f"list-token={DATA / 'test-key.pub.pem'}",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sim.stdout is not None
-    url = sim.stdout.readline().rsplit(" ", 1)[-1].strip()
     config = tmp_path / "run.toml"
-    config.write_text(
-        f'[run]\nname = "list"\n[sweep]\ngrid.i = [1]\n[backend]\nkind = "gongji"\n'
-        f'url = "{url}"\nprivate_key_file = "{DATA / "test-key-pkcs1.pem"}"\n'
-        '[job]\ntask_name = "{_name}"\n'
-    )
-    try:
+    with simulator("gongji", "--rsa-token", f"list-token={DATA / 'test-key.pub.pem'}") as url:
+        config.write_text(
+            f'[run]\nname = "list"\n[sweep]\ngrid.i = [1]\n[backend]\nkind = "gongji"\n'
+            f'url = "{url}"\nprivate_key_file = "{DATA / "test-key-pkcs1.pem"}"\n'
+            '[job]\ntask_name = "{_name}"\n'
+        )
         listing = subprocess.run(
             [sys.executable, "-m", "bulk", "gongji", "resources", str(config)],
             check=False,
@@ -474,10 +457,6 @@ def test_resources_command_prints_the_device_list(tmp_path: Path) -> None:
             timeout=60,
             env={**os.environ, "GONGJI_TOKEN": "list-token", "COLUMNS": "200"},
         )
-    finally:
-        sim.send_signal(signal.SIGTERM)
-        sim.wait(timeout=30)
-        sim.stdout.close()
 
     assert 0 == listing.returncode, listing.stderr
     for row in ("chengde-p1", "hebeif-1", "H20", "16416"):
