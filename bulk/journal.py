@@ -169,9 +169,11 @@ def _connect(path: Path) -> sqlite3.Connection:
     # check_same_thread=False: the writer commits from worker threads, one at a time.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode: a commit survives a crash of bulk (kill -9) always, and a power cut
-    # up to the last checkpoint; FULL would fsync every commit for little more safety here.
-    conn.execute("PRAGMA synchronous=NORMAL")
+    # FULL: every commit is fsynced, so a committed "submitting" survives a power loss or an
+    # OS crash too, not only a crash of bulk; without it a lost record could mean a resend.
+    # Group commit makes it cheap: measured ~100 µs per commit of 8 records here (NORMAL:
+    # 15 µs), a few µs per state change.
+    conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
 
@@ -280,7 +282,7 @@ class Journal:
                     return [(origin, earlier) for _, origin, earlier, _ in repeats]
                 self._rekey(repeats)
         conn.execute(_STATE_INDEX)
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA synchronous=FULL")
         return []
 
     def _repeats(self) -> list[tuple[int, str, str, int]]:
