@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import anyio
+import sniffio
 from anyio._core._eventloop import get_async_backend  # public in spirit: anyio's own lookup
 
 __all__ = ["AnyioClock", "Clock"]
@@ -41,9 +42,14 @@ class AnyioClock:
 
     def now(self) -> float:
         # anyio.current_time() asks sniffio which library runs on every call; the engine
-        # reads the clock several times per job, so resolve the backend's function once.
+        # reads the clock several times per job, so resolve the function once. On asyncio the
+        # loop's clock *is* time.monotonic (uvloop reads the same clock, to the millisecond),
+        # so read it directly; elsewhere (trio, a test's mock clock) ask the backend.
         if self._current_time is None:
-            self._current_time = get_async_backend().current_time
+            if sniffio.current_async_library() == "asyncio":
+                self._current_time = time.monotonic
+            else:
+                self._current_time = get_async_backend().current_time
         return self._current_time()
 
     def wall(self) -> float:

@@ -476,8 +476,9 @@ class JournalWriter:
     """The single writer of a journal in async code: batches records, commits in a thread.
 
     ``await writer.write(record)`` returns once the record is durable (committed); records
-    written while a commit is under way share the next commit. ``record_nowait`` queues a
-    change whose durability nobody waits for (it is committed with the next batch).
+    written while a commit is under way all go into the next one, and their writers wake on
+    one event (group commit). ``record_nowait`` queues a change whose durability nobody waits
+    for (it is committed with the next batch).
 
     Commits run through ``offload`` (a worker thread by default; tests on virtual time pass
     one that runs inline, so that time cannot jump while a commit is under way).
@@ -492,11 +493,11 @@ class JournalWriter:
             await writer.aclose()
     """
 
-    def __init__(self, journal: Journal, max_batch: int = 5000, offload: Offload | None = None):
+    def __init__(self, journal: Journal, offload: Offload | None = None):
         self._journal = journal
         self._offload = offload or anyio.to_thread.run_sync
-        self._max_batch = max_batch
-        self._pending: list[tuple[Record, anyio.Event | None]] = []
+        self._pending: list[Record] = []
+        self._next_commit = anyio.Event()  # set once the records now pending are committed
         self._wake = anyio.Event()
         self._closed = False
         self._done = anyio.Event()
@@ -507,16 +508,16 @@ class JournalWriter:
     async def write(self, record: Record) -> None:
         """Queue a record and wait until it is committed."""
         self._check()
-        done = anyio.Event()
-        self._pending.append((record, done))
+        self._pending.append(record)
+        committed = self._next_commit
         self._wake.set()
-        await done.wait()
+        await committed.wait()
         self._check()
 
     def record_nowait(self, record: Record) -> None:
         """Queue a record without waiting for its commit."""
         self._check()
-        self._pending.append((record, None))
+        self._pending.append(record)
         self._wake.set()
 
     def _check(self) -> None:
@@ -534,34 +535,30 @@ class JournalWriter:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 while self._pending:
-                    await self._commit_some()
+                    await self._commit_pending()
                 if self._closed:
                     return
         except BaseException as exc:
             self._failure = exc
-            for _, event in self._pending:
-                if event is not None:
-                    event.set()
+            self._next_commit.set()  # the waiters wake to the failure (see _check)
             raise
         finally:
             self._done.set()
 
-    async def _commit_some(self) -> None:
-        batch = self._pending[: self._max_batch]
-        del self._pending[: self._max_batch]
+    async def _commit_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        committed, self._next_commit = self._next_commit, anyio.Event()
         # Shielded: once a batch is handed to SQLite it is committed whole; cancelling the
         # wait could not stop the thread anyway, and the waiters must learn the outcome.
         with anyio.CancelScope(shield=True):
             try:
-                await self._offload(self._journal.apply, [r for r, _ in batch])
+                await self._offload(self._journal.apply, batch)
             except BaseException:
-                self._pending[:0] = batch  # so the failure handler wakes their waiters
+                committed.set()  # its waiters wake to the failure, set before they run
                 raise
         self.commits += 1
         self.records += len(batch)
-        for _, event in batch:
-            if event is not None:
-                event.set()
+        committed.set()
 
     async def aclose(self) -> None:
         """Commit everything queued, then stop the writer task."""

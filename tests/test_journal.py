@@ -85,7 +85,7 @@ class TestWriter:
     async def test_write_returns_once_committed(self, tmp_path: Path) -> None:
         """After `await write`, another connection sees the change; batches share commits."""
         journal, _ = await anyio.to_thread.run_sync(filled, tmp_path, list(range(50)))
-        writer = JournalWriter(journal, max_batch=8)
+        writer = JournalWriter(journal)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
