@@ -254,9 +254,16 @@ class LocalBackend:
             job.kill_at = now + self._options.kill_grace_s
 
     async def stop(self, job: Receipt) -> None:
-        """SIGTERM the job's process group now, SIGKILL it after ``kill_grace_s``."""
+        """SIGTERM the job's process group now, SIGKILL it after ``kill_grace_s``.
+
+        A job this process did not start (``bulk stop`` after a run that died) is found by
+        its pid file and killed.
+        """
         running = self._jobs.get(job.remote_id)
-        if running is None or running.process.returncode is not None or running.stopped:
+        if running is None:
+            await anyio.to_thread.run_sync(_kill_orphan, self._pids / job.remote_id)
+            return
+        if running.process.returncode is not None or running.stopped:
             return
         running.stopped = True
         _signal_group(running.process.pid, signal.SIGTERM)

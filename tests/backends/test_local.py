@@ -114,6 +114,20 @@ async def test_orphan_of_a_dead_bulk_is_killed_on_lookup(
     assert not await anyio.Path(tmp_path / "pids" / "j5").exists()
 
 
+async def test_stop_kills_a_job_of_a_dead_bulk(local: LocalBackend, tmp_path: Path) -> None:
+    """`bulk stop` runs in a new process: it kills a dead run's job through its pid file."""
+    orphan = await anyio.to_thread.run_sync(
+        lambda: subprocess.Popen(["sleep", "30"], start_new_session=True)
+    )
+    await anyio.Path(tmp_path / "pids").mkdir()
+    await anyio.to_thread.run_sync(_write_pid_file, tmp_path / "pids" / "j7", orphan.pid)
+
+    await local.stop(Receipt("j7", "j7"))
+    code = await anyio.to_thread.run_sync(orphan.wait, 5)
+
+    assert -signal.SIGKILL == code
+
+
 async def test_aclose_terminates_running_jobs(tmp_path: Path) -> None:
     """Closing the backend (bulk exiting) ends the jobs it started."""
     backend = LocalBackend(LocalOptions(base=tmp_path, kill_grace_s=0.2), run_dir=tmp_path)
