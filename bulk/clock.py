@@ -6,12 +6,12 @@ engine under trio's ``MockClock`` (virtual time that jumps when every task is bl
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 import anyio
-import sniffio
 from anyio._core._eventloop import get_async_backend  # public in spirit: anyio's own lookup
 
 __all__ = ["AnyioClock", "Clock"]
@@ -41,15 +41,17 @@ class AnyioClock:
         self._current_time: Callable[[], float] | None = None
 
     def now(self) -> float:
-        # anyio.current_time() asks sniffio which library runs on every call; the engine
+        # anyio.current_time() looks up the running async library on every call; the engine
         # reads the clock several times per job, so resolve the function once. On asyncio the
         # loop's clock *is* time.monotonic (uvloop reads the same clock, to the millisecond),
         # so read it directly; elsewhere (trio, a test's mock clock) ask the backend.
         if self._current_time is None:
-            if sniffio.current_async_library() == "asyncio":
-                self._current_time = time.monotonic
-            else:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # not asyncio: trio, or a test runner's mock clock
                 self._current_time = get_async_backend().current_time
+            else:
+                self._current_time = time.monotonic
         return self._current_time()
 
     def wall(self) -> float:
