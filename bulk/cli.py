@@ -75,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _err(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)  # noqa: T201 - the CLI's own error channel
+    # A diagnostic must never take a run down: a reader that went away (a closed pipe) only
+    # loses the message; the journal is the record.
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)  # noqa: T201 - the CLI's own error channel
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
             "--metrics-port",
             type=int,
             metavar="PORT",
-            help="serve Prometheus /metrics on 127.0.0.1:PORT",
+            help="serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port)",
         )
         p.add_argument(
             "--progress-interval",
@@ -311,7 +314,9 @@ def _execute(cfg: config.Config, journal: Journal, args: argparse.Namespace) -> 
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     if args.metrics_port is not None:
-        start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+        server, _ = start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+        port = server.server_address[1]  # the OS's choice when asked for port 0
+        _err(f"bulk: metrics on http://127.0.0.1:{port}/metrics")
     kind = get_kind(cfg.backend.kind)
     backend = kind.create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
     engine = Engine(

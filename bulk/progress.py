@@ -34,7 +34,10 @@ async def show(stats: Stats, run: str, *, interval_s: float, stream: TextIO | No
     else:
         while True:
             await anyio.sleep(interval_s)
-            print(f"bulk: {run}: {describe(stats)}", file=stream, flush=True)
+            try:
+                print(f"bulk: {run}: {describe(stats)}", file=stream, flush=True)
+            except (OSError, ValueError):
+                return  # nobody is reading any more: progress is not worth failing the run
 
 
 async def _bar(stats: Stats, run: str, stream: TextIO) -> None:

@@ -259,3 +259,42 @@ template_file = "job.json"
     assert rows == len(ledger)
     assert {1} == set(ledger.values())
     assert [(i, "succeeded") for i in range(rows)] == journal_states(config, "gjcrash")
+
+
+def test_metrics_endpoint_serves_the_runs_counters(tmp_path: Path) -> None:
+    """`--metrics-port 0` serves /metrics on 127.0.0.1; the contract's names are there."""
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[run]\nname = "metrics"\n[sweep]\ngrid.i = {range = [0, 4]}\n[limits]\nmax_active = 4\n'
+        '[job]\ncommand = "test {i} -lt 2 || exec sleep 30"\n'
+    )
+    proc = subprocess.Popen(
+        [*BULK, "run", str(config), "--metrics-port", "0", "--progress-interval", "0.02"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    url = None
+    text = ""
+    for line in proc.stderr:  # ends when the process does
+        if url is None and "metrics on " in line:
+            url = line.rsplit(" ", 1)[-1].strip()
+        m = DONE.search(line)
+        if url and m and int(m.group(1)) >= 2:  # two quick jobs done, two still running
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()  # to the end: bulk reports the drain on stderr
+    proc.stderr.close()
+    code = proc.wait(timeout=60)
+
+    assert "run the same command again to resume" in rest
+    assert url is not None
+    assert url.startswith("http://127.0.0.1:")
+    assert 130 == code
+    assert 'bulk_jobs_total{state="succeeded"} 2.0' in text
+    assert "bulk_jobs_active 2.0" in text
+    assert 'bulk_requests_total{endpoint="submit",outcome="ok"} 4.0' in text
+    assert "bulk_rows_total 4.0" in text
+    assert 'bulk_rate_limit{endpoint="submit"}' in text
