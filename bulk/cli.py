@@ -405,6 +405,11 @@ def _first_bulk_error(error: BaseException) -> BulkError | None:
     return None
 
 
+def _short(variables: dict[str, Any], limit: int = 60) -> str:
+    text = orjson.dumps(variables).decode()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _print_summary(
     cfg: config.Config,
     journal: Journal,
@@ -418,7 +423,7 @@ def _print_summary(
     _err(f"bulk: run {cfg.run.name} {verb} in {elapsed_s:.1f}s: {total:,} jobs: {parts}")
     failures = journal.jobs([State.FAILED, State.UNKNOWN], limit=5)
     for job in failures:
-        _err(f"  {job.origin}: {job.state}: {job.error}")
+        _err(f"  {job.origin} #{job.index} {_short(job.variables)}: {job.state}: {job.error}")
     if failures:
         _err(f"  (all of them: bulk status {cfg.path})")
 

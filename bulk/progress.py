@@ -53,7 +53,14 @@ async def _bar(stats: Stats, run: str, stream: TextIO) -> None:
     )
     with Progress(*columns, console=Console(file=stream), transient=False) as bar:
         task = bar.add_task(run, total=stats.total or None, detail="")
-        while True:
+
+        def update() -> None:
             detail = f"{stats.succeeded:,} ok · {stats.failed:,} failed · {stats.active:,} active"
             bar.update(task, completed=stats.done, total=stats.total or None, detail=detail)
-            await anyio.sleep(0.2)
+
+        try:
+            while True:
+                update()
+                await anyio.sleep(0.2)
+        finally:
+            update()  # the last state, not the one from up to 0.2 s before the end
