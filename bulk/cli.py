@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import csv
 import functools
+import gc
 import os
 import signal
 import sys
@@ -47,6 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code.
     """
+    # bulk allocates millions of short-lived dicts and lists and almost never a reference
+    # cycle: a larger first GC generation spares most collections (measured: plan pass
+    # 82k -> 89k points/s). Objects alive after start-up are frozen out of collections.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

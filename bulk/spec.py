@@ -62,6 +62,7 @@ class Template:
     source: Any
     variables: frozenset[str]
     _render: _Render
+    _fast: _Render | None = None
 
     def render(self, variables: Mapping[str, Any]) -> Any:
         """The rendered body as Python objects.
@@ -70,6 +71,11 @@ class Template:
             ConfigError: a placeholder names a variable the row does not have (``field`` is
                 the template key path; the message lists the variables the row has).
         """
+        if self._fast is not None:
+            try:
+                return self._fast(variables)
+            except (KeyError, ValueError, TypeError):
+                pass  # the closure renderer below says exactly what and where
         try:
             return self._render(variables)
         except _MissingVariableError as exc:
@@ -97,7 +103,104 @@ def compile_template(body: Any) -> Template:
     """
     names: set[str] = set()
     render = _compile(body, "job", names)
-    return Template(source=body, variables=frozenset(names), _render=render)
+    return Template(
+        source=body, variables=frozenset(names), _render=render, _fast=_generate(body, render)
+    )
+
+
+def _generate(body: Any, render: _Render) -> _Render | None:
+    """The template as one generated Python expression: a row then costs one call.
+
+    The closure tree (``render``) stays the reference: it is what reports a missing variable
+    or a bad format with its field path, and the generated code only runs where it agrees
+    (its constant subtrees are the very objects the closures render, shared the same way).
+    Literals are never written into the source: they are bound by reference (``C[i]``).
+    """
+    constants: list[Any] = []
+
+    def const(value: Any) -> str:
+        constants.append(value)
+        return f"C[{len(constants) - 1}]"
+
+    def expr(node: Any) -> str:
+        if isinstance(node, str):
+            if "{" not in node and "}" not in node:
+                return const(node)
+            parts = _merge_literals(_split(node, "job"))  # already checked by _compile
+            if len(parts) == 1 and isinstance(parts[0], tuple) and parts[0][1] is None:
+                return f"v[{parts[0][0]!r}]"  # names are identifiers: their repr is safe
+            pieces = []
+            for part in parts:
+                if isinstance(part, str):
+                    pieces.append(const(part))
+                elif part[1] is None:
+                    pieces.append(f"T(v[{part[0]!r}])")
+                else:
+                    pieces.append(f"F(v[{part[0]!r}], {const(part[1])})")
+            return "(" + " + ".join(pieces) + ")"
+        if isinstance(node, Mapping):
+            if not _has_placeholder(node):
+                return const(render_constant(node))
+            items = ", ".join(f"{const(str(k))}: {expr(v)}" for k, v in node.items())
+            return "{" + items + "}"
+        if isinstance(node, list | tuple):
+            if not _has_placeholder(node):
+                return const(render_constant(node))
+            return "[" + ", ".join(expr(v) for v in node) + "]"
+        return const(node)
+
+    def render_constant(node: Any) -> Any:
+        return _compile(node, "job", set())({})
+
+    try:
+        source = f"def fast(v):\n    return {expr(body)}\n"
+        namespace: dict[str, Any] = {"C": constants, "T": to_text, "F": format}
+        exec(compile(source, "<bulk template>", "exec"), namespace)  # noqa: S102 - our own code
+    except (RecursionError, SyntaxError, MemoryError):  # a pathological template: closures
+        return None
+    fast: _Render = namespace["fast"]
+    return fast
+
+
+def _has_placeholder(node: Any) -> bool:
+    if isinstance(node, str):
+        return "{" in node or "}" in node
+    if isinstance(node, Mapping):
+        return any(_has_placeholder(v) for v in node.values())
+    if isinstance(node, list | tuple):
+        return any(_has_placeholder(v) for v in node)
+    return False
+
+
+def _split(text: str, path: str) -> list[str | tuple[str, str | None]]:
+    """A string as literal parts and ``(name, spec)`` placeholders.
+
+    Raises:
+        ConfigError: an unmatched brace, or a format spec no value could take.
+    """
+    parts: list[str | tuple[str, str | None]] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(text):
+        literal = text[pos : m.start()]
+        pos = m.end()
+        token = m.group(0)
+        if token in ("{{", "}}"):
+            parts.append(literal + token[0])
+        elif m.group(1) is not None:
+            parts.append(literal)
+            spec = m.group(2)
+            if spec is not None:
+                _check_format_spec(spec, path)
+            parts.append((m.group(1), spec))
+        else:
+            col = m.start() + 1
+            problem = (
+                f"unmatched {token!r} at character {col} of {text!r}; "
+                "placeholders are {name} or {name:format}, and {{ }} write literal braces"
+            )
+            raise ConfigError(problem, field=path)
+    parts.append(text[pos:])
+    return parts
 
 
 def to_text(value: Any) -> str:
@@ -169,29 +272,8 @@ def _compile_node(node: Any, path: str, names: set[str]) -> tuple[_Render, bool]
 def _compile_string(text: str, path: str, names: set[str]) -> _Render:
     if "{" not in text and "}" not in text:
         return lambda _vs: text
-    parts: list[str | tuple[str, str | None]] = []
-    pos = 0
-    for m in _PLACEHOLDER.finditer(text):
-        literal = text[pos : m.start()]
-        pos = m.end()
-        token = m.group(0)
-        if token in ("{{", "}}"):
-            parts.append(literal + token[0])
-        elif m.group(1) is not None:
-            parts.append(literal)
-            spec = m.group(2)
-            if spec is not None:
-                _check_format_spec(spec, path)
-            parts.append((m.group(1), spec))
-            names.add(m.group(1))
-        else:
-            col = m.start() + 1
-            problem = (
-                f"unmatched {token!r} at character {col} of {text!r}; "
-                "placeholders are {name} or {name:format}, and {{ }} write literal braces"
-            )
-            raise ConfigError(problem, field=path)
-    parts.append(text[pos:])
+    parts = _split(text, path)
+    names.update(part[0] for part in parts if isinstance(part, tuple))
     merged = _merge_literals(parts)
 
     if len(merged) == 1 and isinstance(merged[0], tuple) and merged[0][1] is None:

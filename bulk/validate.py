@@ -71,12 +71,12 @@ class Problems:
         self, obj: dict[str, Any], key: str, parent: str, *, required: bool = True
     ) -> tuple[Any, str] | None:
         """The value at ``key`` and its field path, or None (a problem if it was required)."""
-        field = f"{parent}.{key}"
-        if key not in obj or obj[key] is None:
+        value = obj.get(key)
+        if value is None:
             if required:
-                self.add(field, "is required")
+                self.add(f"{parent}.{key}", "is required")
             return None
-        return obj[key], field
+        return value, f"{parent}.{key}"
 
     def string(
         self,

@@ -94,3 +94,21 @@ def test_typed_placeholder_round_trips_any_value(value: Any) -> None:
     t = compile_template({"v": "{v}", "in": ["{v}"]})
 
     assert {"v": value, "in": [value]} == orjson.loads(t.render_bytes({"v": value}))
+
+
+def test_generated_renderer_agrees_with_the_reference() -> None:
+    """The one-expression renderer is built, and renders what the closure tree renders."""
+    t = compile_template(
+        {
+            "cmd": ["run", "{lr}", "--seed={seed:03d}", "{{x}} {b}", {"deep": "{xs}"}],
+            "env": {"A": "{lr:.1e}", "B": "const"},
+            "fixed": {"x": [1, 2, {"y": None}]},
+            "n": 3,
+        }
+    )
+    row = {"lr": 0.001, "seed": 7, "b": True, "xs": [1, "a"]}
+
+    assert t._fast is not None
+    assert t._render(row) == t._fast(row) == t.render(row)
+    assert "--seed=007" == t.render(row)["cmd"][2]
+    assert t.render(row)["fixed"] is t.render(row)["fixed"]  # constants are shared

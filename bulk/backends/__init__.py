@@ -6,6 +6,8 @@ To add one, write a module with a :class:`~bulk.backends.base.BackendKind` and l
 
 from __future__ import annotations
 
+import importlib
+
 from bulk.backends.base import (
     Backend,
     BackendKind,
@@ -27,16 +29,18 @@ __all__ = [
 ]
 
 
-def _kinds() -> dict[str, BackendKind]:
-    # Imported on demand: a local run never loads the HTTP clients.
-    from bulk.backends import gongji, local, stub
-
-    return {"gongji": gongji.KIND, "local": local.KIND, "stub": stub.KIND}
+# Each kind's module, imported only when a config names it: a local run never loads the
+# HTTP client or the RSA library.
+_MODULES = {
+    "gongji": "bulk.backends.gongji",
+    "local": "bulk.backends.local",
+    "stub": "bulk.backends.stub",
+}
 
 
 def kind_names() -> list[str]:
     """The names a config may give as ``[backend] kind``."""
-    return sorted(_kinds())
+    return sorted(_MODULES)
 
 
 def get_kind(name: str) -> BackendKind:
@@ -45,9 +49,10 @@ def get_kind(name: str) -> BackendKind:
     Raises:
         KeyError: with a message listing the valid names.
     """
-    kinds = _kinds()
     try:
-        return kinds[name]
+        module = _MODULES[name]
     except KeyError:
-        msg = f"unknown backend {name!r}; valid kinds: {', '.join(sorted(kinds))}"
+        msg = f"unknown backend {name!r}; valid kinds: {', '.join(kind_names())}"
         raise KeyError(msg) from None
+    kind: BackendKind = importlib.import_module(module).KIND
+    return kind
