@@ -265,6 +265,46 @@ def main() -> None:
         rows,
     )
 
+    limit = 50
+    with start_sim(public, "--run-s", "0.2", "--rate-limit", str(limit)) as url:
+        cfg = config(
+            Path(tempfile.mkdtemp(dir=folder)),
+            url,
+            private,
+            1500,
+            sign_threads=0,
+            run_s=0.2,
+            max_active=1500,
+            first_s=2.0,
+        )
+        text = cfg.read_text().replace("submit_rate_per_s = 1000000", "submit_rate_per_s = 200")
+        cfg.write_text(text.replace("status_rate_per_s = 1000", "status_rate_per_s = 5"))
+        env = {**os.environ, "GONGJI_TOKEN": TOKEN}
+        done = subprocess.run(
+            [sys.executable, "-m", "bulk", "run", str(cfg)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        throttled_rate = create_rate(ledger(url))
+    print_table(
+        f"throttling: the simulator allows {limit} requests/s per token, bulk is configured "
+        "for 200 creates/s",
+        ["what", "jobs", "achieved creates/s", "of the service's limit", "exit", "last line"],
+        [
+            [
+                "bulk run (AIMD under the 200/s ceiling)",
+                1500,
+                throttled_rate,
+                f"{throttled_rate / limit:.0%}",
+                done.returncode,
+                done.stderr.strip().splitlines()[-1][:60],
+            ],
+            ["peer: the service's limit", 1500, float(limit), "100%", "-", "-"],
+        ],
+    )
+
     with start_sim(public, "--run-s", "1") as url:
         cfg = config(
             Path(tempfile.mkdtemp(dir=folder)),
