@@ -344,9 +344,9 @@ class Engine:
     async def _worker(self, receive: anyio.abc.ObjectReceiveStream[_Job]) -> None:
         async with receive:
             async for job in receive:
-                await self.submit_job(job)
+                await self._submit_job(job)
 
-    async def submit_job(self, job: _Job) -> None:
+    async def _submit_job(self, job: _Job) -> None:
         """Deliver one job under the active-job cap, then hand it to the tracker."""
         await self._slots.acquire()
         try:
@@ -622,7 +622,7 @@ class _Tracker:
             if job.lost <= engine._policy.retry.attempts:
                 job.reconcile = True
                 engine._slots.release()
-                self._spawn(tg, engine.submit_job, job)
+                self._spawn(tg, engine._submit_job, job)
                 return
             status = JobStatus(Phase.FAILED, "lost by the service")
         state = {
