@@ -233,7 +233,9 @@ class Engine:
         clock = self._clock
         self._writer = JournalWriter(self._journal, offload=self._offload)
         self._slots = _Slots(limits.max_active)
-        self._in_flight = anyio.CapacityLimiter(limits.max_in_flight)
+        # The same gate as the active-job cap: no checkpoint while a slot is free (one
+        # request per job goes through it), FIFO hand-off when the cap is reached.
+        self._in_flight = _Slots(limits.max_in_flight)
         self._ceilings = {
             "submit": self._limiter_factory(limits.submit_rate_per_s, limits.burst),
             "status": self._limiter_factory(limits.status_rate_per_s, limits.burst),
@@ -488,8 +490,11 @@ class Engine:
         started = self._clock.now()
         outcome = "ok"
         try:
-            async with self._in_flight:
+            await self._in_flight.acquire()
+            try:
                 result = await call(*args)
+            finally:
+                self._in_flight.release()
         except BackendError as exc:
             outcome = _outcome(exc)
             if isinstance(exc, ThrottledError):
