@@ -45,6 +45,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from bulk.sim.bucket import TokenBucket
+
 __all__ = ["DEVICES", "GONGJI", "GongjiSim", "SimConfig", "make_app", "sample_body"]
 
 _CHINA = timezone(timedelta(hours=8))
@@ -147,7 +149,7 @@ class GongjiSim:
     creates: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
-    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)  # per token
     next_id: int = 10_000
     first_create: float | None = None  # monotonic times of the first and last create
     last_create: float | None = None
@@ -168,15 +170,14 @@ class GongjiSim:
         self.tokens[token] = key
 
     def over_limit(self, token: str) -> bool:
+        """Whether this request is beyond the token's rate limit (if one is set)."""
         limit = self.config.rate_limit_per_s
         if not limit:
             return False
-        now = time.monotonic()
-        tokens, last = self.buckets.get(token, (limit, now))
-        tokens = min(limit, tokens + (now - last) * limit)
-        allowed = tokens >= 1
-        self.buckets[token] = (tokens - 1 if allowed else tokens, now)
-        return not allowed
+        bucket = self.buckets.get(token)
+        if bucket is None:
+            bucket = self.buckets[token] = TokenBucket(limit)
+        return not bucket.take()
 
     def view(self, task: _Task) -> dict[str, Any]:
         """The task in the detail/search field shapes of the API doc."""

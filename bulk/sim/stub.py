@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from bulk.sim.bucket import TokenBucket
+
 __all__ = ["SERVICE", "StubFaults", "StubService", "make_app"]
 
 
@@ -66,28 +68,20 @@ class StubService:
     first_create: float | None = None  # monotonic times of the first and last create
     last_create: float | None = None
     _rng: random.Random = field(default_factory=random.Random)
-    _tokens: float = 0.0
-    _last: float = field(default_factory=time.monotonic)
+    _bucket: TokenBucket | None = None
 
     def __post_init__(self) -> None:
         self._rng.seed(self.faults.seed)
-        self._tokens = self.faults.rate_limit_per_s or 0.0
+        if self.faults.rate_limit_per_s:
+            self._bucket = TokenBucket(self.faults.rate_limit_per_s)
 
     def roll(self, rate: float) -> bool:
         """True with probability ``rate`` (seeded)."""
         return rate > 0 and self._rng.random() < rate
 
     def over_limit(self) -> bool:
-        limit = self.faults.rate_limit_per_s
-        if not limit:
-            return False
-        now = time.monotonic()
-        self._tokens = min(limit, self._tokens + (now - self._last) * limit)
-        self._last = now
-        if self._tokens < 1:
-            return True
-        self._tokens -= 1
-        return False
+        """Whether this request is beyond the service's rate limit (if it has one)."""
+        return self._bucket is not None and not self._bucket.take()
 
     def state(self, job: _Job) -> tuple[str, str | None]:
         if job.stopped:
