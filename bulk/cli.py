@@ -25,7 +25,7 @@ import anyio
 import orjson
 
 from bulk import __version__, config, plan, progress, runs
-from bulk.backends import Backend, get_kind
+from bulk.backends import Backend, BackendKind, get_kind
 from bulk.engine import Engine, Policy, stop_run
 from bulk.errors import BulkError, ConfigError, InputErrors, JournalError, TransientBackendError
 from bulk.journal import Journal, RunLock, State
@@ -323,8 +323,7 @@ def _execute(cfg: config.Config, journal: Journal, args: argparse.Namespace) -> 
         server, _ = start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
         port = server.server_address[1]  # the OS's choice when asked for port 0
         _err(f"bulk: metrics on http://127.0.0.1:{port}/metrics")
-    kind = get_kind(cfg.backend.kind)
-    backend = kind.create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
+    kind, backend = _backend(cfg)
     engine = Engine(
         backend,
         journal,
@@ -434,6 +433,12 @@ def _print_summary(
         _err(f"  (all of them: bulk status {cfg.path})")
 
 
+def _backend(cfg: config.Config) -> tuple[BackendKind, Backend]:
+    """The run's backend kind and a live backend for it (credentials are read here)."""
+    kind = get_kind(cfg.backend.kind)
+    return kind, kind.create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
+
+
 # -- status / stop / export -------------------------------------------------------------------
 
 
@@ -494,8 +499,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_stop(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
     with RunLock(cfg.run.dir), _open_existing(cfg) as journal:
-        kind = get_kind(cfg.backend.kind)
-        backend = kind.create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
+        kind, backend = _backend(cfg)
         result: list[tuple[int, list[str]]] = []
 
         async def stop() -> None:
@@ -676,7 +680,7 @@ def _cmd_gongji_resources(args: argparse.Namespace) -> int:
     if cfg.backend.kind != "gongji":
         msg = f"{cfg.path}: backend.kind is {cfg.backend.kind!r}; this command needs 'gongji'"
         raise ConfigError(msg)
-    backend = get_kind("gongji").create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
+    _, backend = _backend(cfg)
     assert isinstance(backend, GongjiBackend)  # the kind's factory: the CLI builds objects
     devices: list[Any] = []
 
