@@ -65,6 +65,16 @@ def journal_states(config: Path, name: str) -> list[tuple[int, str]]:
         return [(j.index, j.state.value) for j in journal.iter_jobs()]
 
 
+def assert_exactly_once(ledger_url: str, config: Path, run: str, rows: int) -> None:
+    """The service created each job name exactly once, and every row ended succeeded."""
+    with urllib.request.urlopen(ledger_url, timeout=10) as response:
+        ledger = json.load(response)["creates"]
+
+    assert rows == len(ledger)
+    assert {1} == set(ledger.values())
+    assert [(i, "succeeded") for i in range(rows)] == journal_states(config, run)
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_local_backend_survives_kill_9(tmp_path: Path, seed: int) -> None:
     """Killed four times, the local run still ends with every row succeeded once."""
@@ -139,11 +149,7 @@ work = "{{i}}"
 
     crash_and_resume(config, rows, seed)
 
-    with urllib.request.urlopen(f"{stub_service}/ledger", timeout=10) as response:
-        ledger = json.load(response)["creates"]
-    assert rows == len(ledger)
-    assert {1} == set(ledger.values())
-    assert [(i, "succeeded") for i in range(rows)] == journal_states(config, "stubcrash")
+    assert_exactly_once(f"{stub_service}/ledger", config, "stubcrash", rows)
 
 
 def test_sigint_exits_130_and_resumes_cleanly(tmp_path: Path) -> None:
@@ -254,11 +260,7 @@ template_file = "job.json"
 
     crash_and_resume(config, rows, seed=4)
 
-    with urllib.request.urlopen(f"{gongji_service}/_sim/ledger", timeout=10) as response:
-        ledger = json.load(response)["creates"]
-    assert rows == len(ledger)
-    assert {1} == set(ledger.values())
-    assert [(i, "succeeded") for i in range(rows)] == journal_states(config, "gjcrash")
+    assert_exactly_once(f"{gongji_service}/_sim/ledger", config, "gjcrash", rows)
 
 
 def test_metrics_endpoint_serves_the_runs_counters(tmp_path: Path) -> None:
