@@ -9,17 +9,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import errno
 import functools
 import gc
+import math
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import orjson
@@ -30,6 +33,11 @@ from bulk.engine import Engine, Policy, stop_run
 from bulk.errors import BulkError, ConfigError, InputErrors, JournalError, TransientBackendError
 from bulk.journal import Journal, RunLock, State
 from bulk.retry import Backoff
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bulk.metrics import Metrics
 
 __all__ = ["main"]
 
@@ -53,13 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 82k -> 89k points/s). Objects alive after start-up are frozen out of collections.
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    _ensure_standard_streams()
     parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_INPUT
     try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_INPUT
         code: int = args.func(args)
+    except SystemExit as exc:  # argparse: --help, --version, or a bad argument (one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_INPUT
     except InputErrors as exc:
         for line in exc.lines():
             _err(line)
@@ -87,8 +98,91 @@ def _err(line: str) -> None:
         print(line, file=sys.stderr, flush=True)  # noqa: T201 - the CLI's own error channel
 
 
+def _ensure_standard_streams() -> None:
+    """Put /dev/null on a standard descriptor that was closed (``bulk run 2>&-``, a daemon).
+
+    Otherwise the next file bulk opens (the run's lock, a job's log) would get descriptor 1
+    or 2, and whatever is printed would land in it; and Python sets ``sys.stderr`` to None,
+    which makes ``print(file=sys.stderr)`` write to stdout. A closed stream is treated like
+    /dev/null: its output is dropped and the command does its work (as with a closed pipe).
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            stream = open(fd, mode, closefd=False)  # noqa: SIM115 - kept for bulk's whole life
+            setattr(sys, name, stream)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``bulk run: error: argument ...: what is wrong``."""
+
+    def error(self, message: str) -> NoReturn:
+        _err(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        raise SystemExit(EXIT_INPUT)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        msg = f"expected a port number from 0 to 65535 (0: any free port), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+# Progress lines more often than this are noise (an interval of 0 used to be a busy loop:
+# measured 500,000 lines in 2 s); the crash tests read lines every 0.02 s. An interval of 0
+# means no progress lines (the summary at the end is still printed).
+MIN_PROGRESS_INTERVAL_S = 0.01
+
+
+def _progress_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value == 0 or MIN_PROGRESS_INTERVAL_S <= value < math.inf):
+        msg = (
+            f"expected seconds between progress lines, at least {MIN_PROGRESS_INTERVAL_S} "
+            f"(0: no progress lines), got {text!r}"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _number(text: str, allowed: Callable[[float], bool], what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and allowed(value)):
+        msg = f"expected {what}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _share(text: str) -> float:
+    return _number(text, lambda v: 0 <= v <= 1, "a share from 0 to 1")
+
+
+def _seconds(text: str) -> float:
+    return _number(text, lambda v: v >= 0, "a number of seconds >= 0")
+
+
+def _per_second(text: str) -> float:
+    return _number(text, lambda v: v > 0, "a number of requests per second > 0")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bulk",
         description="Submit very large batches of jobs, politely, exactly once, resumably.",
     )
@@ -115,16 +209,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("config", type=Path, help="the run's TOML config")
         p.add_argument(
             "--metrics-port",
-            type=int,
+            type=_port,
             metavar="PORT",
             help="serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port)",
         )
         p.add_argument(
             "--progress-interval",
-            type=float,
+            type=_progress_interval,
             default=10.0,
             metavar="S",
-            help="seconds between progress lines when not on a terminal",
+            help="seconds between progress lines when not on a terminal (0: none)",
         )
         if name == "run":
             p.add_argument(
@@ -157,15 +251,15 @@ def _parser() -> argparse.ArgumentParser:
     q = sims.add_parser("stub", help="bulk's reference HTTP job service, with fault injection")
     _serve_options(q)
     for name, kind, default, help_ in (
-        ("--throttle-rate", float, 0.0, "share of creates answered 429"),
-        ("--retry-after", float, 0.5, "Retry-After of those 429s, seconds"),
-        ("--fail-before-rate", float, 0.0, "share of creates answered 503, nothing created"),
-        ("--fail-after-rate", float, 0.0, "share of creates that create, then fail"),
-        ("--rate-limit", float, None, "requests per second before 429s"),
-        ("--latency", float, 0.0, "delay before every answer, seconds"),
-        ("--queue-s", float, 0.0, "seconds a job stays queued"),
-        ("--run-s", float, 0.0, "seconds a job runs"),
-        ("--job-failure-rate", float, 0.0, "share of jobs that end failed"),
+        ("--throttle-rate", _share, 0.0, "share of creates answered 429"),
+        ("--retry-after", _seconds, 0.5, "Retry-After of those 429s, seconds"),
+        ("--fail-before-rate", _share, 0.0, "share of creates answered 503, nothing created"),
+        ("--fail-after-rate", _share, 0.0, "share of creates that create, then fail"),
+        ("--rate-limit", _per_second, None, "requests per second before 429s"),
+        ("--latency", _seconds, 0.0, "delay before every answer, seconds"),
+        ("--queue-s", _seconds, 0.0, "seconds a job stays queued"),
+        ("--run-s", _seconds, 0.0, "seconds a job runs"),
+        ("--job-failure-rate", _share, 0.0, "share of jobs that end failed"),
         ("--seed", int, 0, "seed of the fault draws"),
     ):
         q.add_argument(name, type=kind, default=default, help=help_)
@@ -193,18 +287,18 @@ def _parser() -> argparse.ArgumentParser:
         help="stopping an ended task succeeds (default: code C010)",
     )
     for name, kind, default, help_ in (
-        ("--pending-s", float, 0.5, "seconds a task stays Pending"),
-        ("--run-s", float, 2.0, "seconds a task runs"),
-        ("--failure-rate", float, 0.0, "share of tasks that end Failed"),
-        ("--skew-s", float, 300.0, "accepted timestamp skew, seconds"),
-        ("--throttle-rate", float, 0.0, "share of requests answered with code C008"),
-        ("--http-429-rate", float, 0.0, "share of requests answered HTTP 429"),
-        ("--retry-after", float, 1.0, "Retry-After of those 429s, seconds"),
-        ("--error-rate", float, 0.0, "share of requests answered HTTP 502"),
-        ("--reset-rate", float, 0.0, "share of requests whose connection is dropped"),
-        ("--commit-fail-rate", float, 0.0, "share of creates that create, then fail"),
-        ("--latency", float, 0.0, "delay before every answer, seconds"),
-        ("--rate-limit", float, None, "requests per second per token before HTTP 429"),
+        ("--pending-s", _seconds, 0.5, "seconds a task stays Pending"),
+        ("--run-s", _seconds, 2.0, "seconds a task runs"),
+        ("--failure-rate", _share, 0.0, "share of tasks that end Failed"),
+        ("--skew-s", _seconds, 300.0, "accepted timestamp skew, seconds"),
+        ("--throttle-rate", _share, 0.0, "share of requests answered with code C008"),
+        ("--http-429-rate", _share, 0.0, "share of requests answered HTTP 429"),
+        ("--retry-after", _seconds, 1.0, "Retry-After of those 429s, seconds"),
+        ("--error-rate", _share, 0.0, "share of requests answered HTTP 502"),
+        ("--reset-rate", _share, 0.0, "share of requests whose connection is dropped"),
+        ("--commit-fail-rate", _share, 0.0, "share of creates that create, then fail"),
+        ("--latency", _seconds, 0.0, "delay before every answer, seconds"),
+        ("--rate-limit", _per_second, None, "requests per second per token before HTTP 429"),
         ("--seed", int, 0, "seed of the fault draws"),
     ):
         q.add_argument(name, type=kind, default=default, help=help_)
@@ -242,7 +336,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     def write_json(point: Any, body: Any) -> None:
         line = {"index": point.index, "key": point.key, "origin": point.origin, "job": body}
-        out.write(orjson.dumps(line) + b"\n")
+        with _output():
+            out.write(orjson.dumps(line) + b"\n")
 
     # The pass stores points in a throw-away journal: its unique key index finds duplicates
     # in constant memory, exactly as the run's own journal will.
@@ -254,18 +349,59 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             cfg, journal, samples=args.limit, on_body=write_json if args.json else None
         )
     result.raise_if_errors()
-    if args.json:
-        out.flush()
-    else:
-        _print_plan(cfg, result)
+    with _output():
+        if not args.json:
+            _print_plan(cfg, result)
     return EXIT_OK
 
 
-def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
+def _console() -> Console:
+    """A rich console on stdout that reports a closed pipe like every other write does.
+
+    rich's own handling of a reader that went away (``bulk status | head -1``) is to exit
+    with status 1; here it raises ``BrokenPipeError``, which :func:`main` turns into a quiet
+    exit 0, as for ``plan --json`` and ``export``.
+    """
     from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return _Console(highlight=False)
+
+
+class _OutputError(BulkError):
+    """The command's output could not be written (a full disk, a bad ``-o`` path)."""
+
+
+@contextlib.contextmanager
+def _output(target: Path | None = None) -> Iterator[None]:
+    """Turn a failed write to stdout (or ``target``) into a one-line error (exit 2).
+
+    stdout is flushed before leaving, so that no write error is left for the interpreter
+    to meet at exit. A closed pipe is not a failure: ``BrokenPipeError`` passes through to
+    :func:`main`, which exits 0.
+    """
+    try:
+        yield
+        if target is None:
+            sys.stdout.flush()
+            sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        where = "standard output" if target is None else str(target)
+        msg = f"cannot write {where}: {reason[:1].lower()}{reason[1:]}"
+        raise _OutputError(msg) from None
+
+
+def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = _console()
     console.print(
         f"[bold]{result.total:,}[/bold] jobs in run [bold]{cfg.run.name}[/bold] "
         f"(backend {cfg.backend.kind}) from {cfg.path}"
@@ -293,36 +429,75 @@ def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
-    with RunLock(cfg.run.dir):
+    with _metrics(args) as metrics, RunLock(cfg.run.dir):
         journal, resumed = runs.open_run(cfg, restart=args.restart)
         with journal:
             if resumed:
                 _err(f"bulk: resuming run {cfg.run.name} from {cfg.journal_path}")
-            return _execute(cfg, journal, args)
+            return _execute(cfg, journal, args, metrics)
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
-    with RunLock(cfg.run.dir):
+    with _metrics(args) as metrics, RunLock(cfg.run.dir):
         journal, _ = runs.open_run(cfg)
         with journal:
             states = [State.FAILED, State.STOPPED] if args.stopped else [State.FAILED]
             count = journal.reset_failed(states)
             _err(f"bulk: sending {count:,} rows again")
-            return _execute(cfg, journal, args)
+            return _execute(cfg, journal, args, metrics)
 
 
-def _execute(cfg: config.Config, journal: Journal, args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _metrics(args: argparse.Namespace) -> Iterator[Metrics]:
+    """The run's metrics, served on 127.0.0.1:``--metrics-port`` when asked.
+
+    The port is taken before the run's files are touched, so a port in use stops the
+    command before anything is created or sent.
+
+    Raises:
+        ConfigError: the port cannot be listened on.
+    """
     from prometheus_client import CollectorRegistry, start_http_server
 
     from bulk.metrics import Metrics
 
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    if args.metrics_port is not None:
-        server, _ = start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
-        port = server.server_address[1]  # the OS's choice when asked for port 0
-        _err(f"bulk: metrics on http://127.0.0.1:{port}/metrics")
+    port = args.metrics_port
+    if port is None:
+        yield Metrics(registry)
+        return
+    try:
+        server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+    except OSError as exc:
+        prog = f"bulk {args.command}"
+        raise _listen_error(prog, "--metrics-port", "127.0.0.1", port, exc) from None
+    try:
+        bound = server.server_address[1]  # the OS's choice when asked for port 0
+        _err(f"bulk: metrics on http://127.0.0.1:{bound}/metrics")
+        yield Metrics(registry)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _listen_error(prog: str, option: str, host: str, port: int, exc: OSError) -> ConfigError:
+    """An address that cannot be listened on, as a one-line argument error (exit 2)."""
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        reason = exc.strerror or str(exc)
+    else:
+        reason = os.strerror(exc.errno)  # uvloop's strerror repeats the address
+    if option == "--host":
+        advice = "give an address of this machine, such as 127.0.0.1"
+    else:
+        advice = "choose another port, or 0 to let the OS choose"
+    msg = f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}; {advice}"
+    return ConfigError(msg, where=f"{prog}: error: argument {option}")
+
+
+def _execute(
+    cfg: config.Config, journal: Journal, args: argparse.Namespace, metrics: Metrics
+) -> int:
     kind, backend = _backend(cfg)
     engine = Engine(
         backend,
@@ -476,23 +651,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 for j in failures
             ],
         }
-        sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+        with _output():
+            sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
         return EXIT_OK
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
-    console.print(f"run [bold]{cfg.run.name}[/bold]: {total:,} jobs ({cfg.journal_path})")
-    table = Table("state", "jobs")
-    for state in State:
-        if counts.get(state.value):
-            table.add_row(state.value, f"{counts[state.value]:,}")
-    console.print(table)
-    if failures:
-        table = Table("origin", "state", "attempt", "error", title="failures")
-        for j in failures:
-            table.add_row(j.origin, j.state.value, str(j.attempt), j.error or "")
+    with _output():
+        console = _console()
+        console.print(f"run [bold]{cfg.run.name}[/bold]: {total:,} jobs ({cfg.journal_path})")
+        table = Table("state", "jobs")
+        for state in State:
+            if counts.get(state.value):
+                table.add_row(state.value, f"{counts[state.value]:,}")
         console.print(table)
+        if failures:
+            table = Table("origin", "state", "attempt", "error", title="failures")
+            for j in failures:
+                table.add_row(j.origin, j.state.value, str(j.attempt), j.error or "")
+            console.print(table)
     return EXIT_OK
 
 
@@ -542,7 +718,7 @@ _EXPORT_FIELDS = (
 
 def _cmd_export(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
-    with _open_existing(cfg) as journal:
+    with _open_existing(cfg) as journal, _output(args.output):
         out = args.output.open("w", newline="", encoding="utf-8") if args.output else sys.stdout
         try:
             writer = csv.writer(out) if args.format == "csv" else None
@@ -587,7 +763,7 @@ def _iso(ts: float | None) -> str | None:
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (0: let the OS choose)")
+    p.add_argument("--port", type=_port, default=0, help="port (0: let the OS choose)")
 
 
 def _cmd_sim_stub(args: argparse.Namespace) -> int:
@@ -610,17 +786,26 @@ def _cmd_sim_stub(args: argparse.Namespace) -> int:
 
 
 def _serve(app: Any, kind: str, host: str, port: int) -> None:
-    """Serve an aiohttp app until SIGINT/SIGTERM; print the address once listening."""
+    """Serve an aiohttp app until SIGINT/SIGTERM; print the address once listening.
+
+    Raises:
+        ConfigError: the address cannot be listened on (a port in use, an unknown host).
+    """
     from aiohttp import web
 
     async def main() -> None:
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]  # port 0
-        print(f"bulk sim {kind}: listening on http://{bound[0]}:{bound[1]}", flush=True)  # noqa: T201
         try:
+            site = web.TCPSite(runner, host, port)
+            try:
+                await site.start()
+            except OSError as exc:
+                option = "--port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "--host"
+                prog = f"bulk sim {kind}"
+                raise _listen_error(prog, option, host, port, exc) from None
+            bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]  # port 0
+            print(f"bulk sim {kind}: listening on http://{bound[0]}:{bound[1]}", flush=True)  # noqa: T201
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     return
@@ -671,7 +856,6 @@ def _cmd_sim_gongji(args: argparse.Namespace) -> int:
 
 
 def _cmd_gongji_resources(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from bulk.backends.gongji import GongjiBackend
@@ -701,7 +885,8 @@ def _cmd_gongji_resources(args: argparse.Namespace) -> int:
 
     _run_async(fetch())
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps(devices, option=orjson.OPT_INDENT_2) + b"\n")
+        with _output():
+            sys.stdout.buffer.write(orjson.dumps(devices, option=orjson.OPT_INDENT_2) + b"\n")
         return EXIT_OK
     table = Table("device", "GPU", "count", "region", "inventory", "price", "mark")
     for device in devices:
@@ -716,5 +901,6 @@ def _cmd_gongji_resources(args: argparse.Namespace) -> int:
                 str(region.get("price")),
                 mark[:24] + "…" if len(mark) > 24 else mark,
             )
-    Console(highlight=False).print(table)
+    with _output():
+        _console().print(table)
     return EXIT_OK

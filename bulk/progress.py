@@ -27,11 +27,19 @@ def describe(stats: Stats) -> str:
 
 
 async def show(stats: Stats, run: str, *, interval_s: float, stream: TextIO | None = None) -> None:
-    """Update the display until cancelled (the caller cancels it when the run ends)."""
+    """Update the display until cancelled (the caller cancels it when the run ends).
+
+    Args:
+        stats: the engine's live counters.
+        run: the run's name.
+        interval_s: seconds between plain lines when ``stream`` is not a terminal; 0 for
+            none (a terminal always gets the bar).
+        stream: where to show it (``sys.stderr`` when None).
+    """
     stream = stream or sys.stderr
     if stream.isatty():
         await _bar(stats, run, stream)
-    else:
+    elif interval_s > 0:
         while True:
             await anyio.sleep(interval_s)
             try:

@@ -2,7 +2,9 @@
 
 Each folder holds ``config.toml``, its inputs, and ``expected.txt`` with the first line
 ``bulk plan`` must print on stderr. Nothing is sent in any of them (plan sends nothing, and
-run refuses before the first request: see test_cli.py).
+run refuses before the first request: see test_cli.py). A case about the command line holds
+``args.txt`` too: the arguments to run instead of ``plan config.toml``, one per line; such a
+case must not create the run's folder either (and needs no config.toml when it names none).
 """
 
 from __future__ import annotations
@@ -25,13 +27,20 @@ def test_bad_input_exits_2_with_expected_line(
     folder = CORPUS / case
     monkeypatch.chdir(folder)
     expected = (folder / "expected.txt").read_text(encoding="utf-8").rstrip("\n")
+    args_file = folder / "args.txt"
+    args = (
+        args_file.read_text(encoding="utf-8").splitlines()
+        if args_file.exists()
+        else ["plan", "config.toml"]
+    )
 
-    code = main(["plan", "config.toml"])
+    code = main(args)
     err = capsys.readouterr().err
 
     assert 2 == code
     assert expected == err.splitlines()[0]
     assert "Traceback" not in err
+    assert not (folder / ".bulk").exists()
 
 
 def test_corpus_covers_the_required_cases() -> None:
