@@ -30,7 +30,7 @@ import orjson
 from bulk import __version__, config, plan, progress, runs
 from bulk.backends import Backend, BackendKind, get_kind
 from bulk.engine import Engine, Policy, stop_run
-from bulk.errors import BulkError, ConfigError, InputErrors, JournalError, TransientBackendError
+from bulk.errors import BulkError, ConfigError, InputErrors, TransientBackendError
 from bulk.journal import Journal, RunLock, State
 from bulk.retry import Backoff
 
@@ -228,6 +228,12 @@ def _parser() -> argparse.ArgumentParser:
             )
         else:
             p.add_argument("--stopped", action="store_true", help="also send stopped rows again")
+            p.add_argument(
+                "--template-changed",
+                action="store_true",
+                help="the job template was changed on purpose: send the rows again with it "
+                "(the sweep must be the same; rows not sent again keep their template)",
+            )
         p.set_defaults(func=_cmd_run if name == "run" else _cmd_retry)
 
     p = sub.add_parser("status", help="counts by state, and failures with their reasons")
@@ -439,11 +445,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_retry(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
+    runs.require_journal(cfg)  # before the lock: a run never started gets no folder
+    states = [State.FAILED, State.STOPPED] if args.stopped else [State.FAILED]
     with _metrics(args) as metrics, RunLock(cfg.run.dir):
-        journal, _ = runs.open_run(cfg)
+        journal, count = runs.open_retry(cfg, states, template_changed=args.template_changed)
         with journal:
-            states = [State.FAILED, State.STOPPED] if args.stopped else [State.FAILED]
-            count = journal.reset_failed(states)
             _err(f"bulk: sending {count:,} rows again")
             return _execute(cfg, journal, args, metrics)
 
@@ -503,6 +509,7 @@ def _execute(
         backend,
         journal,
         template=cfg.template,
+        templates=runs.templates(journal),
         run=cfg.run.name,
         policy=Policy(cfg.limits, cfg.retry, cfg.track),
         metrics=metrics,
@@ -515,10 +522,25 @@ def _execute(
     counts = journal.counts()
     _print_summary(cfg, journal, counts, time.monotonic() - started, state.interrupted)
     if state.interrupted:
-        _err(f"bulk: interrupted; run the same command again to resume: bulk run {cfg.path}")
+        again = " ".join(["bulk", args.command, str(cfg.path), *_resume_flags(args)])
+        _err(f"bulk: interrupted; run the same command again to resume: {again}")
         return EXIT_INTERRUPTED
     unfinished = sum(v for k, v in counts.items() if k != State.SUCCEEDED)
     return EXIT_OK if unfinished == 0 else EXIT_FAILED
+
+
+def _resume_flags(args: argparse.Namespace) -> list[str]:
+    """The flags that make running the same command again resume what was interrupted."""
+    if args.command == "run":
+        return []  # not --restart: that would start yet another run
+    return [
+        flag
+        for flag, given in (
+            ("--stopped", args.stopped),
+            ("--template-changed", args.template_changed),
+        )
+        if given
+    ]
 
 
 class _RunState:
@@ -618,9 +640,7 @@ def _backend(cfg: config.Config) -> tuple[BackendKind, Backend]:
 
 
 def _open_existing(cfg: config.Config) -> Journal:
-    if not cfg.journal_path.exists():
-        msg = f"{cfg.journal_path}: no journal: this run has not been started (bulk run {cfg.path})"
-        raise JournalError(msg)
+    runs.require_journal(cfg)
     return Journal.open(cfg.journal_path)
 
 
@@ -674,8 +694,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_stop(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
+    runs.require_journal(cfg)  # before the lock: a run never started gets no folder
     with RunLock(cfg.run.dir), _open_existing(cfg) as journal:
         kind, backend = _backend(cfg)
+        templates = runs.templates(journal)
         result: list[tuple[int, list[str]]] = []
 
         async def stop() -> None:
@@ -686,6 +708,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
                         journal,
                         run=cfg.run.name,
                         template=cfg.template,
+                        templates=templates,
                         policy=Policy(cfg.limits, cfg.retry, cfg.track),
                     )
                 )

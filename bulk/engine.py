@@ -105,6 +105,7 @@ class _Job:
     variables: dict[str, Any]
     attempt: int
     name: str
+    template: int = 1  # the version of the job template this attempt is rendered with
     remote_id: str | None = None
     reconcile: bool = False  # look the name up before sending anything
     accepted_at: float = 0.0  # clock time the service accepted it
@@ -171,6 +172,9 @@ class Engine:
         backend: where jobs go.
         journal: the run's journal (already filled).
         template: renders each job's body (validated before the run).
+        templates: the templates of rows planned with an earlier version of the job
+            template, by version (``bulk retry --template-changed``); every other row
+            renders with ``template``.
         run: the run's name (part of every job name).
         policy: limits, retry and tracking.
         clock: all waiting and timing.
@@ -187,6 +191,7 @@ class Engine:
         journal: Journal,
         *,
         template: Template,
+        templates: Mapping[int, Template] | None = None,
         run: str,
         policy: Policy,
         clock: Clock | None = None,
@@ -199,6 +204,7 @@ class Engine:
         self._backend = backend
         self._journal = journal
         self._template = template
+        self._templates = templates or {}
         self._run = run
         self._policy = policy
         self._clock = clock or AnyioClock()
@@ -309,6 +315,7 @@ class Engine:
             variables=stored.variables,
             attempt=stored.attempt,
             name=job_name(self._run, stored.key, stored.attempt),
+            template=stored.template,
         )
 
     # -- submitting -------------------------------------------------------------------------
@@ -368,11 +375,10 @@ class Engine:
         last_error = ""
         while True:
             try:
+                template = self._templates.get(job.template, self._template)
                 submission = Submission(
                     job.name,
-                    self._template.render_bytes(
-                        render_context(_point(job), self._run, job.attempt)
-                    ),
+                    template.render_bytes(render_context(_point(job), self._run, job.attempt)),
                 )
                 if job.reconcile:
                     receipt = await self._request("lookup", self._backend.lookup, submission)
@@ -675,6 +681,7 @@ async def stop_run(
     run: str,
     template: Template,
     policy: Policy,
+    templates: Mapping[int, Template] | None = None,
     clock: Clock | None = None,
     limiter_factory: LimiterFactory = aiolimiter_factory,
     offload: Offload | None = None,
@@ -682,7 +689,8 @@ async def stop_run(
     """``bulk stop``: stop every job of the run that may be on the service, and record it.
 
     Accepted jobs are stopped by their remote id; ``submitting``/``unknown`` rows are looked
-    up by name first (and only stopped if found). Rows never sent stay ``pending``.
+    up by name first (and only stopped if found), each rendered with its own template
+    version (``templates``, as for :class:`Engine`). Rows never sent stay ``pending``.
 
     Returns:
         How many jobs were recorded stopped, and one message per job that could not be.
@@ -705,7 +713,10 @@ async def stop_run(
                     await limiter.acquire()
                     remote_id = row.remote_id
                     if remote_id is None:
-                        body = template.render_bytes(render_context(row.point, run, row.attempt))
+                        row_template = (templates or {}).get(row.template, template)
+                        body = row_template.render_bytes(
+                            render_context(row.point, run, row.attempt)
+                        )
                         receipt = await backend.lookup(Submission(name, body))
                         if receipt is None:
                             writer.record_nowait(

@@ -12,6 +12,12 @@ It is the source of truth for resume. A point's row moves through these states::
 before anything is sent again. ``bulk retry`` puts failed rows back to ``pending`` with the
 next attempt number, which gives them a new job name.
 
+The journal also holds every version of the job template the run has used (``templates``)
+and, for each row, the version its current attempt is rendered with (``jobs.template``).
+A run starts at version 1; ``bulk retry --template-changed`` adds the next version and moves
+only the rows it sends again to it. A row is always rendered with its own version, so a
+look-up after a crash (Gongji matches on the rendered ``task_name``) finds what was sent.
+
 Writes from the engine go through :class:`JournalWriter`: one task batches them and commits
 through a worker thread, so the event loop never blocks on disk and many state changes share
 one commit (group commit). Only this module writes job state.
@@ -47,7 +53,7 @@ __all__ = [
     "StoredJob",
 ]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: template versions (``templates``, ``jobs.template``)
 # How blocking journal work is run from async code: anyio.to_thread.run_sync in production.
 Offload = Callable[..., Awaitable[Any]]
 _FILL_BATCH = 5000
@@ -73,7 +79,16 @@ class State(enum.StrEnum):
 
 _TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.STOPPED})
 
-_SCHEMA = """
+_TEMPLATES = """
+CREATE TABLE IF NOT EXISTS templates (
+    version      INTEGER PRIMARY KEY,
+    fingerprint  TEXT NOT NULL,
+    source       BLOB NOT NULL,
+    created      TEXT NOT NULL
+);
+"""
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     idx          INTEGER PRIMARY KEY,
@@ -86,9 +101,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     submitted_at REAL,
     started_at   REAL,
     finished_at  REAL,
-    error        TEXT
+    error        TEXT,
+    template     INTEGER NOT NULL DEFAULT 1
 );
 """
+    + _TEMPLATES
+)
+# A journal of schema 1 (before template versions) is upgraded in place when opened: all
+# its rows were rendered with the run's only template, version 1. Its text is recorded by
+# the first resume whose config matches it (see runs.py).
+_UPGRADE_FROM_1 = (
+    "ALTER TABLE jobs ADD COLUMN template INTEGER NOT NULL DEFAULT 1;"
+    + _TEMPLATES
+    + "UPDATE meta SET v = '2' WHERE k = 'schema';"
+)
 # Made after the bulk fill, not during it: one sort is much cheaper than 10⁶ index updates
 # (measured: 2.9 µs a row in all, against 5.5 µs with the key index kept up to date).
 _KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs(key)"
@@ -110,6 +136,7 @@ class StoredJob:
     started_at: float | None
     finished_at: float | None
     error: str | None
+    template: int = 1  # the job template's version this attempt is rendered with
 
     @property
     def point(self) -> Point:
@@ -161,7 +188,7 @@ WHERE idx = ?
 """
 _COLUMNS = (
     "idx, key, origin, vars, attempt, state, remote_id, submitted_at, started_at, "
-    "finished_at, error"
+    "finished_at, error, template"
 )
 
 
@@ -228,6 +255,14 @@ class Journal:
         except sqlite3.DatabaseError as exc:
             msg = f"{path}: not a readable bulk journal ({exc})"
             raise JournalError(msg) from None
+        if schema is not None and schema[0] == "1":
+            try:
+                conn.executescript(f"BEGIN IMMEDIATE; {_UPGRADE_FROM_1} COMMIT;")
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                msg = f"{path}: cannot upgrade this journal from schema 1 ({exc})"
+                raise JournalError(msg) from None
+            schema = (SCHEMA_VERSION,)
         if schema is None or schema[0] != SCHEMA_VERSION:
             conn.close()
             msg = f"{path}: journal schema {schema and schema[0]!r}, expected {SCHEMA_VERSION!r}"
@@ -321,6 +356,38 @@ class Journal:
         """Add or replace metadata entries."""
         self._conn.executemany("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", items.items())
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make the writes inside one transaction: all of them survive a crash, or none."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- template versions ------------------------------------------------------------------
+
+    def template_version(self) -> int:
+        """The version of the job template the run renders new attempts with (1 at first)."""
+        row = self._conn.execute("SELECT max(version) FROM templates").fetchone()
+        return int(row[0] or 1)
+
+    def template_sources(self) -> dict[int, Any]:
+        """The text of every recorded template version, as written in the config."""
+        rows = self._conn.execute("SELECT version, source FROM templates ORDER BY version")
+        return {int(version): orjson.loads(source) for version, source in rows}
+
+    def add_template(self, version: int, fingerprint: str, source: Any, created: str) -> None:
+        """Record the text of a template version (kept as is when already recorded)."""
+        self._conn.execute(
+            "INSERT OR IGNORE INTO templates(version, fingerprint, source, created) "
+            "VALUES (?, ?, ?, ?)",
+            (version, fingerprint, orjson.dumps(source), created),
+        )
+
     # -- reading ----------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -384,14 +451,25 @@ class Journal:
         """Number every row's attempt from ``attempt`` (a restarted run never reuses a name)."""
         self._conn.execute("UPDATE jobs SET attempt = ?", (attempt,))
 
-    def reset_failed(self, states: Sequence[State] = (State.FAILED,)) -> int:
-        """Put rows in ``states`` back to ``pending`` with the next attempt (``bulk retry``)."""
+    def reset_failed(
+        self, states: Sequence[State] = (State.FAILED,), *, template: int | None = None
+    ) -> int:
+        """Put rows in ``states`` back to ``pending`` with the next attempt (``bulk retry``).
+
+        Args:
+            states: which rows to send again.
+            template: the template version their new attempt is rendered with (kept when
+                None).
+
+        Returns:
+            How many rows were reset.
+        """
         marks = ",".join("?" * len(states))
         cur = self._conn.execute(
             f"UPDATE jobs SET state = 'pending', attempt = attempt + 1, remote_id = NULL, "
-            f"submitted_at = NULL, started_at = NULL, finished_at = NULL, error = NULL "
-            f"WHERE state IN ({marks})",
-            [s.value for s in states],
+            f"submitted_at = NULL, started_at = NULL, finished_at = NULL, error = NULL, "
+            f"template = coalesce(?, template) WHERE state IN ({marks})",
+            [template, *(s.value for s in states)],
         )
         return cur.rowcount
 
@@ -408,7 +486,7 @@ def _batches(items: Iterable[Point], size: int) -> Iterator[list[Point]]:
 
 
 def _stored(row: tuple[Any, ...]) -> StoredJob:
-    idx, key, origin, variables, attempt, state, remote_id, sub, start, fin, error = row
+    idx, key, origin, variables, attempt, state, remote_id, sub, start, fin, error, tpl = row
     return StoredJob(
         idx,
         key,
@@ -421,6 +499,7 @@ def _stored(row: tuple[Any, ...]) -> StoredJob:
         start,
         fin,
         error,
+        tpl,
     )
 
 
@@ -451,7 +530,8 @@ class RunLock:
                 holder = self._path.read_text().strip()
             msg = (
                 f"{self._path.parent}: this run is in use by another bulk process"
-                f"{f' (pid {holder})' if holder else ''}; wait for it or stop it first"
+                f"{f' (pid {holder})' if holder else ''}; wait for it to end, or interrupt "
+                "it (Ctrl-C) first"
             )
             raise RunLockedError(msg) from None
         os.ftruncate(fd, 0)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 
-from bulk.cli import main
-from bulk.journal import RunLock
+from bulk.cli import _parser, main
+from bulk.journal import Journal, RunLock, State
 
 
 def write_config(folder: Path, *, command: str, extra: str = "", rows: int = 6) -> Path:
@@ -161,3 +163,153 @@ def test_stop_records_unfinished_jobs(squares: Path, capsys: pytest.CaptureFixtu
 
     assert 0 == main(["stop", str(squares)])
     assert "stopped 0 jobs" in capsys.readouterr().err
+
+
+def advised_commands(message: str) -> list[list[str]]:
+    """Every `bulk run|retry ... CONFIG` command a message advises, as argument lists."""
+    return [shlex.split(m) for m in re.findall(r"bulk (?:run|retry)(?: --[a-z-]+)* \S+", message)]
+
+
+def journal_of(config: Path) -> Journal:
+    return Journal.open(config.parent / ".bulk" / "demo" / "journal.sqlite")
+
+
+class TestRetry:
+    @pytest.fixture
+    def half_failed(self, tmp_path: Path) -> Path:
+        """A finished run whose rows 3, 4 and 5 failed (template version 1 wrote 'v1')."""
+        config = write_config(tmp_path, command="test {i} -lt 3 && echo v1 > out-{i}")
+        assert 1 == main(["run", str(config)])
+        return config
+
+    def test_retry_before_any_run_is_refused(
+        self, squares: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`bulk retry` on a run never started sends nothing and says what to do, like status."""
+        assert 2 == main(["retry", str(squares)])
+
+        assert f"this run has not been started (bulk run {squares})" in capsys.readouterr().err
+        assert not (squares.parent / "out-0").exists()
+        assert not (squares.parent / ".bulk").exists()
+
+    def test_stop_before_any_run_leaves_no_folder(self, squares: Path) -> None:
+        """`bulk stop` on a run never started is refused before it takes the run's lock."""
+        assert 2 == main(["stop", str(squares)])
+
+        assert not (squares.parent / ".bulk").exists()
+
+    def test_changed_template_is_refused_with_advice_the_commands_accept(
+        self, half_failed: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A changed template: `retry` and `run` refuse, and every command they advise parses."""
+        half_failed.write_text(half_failed.read_text().replace("v1", "v2"))
+        capsys.readouterr()
+
+        assert 2 == main(["retry", str(half_failed)])
+        retry_err = capsys.readouterr().err
+        assert 2 == main(["run", str(half_failed)])
+        run_err = capsys.readouterr().err
+
+        assert f"bulk retry --template-changed {half_failed}" in retry_err
+        assert f"bulk retry --template-changed {half_failed}" in run_err
+        advised = advised_commands(retry_err) + advised_commands(run_err)
+        assert len(advised) >= 4
+        for command in advised:
+            _parser().parse_args(command[1:])  # exits (argparse) if it is not accepted
+
+    def test_template_changed_sends_failed_rows_with_the_new_template(
+        self, half_failed: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Only the failed rows are sent again, with the fixed template and a new attempt."""
+        half_failed.write_text(
+            half_failed.read_text().replace("test {i} -lt 3 && echo v1", "echo v2")
+        )
+
+        assert 0 == main(["retry", str(half_failed), "--template-changed"])
+
+        outputs = [(half_failed.parent / f"out-{i}").read_text().strip() for i in range(6)]
+        assert ["v1", "v1", "v1", "v2", "v2", "v2"] == outputs
+        with journal_of(half_failed) as journal:
+            rows = [(j.attempt, j.template, j.state) for j in journal.jobs()]
+            assert 2 == journal.template_version()
+        assert [(1, 1, State.SUCCEEDED)] * 3 + [(2, 2, State.SUCCEEDED)] * 3 == rows
+        capsys.readouterr()
+        assert 0 == main(["run", str(half_failed)])  # the changed config is now the run's
+        assert "resuming run demo" in capsys.readouterr().err
+
+    def test_template_changed_still_refuses_a_changed_sweep(
+        self, half_failed: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Only the template may change this way: a changed sweep is refused (exit 2)."""
+        text = (
+            half_failed.read_text().replace("v1", "v2").replace("range = [0, 6]", "range = [0, 7]")
+        )
+        half_failed.write_text(text)
+        capsys.readouterr()
+
+        assert 2 == main(["retry", str(half_failed), "--template-changed"])
+
+        err = capsys.readouterr().err
+        assert "the job template, the [sweep] settings changed" in err
+        assert f"bulk run --restart {half_failed}" in err
+        with journal_of(half_failed) as journal:
+            assert {"failed": 3, "succeeded": 3} == journal.counts()
+
+    def test_new_template_is_validated_before_anything_changes(
+        self, half_failed: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A new template that does not render for a failed row: exit 2, journal untouched."""
+        half_failed.write_text(half_failed.read_text().replace("echo v1", "echo {j}"))
+        capsys.readouterr()
+
+        assert 2 == main(["retry", str(half_failed), "--template-changed"])
+
+        err = capsys.readouterr().err.splitlines()
+        assert "sweep: job.command: variable 'j' is not defined; the row has: i" == err[0]
+        with journal_of(half_failed) as journal:
+            assert {"failed": 3, "succeeded": 3} == journal.counts()
+            assert 1 == journal.template_version()
+            assert {1} == {j.attempt for j in journal.jobs()}
+
+
+def test_journal_of_schema_1_is_upgraded_and_resumed(
+    squares: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal from before template versions resumes; its template's text is then kept."""
+    import sqlite3
+
+    from bulk import config, runs
+
+    cfg = config.load(squares)
+    runs.open_run(cfg)[0].close()
+    with sqlite3.connect(cfg.journal_path) as db:  # back to what bulk wrote before
+        db.executescript(
+            "ALTER TABLE jobs DROP COLUMN template; DROP TABLE templates; "
+            "UPDATE meta SET v = '1' WHERE k = 'schema';"
+        )
+
+    assert 0 == main(["run", str(squares)])
+
+    with journal_of(squares) as journal:
+        assert {"succeeded": 6} == journal.counts()
+        assert {1: cfg.template.source} == journal.template_sources()
+        assert "2" == journal.meta()["schema"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flags"),
+    [
+        pytest.param(["run", "c.toml", "--restart"], [], id="run-restart"),
+        pytest.param(["retry", "c.toml"], [], id="retry"),
+        pytest.param(
+            ["retry", "c.toml", "--template-changed", "--stopped"],
+            ["--stopped", "--template-changed"],
+            id="retry-flags",
+        ),
+    ],
+)
+def test_interrupted_advice_repeats_the_command(argv: list[str], flags: list[str]) -> None:
+    """ "Run the same command again" names that command: never --restart, retry's own flags."""
+    from bulk.cli import _resume_flags
+
+    assert flags == _resume_flags(_parser().parse_args(argv))

@@ -8,6 +8,7 @@ also proves.) The journal is a real SQLite file.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import Callable, Iterator
@@ -499,3 +500,87 @@ class TestAdaptiveRate:
             await clock.advance(0.1)
 
         assert [3.0] == woke
+
+
+class TestTemplateVersions:
+    """Each row is rendered with the template version its attempt was planned with."""
+
+    OLD = compile_template({"command": "echo old {x}", "name": "old-{_name}"})
+    NEW = compile_template({"command": "echo new {x}", "name": "new-{_name}"})
+
+    class RecordingBackend(FakeBackend):
+        """Keeps the body of every look-up and submit, by endpoint and job name."""
+
+        def __init__(self) -> None:
+            super().__init__(clock=AnyioClock())
+            self.bodies: dict[tuple[str, str], bytes] = {}
+
+        async def lookup(self, submission: Submission) -> Any:
+            self.bodies["lookup", submission.name] = submission.body
+            return await super().lookup(submission)
+
+        async def submit(self, submission: Submission) -> Any:
+            self.bodies["submit", submission.name] = submission.body
+            return await super().submit(submission)
+
+    def body(self, template: Any, i: int, attempt: int = 1) -> bytes:
+        from bulk.plan import render_context
+
+        point = Point(i, point_key({"x": i}), f"s.csv:{i + 2}", {"x": i})
+        rendered: bytes = template.render_bytes(render_context(point, RUN, attempt))
+        return rendered
+
+    async def crashed_mid_retry(self, journal: Journal) -> None:
+        """Row 0 was in flight under the old template; row 1 was retried with the new one."""
+        await inline(
+            journal.apply,
+            [Record(0, State.SUBMITTING, attempt=1), Record(1, State.FAILED, attempt=1)],
+        )
+        await inline(functools.partial(journal.reset_failed, [State.FAILED], template=2))
+
+    @pytest.mark.rows(3)
+    async def test_resume_looks_up_and_sends_each_row_with_its_version(
+        self, journal: Journal
+    ) -> None:
+        """The in-flight row is looked up as sent (old template); the retried row goes new."""
+        await self.crashed_mid_retry(journal)
+        backend = self.RecordingBackend()
+        clock = AnyioClock()
+
+        await Engine(
+            backend,
+            journal,
+            template=self.NEW,
+            templates={1: self.OLD},
+            run=RUN,
+            policy=policy(),
+            clock=clock,
+            limiter_factory=ClockLimiter.factory(clock),
+            offload=inline,
+        ).run()
+
+        assert self.body(self.OLD, 0) == backend.bodies["lookup", name(0)]
+        assert self.body(self.OLD, 0) == backend.bodies["submit", name(0)]
+        assert self.body(self.NEW, 1, attempt=2) == backend.bodies["submit", name(1, 2)]
+        assert self.body(self.OLD, 2) == backend.bodies["submit", name(2)]  # never retried
+
+    @pytest.mark.rows(2)
+    async def test_stop_looks_up_with_the_rows_version(self, journal: Journal) -> None:
+        """`bulk stop` after a template change looks an in-flight row up as it was sent."""
+        await self.crashed_mid_retry(journal)
+        backend = self.RecordingBackend()
+        clock = AnyioClock()
+
+        await stop_run(
+            backend,
+            journal,
+            run=RUN,
+            template=self.NEW,
+            templates={1: self.OLD},
+            policy=policy(),
+            clock=clock,
+            limiter_factory=ClockLimiter.factory(clock),
+            offload=inline,
+        )
+
+        assert self.body(self.OLD, 0) == backend.bodies["lookup", name(0)]
