@@ -11,8 +11,8 @@ Template variables bulk adds to every point:
 ``_key``       the point's stable key (16 hex digits)
 ``_index``     the point's position in the expansion, from 0
 ``_run``       the run's name
-``_attempt``   1, then 2, 3... after ``bulk retry``
-``_name``      the job's deterministic name: ``<run>-<key>`` (``-<attempt>`` after a retry)
+``_attempt``   1, then 2, 3... after ``bulk retry`` or ``bulk run --restart``
+``_name``      the job's deterministic name: ``<run>-<key>`` (``-<attempt>`` past attempt 1)
 =============  ==============================================================
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,17 @@ def test_there_are_examples() -> None:
     names = {p.name for p in EXAMPLES}
 
     assert {"local-pi.toml", "local-grid-file.toml"} <= names
+
+
+def test_readme_lists_every_example() -> None:
+    """The README's list of examples names exactly the configs in configs/, each once."""
+    readme = (CONFIGS.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("Examples, each loaded and planned by the test suite:")
+    paragraph = readme[start : readme.index("\n\n", start)]
+
+    listed = re.findall(r"`configs/([^`/]+\.toml)`", paragraph)
+
+    assert sorted(p.name for p in EXAMPLES) == sorted(listed)
 
 
 @pytest.mark.parametrize("config", EXAMPLES, ids=lambda p: p.name)
