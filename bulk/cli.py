@@ -342,8 +342,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     def write_json(point: Any, body: Any) -> None:
         line = {"index": point.index, "key": point.key, "origin": point.origin, "job": body}
-        with _output():
+        # Not _output(): a context manager per row costs ~2 µs, four times the write itself.
+        try:
             out.write(orjson.dumps(line) + b"\n")
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _output_error(exc) from None
 
     # The pass stores points in a throw-away journal: its unique key index finds duplicates
     # in constant memory, exactly as the run's own journal will.
@@ -398,10 +403,13 @@ def _output(target: Path | None = None) -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        where = "standard output" if target is None else str(target)
-        msg = f"cannot write {where}: {reason[:1].lower()}{reason[1:]}"
-        raise _OutputError(msg) from None
+        raise _output_error(exc, target) from None
+
+
+def _output_error(exc: OSError, target: Path | None = None) -> _OutputError:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    where = "standard output" if target is None else str(target)
+    return _OutputError(f"cannot write {where}: {reason[:1].lower()}{reason[1:]}")
 
 
 def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
