@@ -1,7 +1,8 @@
 """The ``bulk`` command line. The only place that builds concrete objects and prints.
 
 Exit codes: 0 every job succeeded (or the command did what it was asked), 1 some jobs failed,
-2 bad config or input (nothing was sent), 130 interrupted.
+2 bad config or input (nothing was sent), or output that cannot be written, 130 interrupted.
+A reader that goes away (a closed pipe) is not a failure: exit 0, no message.
 """
 
 from __future__ import annotations
