@@ -408,9 +408,17 @@ def _output(target: Path | None = None) -> Iterator[None]:
 
 
 def _output_error(exc: OSError, target: Path | None = None) -> _OutputError:
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
     where = "standard output" if target is None else str(target)
-    return _OutputError(f"cannot write {where}: {reason[:1].lower()}{reason[1:]}")
+    return _OutputError(f"cannot write {where}: {_reason(exc)}")
+
+
+def _reason(exc: OSError) -> str:
+    """What went wrong, in lower case, without the errno number or the file name."""
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        text = exc.strerror or str(exc)
+    else:
+        text = os.strerror(exc.errno)  # uvloop's strerror repeats the address, for one
+    return text[:1].lower() + text[1:]
 
 
 def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
@@ -498,15 +506,11 @@ def _metrics(args: argparse.Namespace) -> Iterator[Metrics]:
 
 def _listen_error(prog: str, option: str, host: str, port: int, exc: OSError) -> ConfigError:
     """An address that cannot be listened on, as a one-line argument error (exit 2)."""
-    if isinstance(exc, socket.gaierror) or not exc.errno:
-        reason = exc.strerror or str(exc)
-    else:
-        reason = os.strerror(exc.errno)  # uvloop's strerror repeats the address
     if option == "--host":
         advice = "give an address of this machine, such as 127.0.0.1"
     else:
         advice = "choose another port, or 0 to let the OS choose"
-    msg = f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}; {advice}"
+    msg = f"cannot listen on {host}:{port}: {_reason(exc)}; {advice}"
     return ConfigError(msg, where=f"{prog}: error: argument {option}")
 
 
@@ -868,21 +872,25 @@ def _cmd_sim_gongji(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     )
+    where = "bulk sim gongji: error: argument --rsa-token"
     for entry in args.rsa_token:
         token, sep, key_path = entry.partition("=")
         if not sep or not token:
-            msg = f"--rsa-token {entry!r}: expected TOKEN=PUBLIC_KEY.pem"
-            raise ConfigError(msg)
+            msg = f"expected TOKEN=PUBLIC_KEY.pem, got {entry!r}"
+            raise ConfigError(msg, where=where)
         try:
             sim.add_token(token, Path(key_path).read_bytes())
-        except (OSError, ValueError) as exc:
-            msg = f"--rsa-token: {key_path}: {exc}"
-            raise ConfigError(msg) from None
+        except OSError as exc:
+            msg = f"cannot read {key_path}: {_reason(exc)}"
+            raise ConfigError(msg, where=where) from None
+        except ValueError:
+            msg = f"{key_path} is not an RSA public key in PEM (openssl rsa -in KEY.pem -pubout)"
+            raise ConfigError(msg, where=where) from None
     for token in args.simple_token:
         sim.add_token(token, None)
     if not sim.tokens:
         msg = "register at least one token: --rsa-token TOKEN=PUBLIC.pem or --simple-token TOKEN"
-        raise ConfigError(msg)
+        raise ConfigError(msg, where="bulk sim gongji: error")
     _serve(make_app(sim), "gongji", args.host, args.port)
     return EXIT_OK
 
