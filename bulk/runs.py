@@ -206,7 +206,7 @@ def _refusal(
     cfg: Config, journal: Journal, changed: list[str], why: str, advice: str
 ) -> JournalError:
     meta = journal.meta()
-    if "fp_job" in changed and "template_changed" in meta:
+    if changed == ["fp_job"] and "template_changed" in meta:
         since = f"the template was last changed ({meta['template_changed']})"
     else:
         since = f"this run started ({meta.get('created', 'earlier')})"
