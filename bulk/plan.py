@@ -27,6 +27,7 @@ from bulk.backends import get_kind
 from bulk.config import Config, SweepConfig
 from bulk.errors import ConfigError, InputErrors
 from bulk.journal import Journal
+from bulk.spec import to_json
 from bulk.sweep import Point
 from bulk.validate import Problems
 
@@ -124,6 +125,11 @@ def check(
                 continue
             problems = Problems()
             validate(body, problems)
+            if not problems:
+                try:
+                    to_json(body)  # what the engine sends: a body JSON cannot carry is a problem
+                except ConfigError as exc:
+                    problems.add(exc.field or "job", exc.problem)
             for fld, message in problems.items:
                 result.add_error(ConfigError(message, where=point.origin, field=fld))
             if problems:
