@@ -1,17 +1,20 @@
 """Small helpers that backends use to check a rendered body before anything is sent.
 
 A backend's ``validate(body, problems)`` walks the body and calls these; each problem is a
-``(field, message)`` pair such as ``("job.entrypoint_num_cpus", "32 is above the maximum 16")``.
-Pure: no I/O.
+:class:`Problem` such as ``Problem("job.entrypoint_num_cpus", "32 is above the maximum 16")``.
+A problem also says what it depends on (its field's value, or only its key, and any other
+fields named with :meth:`Problems.depending_on`), so that the planner can tell a problem of the
+template itself, reported once, from one of a row's values. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
-__all__ = ["Problems"]
+__all__ = ["Problem", "Problems"]
 
 _TYPE_NAMES = {
     str: "a string",
@@ -35,6 +38,22 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+class Problem(NamedTuple):
+    """One problem of one rendered body.
+
+    Attributes:
+        field: the key path (``job.command[2]``).
+        message: what is wrong and what is allowed.
+        key: the problem is the key itself (unknown, or not a valid name), whatever its value.
+        depends: other key paths the verdict depends on (a check that compares two fields).
+    """
+
+    field: str
+    message: str
+    key: bool = False
+    depends: tuple[str, ...] = ()
+
+
 class Problems:
     """Collects the problems of one body. Every check returns the value when it is usable.
 
@@ -45,20 +64,38 @@ class Problems:
         if body is not None:
             p.number(body, "timeout_s", "job", minimum=0, required=False)
             p.only(body, {"command", "env", "cwd", "timeout_s"}, "job")
-        p.items  # [("job.timeout_s", "-1 is below the minimum 0")]
+        p.items  # [Problem("job.timeout_s", "-1 is below the minimum 0")]
     """
 
-    __slots__ = ("items",)
+    __slots__ = ("_depends", "items")
 
     def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
+        self.items: list[Problem] = []
+        self._depends: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def add(self, field: str, message: str) -> None:
-        """Record one problem."""
-        self.items.append((field, message))
+    def add(self, field: str, message: str, *, key: bool = False) -> None:
+        """Record one problem (``key``: it is about the key ``field`` names, not its value)."""
+        self.items.append(Problem(field, message, key, self._depends))
+
+    @contextlib.contextmanager
+    def depending_on(self, *fields: str) -> Iterator[None]:
+        """Problems found inside depend on ``fields`` too (a check that compares fields).
+
+        Example::
+
+            with problems.depending_on("job.sub_type"):
+                if body.get("sub_type") == "Spot":
+                    problems.number(support, "estimated_exec_sec", "job.job_support")
+        """
+        before = self._depends
+        self._depends = (*before, *fields)
+        try:
+            yield
+        finally:
+            self._depends = before
 
     def table(self, value: Any, field: str) -> dict[str, Any] | None:
         """``value`` must be an object."""
@@ -168,4 +205,4 @@ class Problems:
         allowed = sorted(allowed)
         for key in obj:
             if key not in allowed:
-                self.add(f"{parent}.{key}", f"unknown field; allowed: {', '.join(allowed)}")
+                self.add(f"{parent}.{key}", f"unknown key; allowed: {', '.join(allowed)}", key=True)

@@ -286,20 +286,22 @@ class GongjiKind:
                     '{"default": {"backoff_limit": 3, "restart_policy": "OnFailure"}})',
                 )
             estimated = support.get("estimated_exec_sec")
-            if sub_type == "Spot":
-                est = problems.number(
-                    support, "estimated_exec_sec", "job.job_support", integer=True, minimum=1
-                )
-                if est is not None and timeout is not None and est >= timeout:
+            with problems.depending_on("job.sub_type"):
+                if sub_type == "Spot":
+                    est = problems.number(
+                        support, "estimated_exec_sec", "job.job_support", integer=True, minimum=1
+                    )
+                    if est is not None and timeout is not None and est >= timeout:
+                        with problems.depending_on("job.job_support.timeout_sec"):
+                            problems.add(
+                                "job.job_support.estimated_exec_sec",
+                                f"{int(est)} must be below timeout_sec {int(timeout)}",
+                            )
+                elif estimated is not None:
                     problems.add(
                         "job.job_support.estimated_exec_sec",
-                        f"{int(est)} must be below timeout_sec {int(timeout)}",
+                        "is only for Spot jobs (sub_type = 'Spot'); leave it out or null",
                     )
-            elif estimated is not None:
-                problems.add(
-                    "job.job_support.estimated_exec_sec",
-                    "is only for Spot jobs (sub_type = 'Spot'); leave it out or null",
-                )
         services = problems.kind(job, "services", "job", (list,))
         if services is not None and not services:
             problems.add("job.services", "needs at least one service (container)")

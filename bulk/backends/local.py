@@ -141,6 +141,7 @@ class LocalKind:
                     f"job.env.{name}",
                     "is not a valid environment variable name; use letters, digits and '_', "
                     "not starting with a digit",
+                    key=True,
                 )
             elif isinstance(value, dict | list) or value is None:
                 problems.add(f"job.env.{name}", "values are strings, numbers or booleans")

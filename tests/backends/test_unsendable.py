@@ -48,7 +48,7 @@ POLICY = Policy(
 def problems_of(body: dict[str, Any]) -> list[tuple[str, str]]:
     problems = Problems()
     KIND.validate(body, problems)
-    return [(p[0], p[1]) for p in problems.items]
+    return [(p.field, p.message) for p in problems.items]
 
 
 class TestLocalValidation:
