@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from bulk.errors import ConfigError
+from bulk.validate import short_repr
 
 __all__ = ["Template", "compile_template", "to_json", "to_text"]
 
@@ -352,7 +353,8 @@ def _compile_string(text: str, path: str, names: set[str]) -> _Render:
             try:
                 out.append(format(value, spec))
             except (ValueError, TypeError):
-                problem = f"{name} = {value!r} cannot be formatted with {{{name}:{spec}}}"
+                shown = short_repr(value)
+                problem = f"{name} = {shown} cannot be formatted with {{{name}:{spec}}}"
                 raise _FormatError(path, problem) from None
         return "".join(out)
 

@@ -11,10 +11,32 @@ from __future__ import annotations
 
 import contextlib
 import re
+import reprlib
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["Problem", "Problems"]
+__all__ = ["Problem", "Problems", "short_repr"]
+
+SHOWN_CHARS = 60  # characters of a value quoted in a message
+
+
+def short_repr(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters.
+
+    The cost does not grow with the value: a 50 MB string is cut before it is quoted.
+    """
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else repr(value[:limit]) + "…"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, bool | int | float) or value is None:
+        return repr(value)
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = SHOWN_CHARS
+_REPR.maxlong = 80
 
 _TYPE_NAMES = {
     str: "a string",
@@ -35,7 +57,7 @@ def _describe(value: Any) -> str:
         return "an array"
     if value is None:
         return "null"
-    return repr(value)
+    return short_repr(value)
 
 
 class Problem(NamedTuple):
@@ -138,7 +160,7 @@ class Problems:
             self.add(field, f"is {len(value)} characters long; at most {max_len} are allowed")
             return None
         if pattern is not None and not pattern.fullmatch(value):
-            self.add(field, f"{value!r} is not allowed; {allowed or pattern.pattern}")
+            self.add(field, f"{short_repr(value)} is not allowed; {allowed or pattern.pattern}")
             return None
         return value
 
@@ -170,13 +192,13 @@ class Problems:
         value: float = raw
         if minimum is not None:
             if exclusive_minimum and value <= minimum:
-                self.add(field, f"{value!r} must be greater than {minimum:g}")
+                self.add(field, f"{short_repr(value)} must be greater than {minimum:g}")
                 return None
             if value < minimum:
-                self.add(field, f"{value!r} is below the minimum {minimum:g}")
+                self.add(field, f"{short_repr(value)} is below the minimum {minimum:g}")
                 return None
         if maximum is not None and value > maximum:
-            self.add(field, f"{value!r} is above the maximum {maximum:g}")
+            self.add(field, f"{short_repr(value)} is above the maximum {maximum:g}")
             return None
         return float(value)
 

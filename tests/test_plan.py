@@ -1,8 +1,8 @@
-"""``bulk plan``'s report: template problems once, row problems grouped, the count line."""
+"""``bulk plan``'s report: template problems once, row problems grouped, bounded previews."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import pytest
 
 from bulk import plan
 from bulk.cli import main
-from bulk.validate import Problem
+from bulk.validate import Problem, short_repr
 
 
 def write(folder: Path, config: str, rows: list[dict[str, Any]] | None = None) -> Path:
@@ -215,3 +215,103 @@ class TestTemplateOrRow:
 
         assert 2 == code
         assert "sweep: job.job_support.estimated_exec_sec: is required" == lines[0]
+
+
+class CountingMapping(Mapping[str, Any]):
+    """A huge mapping that counts the items anyone reads from it."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.read = 0
+
+    def __getitem__(self, key: str) -> Any:
+        self.read += 1
+        return "v" * 1000
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(self.size):
+            self.read += 1
+            yield f"k{i}"
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class TestPreview:
+    def test_preview_reads_only_what_it_shows(self) -> None:
+        """A preview of 10⁹ items of 1 KB reads a handful of them, and is cut with …."""
+        huge = CountingMapping(10**9)
+
+        text = plan.preview({"a": huge, "s": "x" * 50_000_000})
+
+        assert 120 == len(text)
+        assert text.startswith('{"a":{"k0":"vvv')
+        assert text.endswith("…")
+        assert huge.read < 10
+
+    def test_short_values_are_shown_whole(self) -> None:
+        """Under the limit a preview is the compact JSON itself."""
+        value = {"a": [1, 2.5, None, True], "b": 'q"\n\x00'}
+
+        assert orjson.dumps(value).decode() == plan.preview(value)
+
+    def test_message_values_are_cut(self) -> None:
+        """Values quoted in messages are cut too (a 50 MB cell gives a short line)."""
+        assert "'xxx" == short_repr("x" * 50_000_000)[:4]
+        assert len(short_repr("x" * 50_000_000)) < 70
+        assert "an integer of 16610 bits" == short_repr(10**5000)
+
+    def test_plan_of_a_10_mb_body_shows_a_bounded_table(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A 10 MB rendered body is previewed cut: the output is small (and quick)."""
+        fields = "\n".join(f'f{i} = "{{v}}"' for i in range(100))
+        config = f"""
+[run]
+name = "demo"
+
+[sweep]
+files = "sweep.jsonl"
+
+[backend]
+kind = "stub"
+url = "http://127.0.0.1:9"
+
+[job]
+{fields}
+"""
+        write(tmp_path, config, [{"v": "x" * 100_000}])
+
+        code, _, out = plan_lines(tmp_path, monkeypatch, capsys)
+
+        assert 0 == code
+        assert out.startswith("1 jobs in run demo (backend stub)")
+        assert "…" in out
+        assert len(out) < 10_000
+
+    def test_values_are_shown_as_text_not_markup(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A value like "[/b]" or "[red]" is printed as it is (it is not rich markup)."""
+        write(tmp_path, LOCAL + 'command = ["echo", "{s}"]\n', [{"s": "[/b]"}, {"s": "[red]x"}])
+
+        code, _, out = plan_lines(tmp_path, monkeypatch, capsys)
+
+        assert 0 == code
+        assert '"[/b]"' in out
+        assert '"[red]x"' in out
+
+    def test_status_shows_errors_as_text_not_markup(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A failure reason quoting "[/x]" is printed by `bulk status` as it is."""
+        write(tmp_path, LOCAL + 'command = ["{p}"]\n', [{"p": "[/x]"}])
+        monkeypatch.chdir(tmp_path)
+        assert 1 == main(["run", "config.toml", "--progress-interval", "60"])
+        capsys.readouterr()
+
+        code = main(["status", "config.toml"])
+        out = capsys.readouterr().out
+
+        assert 0 == code
+        assert "cannot start '[/x]'" in out

@@ -58,6 +58,7 @@ from bulk.errors import (
     ThrottledError,
     TransientBackendError,
 )
+from bulk.validate import short_repr
 
 if TYPE_CHECKING:
     from bulk.config import Table
@@ -266,7 +267,9 @@ class GongjiKind:
         problems.string(job, "task_name", "job", max_len=128)
         sub_type = job.get("sub_type")
         if sub_type not in (None, "Spot"):
-            problems.add("job.sub_type", f"{sub_type!r} is not allowed; null (OnDemand) or 'Spot'")
+            problems.add(
+                "job.sub_type", f"{short_repr(sub_type)} is not allowed; null (OnDemand) or 'Spot'"
+            )
         problems.number(job, "points", "job", integer=True, minimum=1)
         resources = problems.kind(job, "resources", "job", (list,))
         if resources is not None and not resources:
