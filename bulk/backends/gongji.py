@@ -386,8 +386,10 @@ def _read_token(options: GongjiOptions) -> str:
         if not token:
             msg = f"the environment variable {options.token_env} is not set (the API token)"
             raise ConfigError(msg, field="backend.token_env")
-    if not token or any(c in token for c in "\r\n"):
-        msg = "the token is empty or spans lines"
+    # A header cannot carry a control character (aiohttp refuses to send it): refused here,
+    # once, rather than by every request of the run.
+    if not token or any(c < " " or c == "\x7f" for c in token):
+        msg = "the token is empty, spans lines or holds a control character"
         raise ConfigError(msg, field="backend.token_file")
     return token
 

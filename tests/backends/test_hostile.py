@@ -7,6 +7,7 @@ newlines, NUL bytes, backslashes, ``&?#%/`` and non-ASCII text arrive at the ser
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,8 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulk.backends.base import Phase, Receipt, Submission
-from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions
+from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions, _read_token
 from bulk.backends.stub import StubBackend, StubOptions
+from bulk.errors import ConfigError
 from bulk.sim.gongji import GONGJI, GongjiSim, SimConfig, sample_body
 from bulk.sim.gongji import make_app as make_gongji_app
 from bulk.sim.stub import SERVICE, StubFaults, make_app
@@ -142,3 +144,13 @@ def test_generated_renderer_with_hostile_keys_and_values(
     assert template._fast(row) == template._render(row)
     unescaped = literal.replace("{{", "{").replace("}}", "}")
     assert {key: value, "s": unescaped + value, "l": [unescaped, key]} == rendered
+
+
+@pytest.mark.parametrize("token", ["ab\ncd", "ab\x01cd", "ab\tcd", "ab\x7f"])
+def test_a_token_no_header_can_carry_is_refused_once(tmp_path: Path, token: str) -> None:
+    """A control character in the token is a config error, not a failure of every request."""
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{token}\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError, match="control character"):
+        _read_token(GongjiOptions(token_file=token_file))
