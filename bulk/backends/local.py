@@ -61,6 +61,8 @@ _FIELDS = frozenset({"command", "env", "cwd", "timeout_s"})
 # MAX_ARG_STRLEN (32 pages, its terminating NUL included) per argument or "NAME=value"
 # environment entry. Other systems only cap the total (ARG_MAX), checked at spawn time.
 _MAX_ARG_BYTES = 32 * 4096 - 1 if sys.platform.startswith("linux") else None
+# Strings this short are within the limit whatever their characters (UTF-8: 4 bytes at most).
+_SAFE_CHARS = _MAX_ARG_BYTES // 4 if _MAX_ARG_BYTES is not None else sys.maxsize
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,8 @@ class LocalKind:
             for i, arg in enumerate(command):
                 kind = type(arg)
                 if kind is str:  # the common cases, fast
-                    _check_c_string(arg, f"job.command[{i}]", problems)
+                    if "\x00" in arg or len(arg) > _SAFE_CHARS:
+                        _check_c_string(arg, f"job.command[{i}]", problems)
                 elif kind is int or kind is float:
                     continue
                 elif isinstance(arg, bool) or not isinstance(arg, str | int | float):
@@ -145,7 +148,9 @@ class LocalKind:
                 )
             elif isinstance(value, dict | list) or value is None:
                 problems.add(f"job.env.{name}", "values are strings, numbers or booleans")
-            elif isinstance(value, str):
+            elif isinstance(value, str) and (
+                "\x00" in value or len(value) + len(name) >= _SAFE_CHARS
+            ):
                 _check_c_string(value, f"job.env.{name}", problems, extra=len(name) + 1)
         cwd = problems.kind(obj, "cwd", "job", (str,), required=False)
         if cwd is not None:
