@@ -47,6 +47,7 @@ from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.config import LimitsConfig, TrackConfig
 from bulk.errors import PermanentBackendError
 from bulk.spec import to_text
+from bulk.validate import short_repr
 
 if TYPE_CHECKING:
     from bulk.config import Table
@@ -254,7 +255,7 @@ class LocalBackend:
                 start_new_session=True,
             )
         except OSError as exc:
-            msg = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+            msg = f"cannot start {short_repr(argv[0])}: {exc.strerror or exc}"
             raise PermanentBackendError(msg, job_name=name) from None
         except ValueError as exc:
             # What execve() cannot carry (a NUL byte: "embedded null byte", an "=" in an

@@ -112,6 +112,19 @@ class TestLocalSubmit:
         assert "u-1" == caught.value.job_name
 
 
+async def test_a_failure_reason_quotes_the_program_cut(tmp_path: Path) -> None:
+    """A long program name that cannot start gives a short reason (it is stored and shown)."""
+    backend = LocalBackend(LocalOptions(base=tmp_path), run_dir=tmp_path)
+    try:
+        with pytest.raises(PermanentBackendError) as caught:
+            await backend.submit(Submission("u-2", orjson.dumps({"command": ["p" * 100_000]})))
+    finally:
+        await backend.aclose()
+
+    assert str(caught.value).startswith("cannot start 'ppp")
+    assert len(str(caught.value)) < 200
+
+
 def make_journal(path: Path, values: list[Any]) -> Journal:
     journal = Journal.create(path, {"run": RUN})
     points = (
