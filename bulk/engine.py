@@ -450,7 +450,9 @@ class Engine:
         except BulkError:
             raise
         except Exception as exc:
-            msg = f"unexpected error from the backend: {type(exc).__name__}: {exc}"
+            text = str(exc)  # cut: it is stored in the journal and shown
+            text = text if len(text) <= 300 else text[:300] + "…"
+            msg = f"unexpected error from the backend: {type(exc).__name__}: {text}"
             raise _UnexpectedError(msg) from exc
 
     async def _give_up(self, job: _Job, attempts: int, last_error: str) -> None:

@@ -227,3 +227,18 @@ async def test_unexpected_error_leaves_the_row_unknown_and_resume_looks_it_up(
     assert ["lookup"] == [c.endpoint for c in backend.calls[3:] if c.name == bad][:1]
     assert 1 == backend.ledger[bad]
     assert 1 == len([c for c in backend.calls_to("submit") if c.name == bad])
+
+
+@values(1)
+async def test_an_unexpected_error_is_recorded_cut(journal: Journal) -> None:
+    """The reason kept for an unexpected error is cut (it is stored and shown)."""
+
+    async def huge_bug(backend: FakeBackend, sub: Submission) -> None:
+        raise KeyError("k" * 100_000)
+
+    await engine(FakeBackend(huge_bug, clock=AnyioClock()), journal, {"n": "{x}"}).run()
+
+    state, error = (await by_value(journal))[1]
+    assert State.UNKNOWN == state
+    assert (error or "").startswith("unexpected error from the backend: KeyError: 'kkk")
+    assert len(error or "") < 400
