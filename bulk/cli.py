@@ -422,12 +422,14 @@ def _reason(exc: OSError) -> str:
 
 
 def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     console = _console()
     console.print(
         f"[bold]{result.total:,}[/bold] jobs in run [bold]{cfg.run.name}[/bold] "
-        f"(backend {cfg.backend.kind}) from {cfg.path}"
+        f"(backend {cfg.backend.kind}) from {escape(str(cfg.path))}"
     )
     if not result.samples:
         return
@@ -435,12 +437,14 @@ def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
     for column in ("#", "key", "origin", "variables", "job"):
         table.add_column(column, overflow="fold")
     for point, body in result.samples:
+        # Values are cut before they are formatted (a 50 MB value costs what a short one
+        # does), and shown as plain text: a "[/b]" in a value is not rich markup.
         table.add_row(
             str(point.index),
             point.key,
-            point.origin,
-            orjson.dumps(point.variables).decode(),
-            orjson.dumps(body).decode(),
+            Text(point.origin),
+            Text(plan.preview(point.variables)),
+            Text(plan.preview(body)),
         )
     console.print(table)
     if result.total > len(result.samples):
@@ -621,8 +625,7 @@ def _first_bulk_error(error: BaseException) -> BulkError | None:
 
 
 def _short(variables: dict[str, Any], limit: int = 60) -> str:
-    text = orjson.dumps(variables).decode()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return plan.preview(variables, limit)
 
 
 def _print_summary(
@@ -687,11 +690,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
         with _output():
             sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
         return EXIT_OK
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     with _output():
         console = _console()
-        console.print(f"run [bold]{cfg.run.name}[/bold]: {total:,} jobs ({cfg.journal_path})")
+        console.print(
+            f"run [bold]{cfg.run.name}[/bold]: {total:,} jobs ({escape(str(cfg.journal_path))})"
+        )
         table = Table("state", "jobs")
         for state in State:
             if counts.get(state.value):
@@ -700,7 +707,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         if failures:
             table = Table("origin", "state", "attempt", "error", title="failures")
             for j in failures:
-                table.add_row(j.origin, j.state.value, str(j.attempt), j.error or "")
+                # Plain text: an error may quote a service's answer, and "[/x]" is not markup.
+                table.add_row(Text(j.origin), j.state.value, str(j.attempt), Text(j.error or ""))
             console.print(table)
     return EXIT_OK
 

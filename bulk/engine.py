@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -67,6 +68,7 @@ _T = TypeVar("_T")
 LimiterFactory = Callable[[float, int], RateLimiter]
 _PAGE = 1000  # pending rows read from the journal at a time
 _ENDED = ("succeeded", "failed", "stopped")
+_log = logging.getLogger("bulk.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,14 +383,14 @@ class Engine:
                     template.render_bytes(render_context(_point(job), self._run, job.attempt)),
                 )
                 if job.reconcile:
-                    receipt = await self._request("lookup", self._backend.lookup, submission)
+                    receipt = await self._call("lookup", self._backend.lookup, submission)
                     job.reconcile = False
                     if receipt is not None:
                         await self._accepted(job, receipt, adopted=True)
                         return True
                 await self._pace("submit")
                 await self._writer.write(Record(job.index, State.SUBMITTING, attempt=job.attempt))
-                receipt = await self._request("submit", self._backend.submit, submission)
+                receipt = await self._call("submit", self._backend.submit, submission)
             except ThrottledError as exc:
                 # Not an attempt: wait as asked (the adaptive rate already slowed down) and go on.
                 self.stats.retries += 1
@@ -416,6 +418,16 @@ class Engine:
                 if not job.reconcile:  # known not sent: it is pending again
                     self._writer.record_nowait(Record(job.index, State.PENDING, error=last_error))
                 retry_after = exc.retry_after
+            except _UnexpectedError as exc:
+                # Not a bulk error: a backend bug, or an error it did not translate. Whether
+                # the request reached the service is unknown, so the row is left unknown (never
+                # failed: `bulk retry` would send it under a new name) and a resume looks it up
+                # by name before sending anything. Not retried now: the same request would meet
+                # the same error. The run goes on with the other rows.
+                _log.debug("%s: %s", job.name, exc, exc_info=exc.__cause__)
+                self.stats.unknown += 1
+                await self._writer.write(Record(job.index, State.UNKNOWN, error=str(exc)))
+                return False
             except BulkError as exc:  # a row that no longer renders (an old journal)
                 await self._ended(job, State.FAILED, str(exc))
                 return False
@@ -430,6 +442,24 @@ class Engine:
             self.stats.retries += 1
             self.metrics.retries.labels(reason=reason).inc()
             await clock.sleep(delay)
+
+    async def _call(
+        self, endpoint: str, call: Callable[[Submission], Awaitable[_T]], submission: Submission
+    ) -> _T:
+        """A submit or look-up request; anything but a bulk error becomes ``_UnexpectedError``.
+
+        Only the backend call is wrapped: an error of the journal or of bulk itself is not one
+        row's problem and still stops the run.
+        """
+        try:
+            return await self._request(endpoint, call, submission)
+        except BulkError:
+            raise
+        except Exception as exc:
+            text = str(exc)  # cut: it is stored in the journal and shown
+            text = text if len(text) <= 300 else text[:300] + "…"
+            msg = f"unexpected error from the backend: {type(exc).__name__}: {text}"
+            raise _UnexpectedError(msg) from exc
 
     async def _give_up(self, job: _Job, attempts: int, last_error: str) -> None:
         message = f"gave up after {attempts} attempts: {last_error}"
@@ -516,6 +546,10 @@ class Engine:
         finally:
             self._m_requests[endpoint, outcome].inc()
             self._m_duration[endpoint].observe(max(0.0, self._clock.now() - started))
+
+
+class _UnexpectedError(BulkError):
+    """Internal: a backend's submit or look-up raised something that is not a bulk error."""
 
 
 def _outcome(exc: BackendError) -> str:

@@ -18,21 +18,26 @@ Template variables bulk adds to every point:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from bulk import sweep
 from bulk.backends import get_kind
 from bulk.config import Config, SweepConfig
 from bulk.errors import ConfigError, InputErrors
 from bulk.journal import Journal
+from bulk.spec import to_json
 from bulk.sweep import Point
-from bulk.validate import Problems
+from bulk.validate import Problem, Problems
 
-__all__ = ["PlanResult", "check", "job_name", "render_context"]
+__all__ = ["PlanErrors", "PlanResult", "check", "job_name", "preview", "render_context"]
 
-MAX_ERRORS = 20
+MAX_ERRORS = 20  # problem lines shown in all
+GROUP_SHOWN = 3  # exact lines shown of each kind of per-row problem, before "and N more"
 
 
 def job_name(run: str, key: str, attempt: int = 1) -> str:
@@ -52,31 +57,106 @@ def render_context(point: Point, run: str, attempt: int = 1) -> dict[str, Any]:
     }
 
 
+class PlanErrors(InputErrors):
+    """The problems of one planning pass, with the lines that report them.
+
+    Attributes:
+        report: the lines to print: each template problem once, per-row problems grouped,
+            and the count line when the whole sweep was read.
+    """
+
+    def __init__(self, errors: Sequence[ConfigError], total: int, report: Sequence[str]):
+        super().__init__(errors, total)
+        self.report = list(report)
+
+    def lines(self) -> list[str]:
+        """The report's lines."""
+        return list(self.report)
+
+
+@dataclass(slots=True)
+class _Group:
+    """Per-row problems of one kind: the first few kept exactly, the rest counted."""
+
+    shown: list[ConfigError] = field(default_factory=list)
+    more: int = 0
+
+
 @dataclass(slots=True)
 class PlanResult:
     """What a planning pass found.
 
+    Problems are kept in two kinds. A *template* problem does not depend on any row's values
+    (an unknown key, a missing required key, a constant of the wrong type): it is reported
+    once, against the config. Every other problem is a row's: those of one kind (the same
+    field, the same message but for its values) are grouped, the first ``GROUP_SHOWN`` kept
+    exactly and the rest counted.
+
     Attributes:
-        total: how many points (jobs) the sweep has.
+        total: how many points (jobs) the sweep has (so far, if ``complete`` is false).
         samples: the first points with their rendered bodies.
-        errors: the first problems found (at most ``MAX_ERRORS``).
-        error_count: how many problems there were in all.
+        error_count: how many problems there were in all (a template problem counts once).
+        complete: whether the pass read the whole sweep (``total`` is then its size).
+        heading: the count line: ``N jobs in run R (backend K) from CONFIG``.
     """
 
     total: int = 0
     samples: list[tuple[Point, Any]] = field(default_factory=list)
-    errors: list[ConfigError] = field(default_factory=list)
     error_count: int = 0
+    complete: bool = False
+    heading: str = ""
+    _template: dict[tuple[str | None, str], ConfigError] = field(default_factory=dict)
+    _groups: dict[tuple[str | None, str], _Group] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[ConfigError]:
+        """The problems kept to be shown, in report order (template problems first)."""
+        out = list(self._template.values())
+        for group in self._groups.values():
+            out.extend(group.shown)
+        return out[:MAX_ERRORS]
 
     def add_error(self, error: ConfigError) -> None:
+        """Record a row's problem (or one of the sweep's), grouped with others like it."""
         self.error_count += 1
-        if len(self.errors) < MAX_ERRORS:
-            self.errors.append(error)
+        group = self._groups.get(kind := (error.field, _shape(error.problem)))
+        if group is None:
+            group = self._groups[kind] = _Group()
+        if len(group.shown) < GROUP_SHOWN:
+            group.shown.append(error)
+        else:
+            group.more += 1
+
+    def add_template_error(self, error: ConfigError) -> None:
+        """Record a problem of the template itself; the same one again is not counted."""
+        if (error.field, error.problem) not in self._template:
+            self._template[error.field, error.problem] = error
+            self.error_count += 1
+
+    def lines(self) -> list[str]:
+        """The report: at most ``MAX_ERRORS`` problem lines, ``and N more`` lines, the count."""
+        out = [str(e) for e in self._template.values()][:MAX_ERRORS]
+        shown = len(out)  # problems reported so far, by their own line or an "and N more"
+        for group in self._groups.values():
+            if len(out) >= MAX_ERRORS:
+                break
+            out.extend(str(e) for e in group.shown)
+            shown += len(group.shown)
+            if group.more:
+                what = f" ({group.shown[0].field})" if group.shown[0].field else ""
+                out.append(f"... and {group.more:,} more rows like this{what}")
+                shown += group.more
+        if shown < self.error_count:
+            out.append(f"... and {self.error_count - shown:,} more problems")
+        if self.complete and self.heading:
+            problems = "1 problem" if self.error_count == 1 else f"{self.error_count:,} problems"
+            out.append(f"{self.heading}: {problems}; nothing was sent")
+        return out
 
     def raise_if_errors(self) -> None:
-        """Raise :class:`InputErrors` when any problem was found."""
+        """Raise :class:`PlanErrors` when any problem was found."""
         if self.error_count:
-            raise InputErrors(self.errors, self.error_count)
+            raise PlanErrors(self.errors, self.error_count, self.lines())
 
 
 def check(
@@ -102,8 +182,7 @@ def check(
     where = config.template_where
     problem = kind.check_template(config.template)
     if problem:
-        result.add_error(ConfigError(problem, where=where, field="job"))
-        return result
+        result.add_template_error(ConfigError(problem, where=where, field="job"))
     cfg = config.sweep
     size = sweep.static_axis_size(cfg)
     if size > cfg.max_jobs:
@@ -113,6 +192,7 @@ def check(
     run = config.run.name
     render = config.template.render
     validate = kind.validate
+    static = _StaticFields(config.template.source)
     try:
         points = _guarded(sweep.points(cfg), cfg)
         for point in journal.fill(points):
@@ -124,8 +204,20 @@ def check(
                 continue
             problems = Problems()
             validate(body, problems)
-            for fld, message in problems.items:
-                result.add_error(ConfigError(message, where=point.origin, field=fld))
+            if not problems:
+                try:
+                    to_json(body)  # what the engine sends: a body JSON cannot carry is a problem
+                except ConfigError as exc:
+                    problems.add(exc.field or "job", exc.problem)
+            for item in problems.items:
+                if static(item):
+                    result.add_template_error(
+                        ConfigError(item.message, where=where, field=item.field)
+                    )
+                else:
+                    result.add_error(
+                        ConfigError(item.message, where=point.origin, field=item.field)
+                    )
             if problems:
                 continue
             if len(result.samples) < samples:
@@ -143,7 +235,136 @@ def check(
         result.add_error(ConfigError(msg, where=origin))
     if result.total == 0:
         result.add_error(ConfigError("the sweep has no rows", where=_sources(config)))
+    result.complete = True
+    result.heading = (
+        f"{result.total:,} jobs in run {config.run.name} (backend {config.backend.kind}) "
+        f"from {config.path}"
+    )
     return result
+
+
+PREVIEW_CHARS = 120  # characters of a value shown in a human-readable line or table cell
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    """Compact JSON of ``value``, cut to ``limit`` characters (``…`` marks the cut).
+
+    The cost depends on ``limit``, not on the value: only what is shown is serialised (a
+    50 MB string costs the same as a short one).
+    """
+    parts: list[str] = []
+    size = 0
+    for token in _tokens(value, limit):
+        parts.append(token)
+        size += len(token)
+        if size > limit:
+            return "".join(parts)[: limit - 1] + "…"
+    return "".join(parts)
+
+
+def _tokens(value: Any, limit: int) -> Iterator[str]:
+    """``value`` as compact JSON, piece by piece; strings are cut past ``limit``."""
+    if isinstance(value, str):
+        yield orjson.dumps(value[: limit + 1]).decode()
+    elif isinstance(value, Mapping):
+        yield "{"
+        for i, (k, v) in enumerate(value.items()):
+            yield ("," if i else "") + orjson.dumps(str(k)[: limit + 1]).decode() + ":"
+            yield from _tokens(v, limit)
+        yield "}"
+    elif isinstance(value, list | tuple):
+        yield "["
+        for i, v in enumerate(value):
+            if i:
+                yield ","
+            yield from _tokens(v, limit)
+        yield "]"
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        yield f"<an integer of {value.bit_length()} bits>"
+    else:
+        try:
+            yield orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            yield f"<{type(value).__name__}>"
+
+
+# Values inside a problem's message: quoted text and numbers. Masked, they leave its kind.
+_VALUES = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[-+]?\d[\d_.,]*(?:e[-+]?\d+)?""")
+
+
+def _shape(problem: str) -> str:
+    """A problem's message without its values: problems of one kind share it."""
+    return _VALUES.sub("_", problem)
+
+
+class _StaticFields:
+    """Which problems hold for every row: those that depend only on the template's constants.
+
+    A problem depends on its field's value (or, for an unknown or invalid key, only on the
+    key) and on any fields it names as ``depends``. A field is constant when the template
+    spells it out with no placeholder at it, inside it or above it; a field the template
+    does not have is constant too (absent from every body). Anything unclear (a path that
+    matches two keys) counts as varying: the problem is then reported per row, never wrongly
+    blamed on the template. Answers are cached: a template problem recurs on every row.
+    """
+
+    def __init__(self, source: Any):
+        self._source = source
+        self._cache: dict[tuple[str, bool, tuple[str, ...]], bool] = {}
+
+    def __call__(self, problem: Problem) -> bool:
+        cache_key = (problem.field, problem.key, problem.depends)
+        known = self._cache.get(cache_key)
+        if known is None:
+            known = self._constant(problem.field, key=problem.key) and all(
+                self._constant(f, key=False) for f in problem.depends
+            )
+            self._cache[cache_key] = known
+        return known
+
+    def _constant(self, path: str, *, key: bool) -> bool:
+        if not path.startswith("job"):
+            return False
+        node, rest = self._source, path[3:]
+        while rest:
+            if isinstance(node, Mapping):
+                if not rest.startswith("."):
+                    return False
+                matches = [
+                    k
+                    for k in node
+                    if rest.startswith(str(k), 1) and rest[1 + len(str(k)) :][:1] in ("", ".", "[")
+                ]
+                if len(matches) != 1:
+                    return not matches  # absent from the template: absent from every body
+                name = matches[0]
+                node, rest = node[name], rest[1 + len(str(name)) :]
+                if key and not rest:
+                    return True  # the key itself is spelled out in the template
+            elif isinstance(node, list | tuple):
+                index = _INDEX.match(rest)
+                if index is None:
+                    return False
+                if int(index[1]) >= len(node):
+                    return True
+                node, rest = node[int(index[1])], rest[index.end() :]
+            else:
+                return not _varies(node)
+        return not _varies(node)
+
+
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def _varies(node: Any) -> bool:
+    """Whether a template node holds a placeholder (``{{``/``}}`` count too: the safe side)."""
+    if isinstance(node, str):
+        return "{" in node or "}" in node
+    if isinstance(node, Mapping):
+        return any(_varies(v) for v in node.values())
+    if isinstance(node, list | tuple):
+        return any(_varies(v) for v in node)
+    return False
 
 
 def _guarded(points: Iterator[Point], cfg: SweepConfig) -> Iterator[Point]:

@@ -244,8 +244,8 @@ def _check_retried_rows(cfg: Config, journal: Journal, states: Sequence[State]) 
             continue
         problems = Problems()
         kind.validate(body, problems)
-        for field, message in problems.items:
-            result.add_error(ConfigError(message, where=row.origin, field=field))
+        for item in problems.items:
+            result.add_error(ConfigError(item.message, where=row.origin, field=item.field))
     result.raise_if_errors()
 
 

@@ -21,8 +21,9 @@ from typing import Any
 import orjson
 
 from bulk.errors import ConfigError
+from bulk.validate import short_repr
 
-__all__ = ["Template", "compile_template", "to_text"]
+__all__ = ["Template", "compile_template", "to_json", "to_text"]
 
 _Render = Callable[[Mapping[str, Any]], Any]
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}|\{|\}")
@@ -86,12 +87,60 @@ class Template:
             raise ConfigError(exc.problem, field=exc.field) from None
 
     def render_bytes(self, variables: Mapping[str, Any]) -> bytes:
-        """The rendered body as compact JSON bytes (orjson)."""
-        return orjson.dumps(self.render(variables))
+        """The rendered body as compact JSON bytes (orjson).
+
+        Raises:
+            ConfigError: as :meth:`render`, or the body cannot be JSON (see :func:`to_json`).
+        """
+        return to_json(self.render(variables))
 
     def uses(self, name: str) -> bool:
         """Whether any string of the template contains ``{name}``."""
         return name in self.variables
+
+
+def to_json(body: Any) -> bytes:
+    """A rendered body as the compact JSON bytes that are sent.
+
+    orjson escapes every string (quotes, newlines, NUL as ``\\u0000``), so no value can break
+    the JSON; what it refuses is what JSON cannot hold: integers beyond 64 bits.
+
+    Raises:
+        ConfigError: the body cannot be written as JSON.
+    """
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        field, value = _unencodable(body, "job") or ("job", None)
+        if isinstance(value, int):
+            msg = (
+                f"{value} does not fit in a 64-bit integer, the most a JSON number may carry "
+                "here; write it as a string"
+            )
+        else:
+            msg = f"cannot be written as JSON: {exc}"
+        raise ConfigError(msg, field=field) from None
+
+
+def _unencodable(node: Any, path: str) -> tuple[str, Any] | None:
+    """The path and value of the first part of ``node`` that JSON cannot carry."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            found = _unencodable(v, f"{path}.{k}")
+            if found:
+                return found
+        return None
+    if isinstance(node, list | tuple):
+        for i, v in enumerate(node):
+            found = _unencodable(v, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    try:
+        orjson.dumps(node)
+    except orjson.JSONEncodeError:
+        return path, node
+    return None
 
 
 def compile_template(body: Any) -> Template:
@@ -304,7 +353,8 @@ def _compile_string(text: str, path: str, names: set[str]) -> _Render:
             try:
                 out.append(format(value, spec))
             except (ValueError, TypeError):
-                problem = f"{name} = {value!r} cannot be formatted with {{{name}:{spec}}}"
+                shown = short_repr(value)
+                problem = f"{name} = {shown} cannot be formatted with {{{name}:{spec}}}"
                 raise _FormatError(path, problem) from None
         return "".join(out)
 

@@ -1,17 +1,42 @@
 """Small helpers that backends use to check a rendered body before anything is sent.
 
 A backend's ``validate(body, problems)`` walks the body and calls these; each problem is a
-``(field, message)`` pair such as ``("job.entrypoint_num_cpus", "32 is above the maximum 16")``.
-Pure: no I/O.
+:class:`Problem` such as ``Problem("job.entrypoint_num_cpus", "32 is above the maximum 16")``.
+A problem also says what it depends on (its field's value, or only its key, and any other
+fields named with :meth:`Problems.depending_on`), so that the planner can tell a problem of the
+template itself, reported once, from one of a row's values. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable
-from typing import Any
+import reprlib
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
-__all__ = ["Problems"]
+__all__ = ["Problem", "Problems", "short_repr"]
+
+SHOWN_CHARS = 60  # characters of a value quoted in a message
+
+
+def short_repr(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters.
+
+    The cost does not grow with the value: a 50 MB string is cut before it is quoted.
+    """
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else repr(value[:limit]) + "…"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, bool | int | float) or value is None:
+        return repr(value)
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = SHOWN_CHARS
+_REPR.maxlong = 80
 
 _TYPE_NAMES = {
     str: "a string",
@@ -32,7 +57,23 @@ def _describe(value: Any) -> str:
         return "an array"
     if value is None:
         return "null"
-    return repr(value)
+    return short_repr(value)
+
+
+class Problem(NamedTuple):
+    """One problem of one rendered body.
+
+    Attributes:
+        field: the key path (``job.command[2]``).
+        message: what is wrong and what is allowed.
+        key: the problem is the key itself (unknown, or not a valid name), whatever its value.
+        depends: other key paths the verdict depends on (a check that compares two fields).
+    """
+
+    field: str
+    message: str
+    key: bool = False
+    depends: tuple[str, ...] = ()
 
 
 class Problems:
@@ -45,20 +86,38 @@ class Problems:
         if body is not None:
             p.number(body, "timeout_s", "job", minimum=0, required=False)
             p.only(body, {"command", "env", "cwd", "timeout_s"}, "job")
-        p.items  # [("job.timeout_s", "-1 is below the minimum 0")]
+        p.items  # [Problem("job.timeout_s", "-1 is below the minimum 0")]
     """
 
-    __slots__ = ("items",)
+    __slots__ = ("_depends", "items")
 
     def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
+        self.items: list[Problem] = []
+        self._depends: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def add(self, field: str, message: str) -> None:
-        """Record one problem."""
-        self.items.append((field, message))
+    def add(self, field: str, message: str, *, key: bool = False) -> None:
+        """Record one problem (``key``: it is about the key ``field`` names, not its value)."""
+        self.items.append(Problem(field, message, key, self._depends))
+
+    @contextlib.contextmanager
+    def depending_on(self, *fields: str) -> Iterator[None]:
+        """Problems found inside depend on ``fields`` too (a check that compares fields).
+
+        Example::
+
+            with problems.depending_on("job.sub_type"):
+                if body.get("sub_type") == "Spot":
+                    problems.number(support, "estimated_exec_sec", "job.job_support")
+        """
+        before = self._depends
+        self._depends = (*before, *fields)
+        try:
+            yield
+        finally:
+            self._depends = before
 
     def table(self, value: Any, field: str) -> dict[str, Any] | None:
         """``value`` must be an object."""
@@ -101,7 +160,7 @@ class Problems:
             self.add(field, f"is {len(value)} characters long; at most {max_len} are allowed")
             return None
         if pattern is not None and not pattern.fullmatch(value):
-            self.add(field, f"{value!r} is not allowed; {allowed or pattern.pattern}")
+            self.add(field, f"{short_repr(value)} is not allowed; {allowed or pattern.pattern}")
             return None
         return value
 
@@ -133,13 +192,13 @@ class Problems:
         value: float = raw
         if minimum is not None:
             if exclusive_minimum and value <= minimum:
-                self.add(field, f"{value!r} must be greater than {minimum:g}")
+                self.add(field, f"{short_repr(value)} must be greater than {minimum:g}")
                 return None
             if value < minimum:
-                self.add(field, f"{value!r} is below the minimum {minimum:g}")
+                self.add(field, f"{short_repr(value)} is below the minimum {minimum:g}")
                 return None
         if maximum is not None and value > maximum:
-            self.add(field, f"{value!r} is above the maximum {maximum:g}")
+            self.add(field, f"{short_repr(value)} is above the maximum {maximum:g}")
             return None
         return float(value)
 
@@ -168,4 +227,4 @@ class Problems:
         allowed = sorted(allowed)
         for key in obj:
             if key not in allowed:
-                self.add(f"{parent}.{key}", f"unknown field; allowed: {', '.join(allowed)}")
+                self.add(f"{parent}.{key}", f"unknown key; allowed: {', '.join(allowed)}", key=True)

@@ -58,6 +58,7 @@ from bulk.errors import (
     ThrottledError,
     TransientBackendError,
 )
+from bulk.validate import short_repr
 
 if TYPE_CHECKING:
     from bulk.config import Table
@@ -266,7 +267,9 @@ class GongjiKind:
         problems.string(job, "task_name", "job", max_len=128)
         sub_type = job.get("sub_type")
         if sub_type not in (None, "Spot"):
-            problems.add("job.sub_type", f"{sub_type!r} is not allowed; null (OnDemand) or 'Spot'")
+            problems.add(
+                "job.sub_type", f"{short_repr(sub_type)} is not allowed; null (OnDemand) or 'Spot'"
+            )
         problems.number(job, "points", "job", integer=True, minimum=1)
         resources = problems.kind(job, "resources", "job", (list,))
         if resources is not None and not resources:
@@ -286,20 +289,22 @@ class GongjiKind:
                     '{"default": {"backoff_limit": 3, "restart_policy": "OnFailure"}})',
                 )
             estimated = support.get("estimated_exec_sec")
-            if sub_type == "Spot":
-                est = problems.number(
-                    support, "estimated_exec_sec", "job.job_support", integer=True, minimum=1
-                )
-                if est is not None and timeout is not None and est >= timeout:
+            with problems.depending_on("job.sub_type"):
+                if sub_type == "Spot":
+                    est = problems.number(
+                        support, "estimated_exec_sec", "job.job_support", integer=True, minimum=1
+                    )
+                    if est is not None and timeout is not None and est >= timeout:
+                        with problems.depending_on("job.job_support.timeout_sec"):
+                            problems.add(
+                                "job.job_support.estimated_exec_sec",
+                                f"{int(est)} must be below timeout_sec {int(timeout)}",
+                            )
+                elif estimated is not None:
                     problems.add(
                         "job.job_support.estimated_exec_sec",
-                        f"{int(est)} must be below timeout_sec {int(timeout)}",
+                        "is only for Spot jobs (sub_type = 'Spot'); leave it out or null",
                     )
-            elif estimated is not None:
-                problems.add(
-                    "job.job_support.estimated_exec_sec",
-                    "is only for Spot jobs (sub_type = 'Spot'); leave it out or null",
-                )
         services = problems.kind(job, "services", "job", (list,))
         if services is not None and not services:
             problems.add("job.services", "needs at least one service (container)")
@@ -381,8 +386,10 @@ def _read_token(options: GongjiOptions) -> str:
         if not token:
             msg = f"the environment variable {options.token_env} is not set (the API token)"
             raise ConfigError(msg, field="backend.token_env")
-    if not token or any(c in token for c in "\r\n"):
-        msg = "the token is empty or spans lines"
+    # A header cannot carry a control character (aiohttp refuses to send it): refused here,
+    # once, rather than by every request of the run.
+    if not token or any(c < " " or c == "\x7f" for c in token):
+        msg = "the token is empty, spans lines or holds a control character"
         raise ConfigError(msg, field="backend.token_file")
     return token
 

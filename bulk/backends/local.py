@@ -33,6 +33,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.config import LimitsConfig, TrackConfig
 from bulk.errors import PermanentBackendError
 from bulk.spec import to_text
+from bulk.validate import short_repr
 
 if TYPE_CHECKING:
     from bulk.config import Table
@@ -56,6 +58,12 @@ __all__ = ["KIND", "LocalBackend", "LocalKind", "LocalOptions"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FIELDS = frozenset({"command", "env", "cwd", "timeout_s"})
+# What execve() can carry: no NUL anywhere (strings are C strings), and on Linux at most
+# MAX_ARG_STRLEN (32 pages, its terminating NUL included) per argument or "NAME=value"
+# environment entry. Other systems only cap the total (ARG_MAX), checked at spawn time.
+_MAX_ARG_BYTES = 32 * 4096 - 1 if sys.platform.startswith("linux") else None
+# Strings this short are within the limit whatever their characters (UTF-8: 4 bytes at most).
+_SAFE_CHARS = _MAX_ARG_BYTES // 4 if _MAX_ARG_BYTES is not None else sys.maxsize
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +104,11 @@ class LocalKind:
     def parse_options(self, table: Table, base: Path) -> LocalOptions:
         """Read ``shell`` and ``kill_grace_s``."""
         d = LocalOptions()
+        shell = table.get("shell", str, d.shell)
+        if not shell or "\x00" in shell:
+            table.fail("shell", f'{shell!r} is not a program path; e.g. shell = "/bin/bash"')
         return LocalOptions(
-            shell=table.get("shell", str, d.shell),
+            shell=shell,
             kill_grace_s=table.positive("kill_grace_s", float, d.kill_grace_s),
             base=base,
         )
@@ -110,24 +121,41 @@ class LocalKind:
         if not _FIELDS.issuperset(obj):
             problems.only(obj, _FIELDS, "job")
         command = problems.kind(obj, "command", "job", (str, list))
-        if isinstance(command, str) and not command.strip():
-            problems.add("job.command", "is empty; give a shell command or an argv list")
+        if isinstance(command, str):
+            if not command.strip():
+                problems.add("job.command", "is empty; give a shell command or an argv list")
+            else:
+                _check_c_string(command, "job.command", problems)
         elif isinstance(command, list):
             if not command:
                 problems.add("job.command", "is an empty list; give at least the program")
             for i, arg in enumerate(command):
                 kind = type(arg)
-                if kind is str or kind is int or kind is float:  # the common cases, fast
+                if kind is str:  # the common cases, fast
+                    if "\x00" in arg or len(arg) > _SAFE_CHARS:
+                        _check_c_string(arg, f"job.command[{i}]", problems)
+                elif kind is int or kind is float:
                     continue
-                if isinstance(arg, bool) or not isinstance(arg, str | int | float):
+                elif isinstance(arg, bool) or not isinstance(arg, str | int | float):
                     problems.add(f"job.command[{i}]", "argv items are strings or numbers")
         env = problems.kind(obj, "env", "job", (dict,), required=False)
         for name, value in (env or {}).items():
             if not _ENV_NAME.fullmatch(name):
-                problems.add(f"job.env.{name}", "is not a valid environment variable name")
+                problems.add(
+                    f"job.env.{name}",
+                    "is not a valid environment variable name; use letters, digits and '_', "
+                    "not starting with a digit",
+                    key=True,
+                )
             elif isinstance(value, dict | list) or value is None:
                 problems.add(f"job.env.{name}", "values are strings, numbers or booleans")
-        problems.kind(obj, "cwd", "job", (str,), required=False)
+            elif isinstance(value, str) and (
+                "\x00" in value or len(value) + len(name) >= _SAFE_CHARS
+            ):
+                _check_c_string(value, f"job.env.{name}", problems, extra=len(name) + 1)
+        cwd = problems.kind(obj, "cwd", "job", (str,), required=False)
+        if cwd is not None:
+            _check_c_string(cwd, "job.cwd", problems)
         problems.number(obj, "timeout_s", "job", required=False, minimum=0, exclusive_minimum=True)
 
     def check_template(self, template: Template) -> str | None:
@@ -140,6 +168,29 @@ class LocalKind:
 
 
 KIND = LocalKind()
+
+
+def _check_c_string(text: str, field: str, problems: Problems, *, extra: int = 0) -> None:
+    """Whether ``text`` can be a process argument, environment value or path (see above).
+
+    ``extra``: bytes the kernel counts with it (``NAME=`` before an environment value).
+    """
+    if "\x00" in text:
+        at = text.index("\x00") + 1
+        problems.add(
+            field,
+            f"holds a NUL byte (character {at}); process arguments, environment values and "
+            "paths cannot carry one",
+        )
+    # A UTF-8 character is at most 4 bytes: only long strings need encoding to be measured.
+    elif _MAX_ARG_BYTES is not None and (len(text) + extra) * 4 > _MAX_ARG_BYTES:
+        size = len(text.encode("utf-8", "surrogatepass")) + extra
+        if size > _MAX_ARG_BYTES:
+            problems.add(
+                field,
+                f"is {size:,} bytes long; the kernel takes at most {_MAX_ARG_BYTES:,} bytes "
+                "per argument or environment entry (pass large values in a file)",
+            )
 
 
 @dataclass(slots=True)
@@ -178,16 +229,20 @@ class LocalBackend:
         name = submission.name
         if name in self._jobs:
             return Receipt(name, name)
-        body = orjson.loads(submission.body)
-        command = body["command"]
-        if isinstance(command, str):
-            argv = [self._options.shell, "-c", command]
-        else:
-            argv = [to_text(a) for a in command]
-        env = None
-        if body.get("env"):
-            env = {**os.environ, **{k: to_text(v) for k, v in body["env"].items()}}
-        cwd = self._options.base / body["cwd"] if body.get("cwd") else self._options.base
+        try:
+            body = orjson.loads(submission.body)
+            command = body["command"]
+            if isinstance(command, str):
+                argv = [self._options.shell, "-c", command]
+            else:
+                argv = [to_text(a) for a in command]
+            env = None
+            if body.get("env"):
+                env = {**os.environ, **{k: to_text(v) for k, v in body["env"].items()}}
+            cwd = self._options.base / body["cwd"] if body.get("cwd") else self._options.base
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            msg = f"not a local job body ({type(exc).__name__}: {exc}); nothing was started"
+            raise PermanentBackendError(msg, job_name=name) from None
         out, err = await anyio.to_thread.run_sync(self._open_logs, name)
         try:
             process = await anyio.open_process(
@@ -200,7 +255,13 @@ class LocalBackend:
                 start_new_session=True,
             )
         except OSError as exc:
-            msg = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+            msg = f"cannot start {short_repr(argv[0])}: {exc.strerror or exc}"
+            raise PermanentBackendError(msg, job_name=name) from None
+        except ValueError as exc:
+            # What execve() cannot carry (a NUL byte: "embedded null byte", an "=" in an
+            # environment name) fails here, before any process exists: this job cannot be
+            # sent as it is, and the run goes on. Validation catches these before the run.
+            msg = f"cannot start the job: {exc}; nothing was started"
             raise PermanentBackendError(msg, job_name=name) from None
         finally:
             os.close(out)

@@ -101,8 +101,9 @@ class StubBackend:
         self._http = HttpClient(options.url, timeout_s=options.timeout_s)
 
     async def submit(self, submission: Submission) -> Receipt:
-        # The name is [a-z0-9-] (run name and hex key), so it needs no JSON escaping.
-        body = b'{"name":"' + submission.name.encode() + b'","spec":' + submission.body + b"}"
+        # Serialised, never pasted: a name is escaped like any string. The body is already
+        # the compact JSON the engine rendered (orjson): it goes in as it is, not re-parsed.
+        body = orjson.dumps({"name": submission.name, "spec": orjson.Fragment(submission.body)})
         response = await self._http.request(
             "POST",
             "/jobs",
@@ -129,13 +130,20 @@ class StubBackend:
 
     async def stop(self, job: Receipt) -> None:
         await self._http.request(
-            "POST", f"/jobs/{quote(job.remote_id)}/stop", idempotent=True, job_name=job.name
+            "POST",
+            f"/jobs/{quote(job.remote_id, safe='')}/stop",
+            idempotent=True,
+            job_name=job.name,
         )
 
     async def lookup(self, submission: Submission) -> Receipt | None:
         name = submission.name
         response = await self._http.request(
-            "GET", f"/jobs?name={quote(name)}", idempotent=True, expect=(200, 404), job_name=name
+            "GET",
+            f"/jobs?name={quote(name, safe='')}",
+            idempotent=True,
+            expect=(200, 404),
+            job_name=name,
         )
         if response.status == 404:
             return None

@@ -21,6 +21,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -125,10 +126,10 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
     async def create(request: web.Request) -> web.StreamResponse:
         if (early := await common(request)) is not None:
             return early
-        body = orjson.loads(await request.read())
-        name = body.get("name")
-        if not isinstance(name, str) or "spec" not in body:
-            return web.json_response({"error": "need name and spec"}, status=400)
+        body = await _json_object(request)
+        name = body.get("name") if body is not None else None
+        if body is None or not isinstance(name, str) or "spec" not in body:
+            return web.json_response({"error": "need a JSON object with name and spec"}, status=400)
         f = service.faults
         if service.roll(f.throttle_rate):
             return throttled()
@@ -164,10 +165,13 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
     async def status(request: web.Request) -> web.StreamResponse:
         if (early := await common(request)) is not None:
             return early
-        ids = orjson.loads(await request.read()).get("ids", [])
+        body = await _json_object(request)
+        ids = body.get("ids") if body is not None else None
+        if not isinstance(ids, list):
+            return web.json_response({"error": "need a JSON object with ids"}, status=400)
         out = {}
         for job_id in ids:
-            job = service.jobs.get(job_id)
+            job = service.jobs.get(job_id) if isinstance(job_id, str) else None
             if job is not None:
                 state, reason = service.state(job)
                 out[job_id] = {"state": state, "reason": reason}
@@ -211,3 +215,16 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
     app.router.add_post("/jobs/{id}/stop", stop)
     app.router.add_get("/ledger", ledger)
     return app
+
+
+async def _json_object(request: web.Request) -> dict[str, Any] | None:
+    """The request's body as a JSON object, or None.
+
+    The caller then answers 400, as a service would: a malformed request is the client's
+    error, never a 5xx that the client would take as "maybe applied" and retry.
+    """
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
