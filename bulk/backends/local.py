@@ -29,6 +29,7 @@ run again on resume. Jobs should therefore be safe to restart, as with GNU paral
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -44,7 +45,7 @@ import orjson
 
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.config import LimitsConfig, TrackConfig
-from bulk.errors import PermanentBackendError
+from bulk.errors import PermanentBackendError, RunRefusedError
 from bulk.spec import to_text
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ __all__ = ["KIND", "LocalBackend", "LocalKind", "LocalOptions"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FIELDS = frozenset({"command", "env", "cwd", "timeout_s"})
+_NUL = "contains a NUL byte, which cannot be passed to a process"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +112,21 @@ class LocalKind:
         if not _FIELDS.issuperset(obj):
             problems.only(obj, _FIELDS, "job")
         command = problems.kind(obj, "command", "job", (str, list))
-        if isinstance(command, str) and not command.strip():
-            problems.add("job.command", "is empty; give a shell command or an argv list")
+        if isinstance(command, str):
+            if not command.strip():
+                problems.add("job.command", "is empty; give a shell command or an argv list")
+            elif "\0" in command:
+                problems.add("job.command", _NUL)
         elif isinstance(command, list):
             if not command:
                 problems.add("job.command", "is an empty list; give at least the program")
             for i, arg in enumerate(command):
                 kind = type(arg)
-                if kind is str or kind is int or kind is float:  # the common cases, fast
+                if kind is str:  # the common case, fast
+                    if "\0" in arg:
+                        problems.add(f"job.command[{i}]", _NUL)
+                    continue
+                if kind is int or kind is float:
                     continue
                 if isinstance(arg, bool) or not isinstance(arg, str | int | float):
                     problems.add(f"job.command[{i}]", "argv items are strings or numbers")
@@ -127,7 +136,11 @@ class LocalKind:
                 problems.add(f"job.env.{name}", "is not a valid environment variable name")
             elif isinstance(value, dict | list) or value is None:
                 problems.add(f"job.env.{name}", "values are strings, numbers or booleans")
-        problems.kind(obj, "cwd", "job", (str,), required=False)
+            elif isinstance(value, str) and "\0" in value:
+                problems.add(f"job.env.{name}", _NUL)
+        cwd = problems.kind(obj, "cwd", "job", (str,), required=False)
+        if isinstance(cwd, str) and "\0" in cwd:
+            problems.add("job.cwd", _NUL)
         problems.number(obj, "timeout_s", "job", required=False, minimum=0, exclusive_minimum=True)
 
     def check_template(self, template: Template) -> str | None:
@@ -200,7 +213,10 @@ class LocalBackend:
                 start_new_session=True,
             )
         except OSError as exc:
-            msg = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+            error = await _start_error(exc, argv[0], cwd, name, shell=isinstance(command, str))
+            raise error from None
+        except ValueError as exc:  # a NUL byte: validation refuses it, but an old journal...
+            msg = f"cannot start: {exc} (a NUL byte cannot be passed to a process)"
             raise PermanentBackendError(msg, job_name=name) from None
         finally:
             os.close(out)
@@ -297,6 +313,34 @@ class LocalBackend:
             with anyio.CancelScope(shield=True):
                 await job.process.aclose()
         await anyio.to_thread.run_sync(_remove_files, [job.pid_file for job in jobs])
+
+
+async def _start_error(
+    exc: OSError, program: str, cwd: Path, name: str, *, shell: bool
+) -> PermanentBackendError:
+    """What stopped a job from starting, named for what it is: the cwd, the shell, the program.
+
+    Python's ``subprocess`` sets the error's ``filename`` to the cwd when ``chdir`` failed,
+    and to the program when ``exec`` did.
+    """
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
+        return PermanentBackendError(f"cannot start in cwd {str(cwd)!r}: {reason}", job_name=name)
+    if exc.errno == errno.ENOENT:
+        what = "no such program" + ("" if "/" in program else " on PATH")
+    elif exc.errno == errno.EACCES:
+        path = anyio.Path(cwd) / program
+        is_dir = "/" in program and await path.is_dir()
+        what = "is a directory, not a program" if is_dir else f"is not executable ({reason})"
+    elif exc.errno == errno.ENOEXEC:
+        what = "is not a program this system can run (a script needs a #! line)"
+    else:
+        what = reason
+    if shell:
+        # Every string command runs in the shell: no job of this run can start.
+        msg = f"cannot start string commands: [backend] shell {program!r}: {what}"
+        return RunRefusedError(msg, job_name=name)
+    return PermanentBackendError(f"cannot start {program!r}: {what}", job_name=name)
 
 
 def _ended(job: _Job, code: int) -> JobStatus:

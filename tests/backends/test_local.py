@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from bulk.backends.base import JobStatus, Phase, Receipt, Submission
-from bulk.backends.local import LocalBackend, LocalOptions, _write_pid_file
-from bulk.errors import PermanentBackendError
+from bulk.backends.local import KIND, LocalBackend, LocalOptions, _write_pid_file
+from bulk.errors import PermanentBackendError, RunRefusedError
+from bulk.validate import Problems
 
 
 @pytest.fixture
@@ -142,3 +143,77 @@ async def test_aclose_terminates_running_jobs(tmp_path: Path) -> None:
     await backend.aclose()
 
     assert await gone(pid)
+
+
+async def test_missing_cwd_is_reported_as_the_cwd(local: LocalBackend) -> None:
+    """A cwd that does not exist is named as the problem, not the program."""
+    with pytest.raises(PermanentBackendError) as caught:
+        await local.submit(job("j8", command="true", cwd="no-such-dir"))
+
+    message = str(caught.value)
+    assert "cwd" in message
+    assert "no-such-dir" in message
+    assert "No such file or directory" in message
+    assert "'/bin/sh'" not in message
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("missing", "no such program"),
+        ("directory", "is a directory, not a program"),
+        ("not_executable", "is not executable"),
+        ("no_interpreter", "is not a program this system can run"),
+    ],
+)
+async def test_program_problems_say_what_is_wrong(
+    local: LocalBackend, tmp_path: Path, setup: str, expected: str
+) -> None:
+    """A missing, non-executable or directory program is reported as exactly that."""
+    program = tmp_path / "prog"
+    if setup == "directory":
+        await anyio.Path(program).mkdir()
+    elif setup == "not_executable":
+        await anyio.Path(program).write_text("#!/bin/sh\ntrue\n")
+    elif setup == "no_interpreter":
+        await anyio.Path(program).write_text("true\n")
+        await anyio.Path(program).chmod(0o755)
+
+    with pytest.raises(PermanentBackendError, match=expected) as caught:
+        await local.submit(job("j9", command=[str(program)]))
+
+    assert str(program) in str(caught.value)
+
+
+async def test_a_missing_shell_refuses_the_run(tmp_path: Path) -> None:
+    """Every string command needs the shell: a missing one stops the run, rows unsent."""
+    backend = LocalBackend(LocalOptions(shell="/no/such/shell", base=tmp_path), run_dir=tmp_path)
+    try:
+        with pytest.raises(RunRefusedError, match=r"shell '/no/such/shell': no such program"):
+            await backend.submit(job("j10", command="true"))
+    finally:
+        await backend.aclose()
+
+
+async def test_a_nul_byte_is_a_permanent_error_not_a_crash(local: LocalBackend) -> None:
+    """A value the OS cannot take (a NUL byte) fails that job; it does not crash bulk."""
+    with pytest.raises(PermanentBackendError, match="NUL"):
+        await local.submit(job("j11", command=["echo", "a\x00b"]))
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"command": "echo a\x00b"}, "job.command"),
+        ({"command": ["echo", "a\x00b"]}, "job.command[1]"),
+        ({"command": "true", "env": {"X": "a\x00b"}}, "job.env.X"),
+        ({"command": "true", "cwd": "a\x00b"}, "job.cwd"),
+    ],
+)
+def test_validation_refuses_nul_bytes(body: dict[str, object], field: str) -> None:
+    """What the OS cannot pass to a process is refused before anything is sent."""
+    problems = Problems()
+
+    KIND.validate(body, problems)
+
+    assert [(field, "contains a NUL byte, which cannot be passed to a process")] == problems.items
