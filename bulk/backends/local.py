@@ -9,7 +9,8 @@ as the user running bulk, with its environment plus the job's ``env``).
 
 A job body is::
 
-    command   = "python3 work.py --x {x}"      # a string (run by the shell) or an argv list
+    command   = "python3 work.py --x {x}"      # a string (run by the shell; values quoted)
+                                                # or an argv list (no shell)
     env       = {SEED = "{seed}"}               # added to bulk's own environment
     cwd       = "work"                          # relative to the config's folder
     timeout_s = 60                              # the process group is killed after this
@@ -32,11 +33,13 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shlex
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -94,6 +97,13 @@ class LocalKind:
     # 6.7 ms per job against 0.9 ms on asyncio's loop (posix_spawn/vfork). Local runs are
     # spawn-bound, so they stay on asyncio.
     uvloop = False
+    # A string command is parsed by the shell: values pasted into it are shell-quoted, as
+    # GNU parallel does, so that `it's` or `a; rm -rf ~` in a cell stays one argument.
+    # ``{var!raw}`` pastes a value as it is; a command that is one placeholder alone
+    # (``command = "{cmd}"``) is the whole command line, taken as written.
+    quoted_fields: Mapping[str, Callable[[str], str]] = MappingProxyType(
+        {"job.command": shlex.quote}
+    )
 
     def parse_options(self, table: Table, base: Path) -> LocalOptions:
         """Read ``shell`` and ``kill_grace_s``."""

@@ -14,6 +14,7 @@ import pytest
 
 from bulk.backends.base import JobStatus, Phase, Receipt, Submission
 from bulk.backends.local import KIND, LocalBackend, LocalOptions, _write_pid_file
+from bulk.cli import main
 from bulk.errors import PermanentBackendError, RunRefusedError
 from bulk.validate import Problems
 
@@ -217,3 +218,29 @@ def test_validation_refuses_nul_bytes(body: dict[str, object], field: str) -> No
     KIND.validate(body, problems)
 
     assert [(field, "contains a NUL byte, which cannot be passed to a process")] == problems.items
+
+
+def test_shell_commands_get_values_quoted(tmp_path: Path) -> None:
+    """A cell with `;` or a quote stays one argument of a string command: nothing injected."""
+    (tmp_path / "cells.csv").write_text('i,text\n0,a; echo INJECTED\n1,it\'s\n2,"a  b"\n')
+    (tmp_path / "run.toml").write_text(
+        '[run]\nname = "quoting"\n[sweep]\nfiles = ["cells.csv"]\n'
+        "[job]\ncommand = \"printf '%s|' {text} > out-{i}\"\n"
+    )
+
+    assert 0 == main(["run", str(tmp_path / "run.toml")])
+
+    outputs = [(tmp_path / f"out-{i}").read_text() for i in range(3)]
+    assert ["a; echo INJECTED|", "it's|", "a  b|"] == outputs
+
+
+def test_raw_placeholders_paste_shell_text(tmp_path: Path) -> None:
+    """`{var!raw}` is the explicit opt-out: the value is shell text, expanded by the shell."""
+    (tmp_path / "run.toml").write_text(
+        '[run]\nname = "raw"\n[sweep]\ngrid.words = ["$GREETING | tr a-z A-Z"]\n'
+        '[job]\ncommand = "echo {words!raw} > out"\nenv = {GREETING = "hello"}\n'
+    )
+
+    assert 0 == main(["run", str(tmp_path / "run.toml")])
+
+    assert "HELLO\n" == (tmp_path / "out").read_text()
