@@ -12,6 +12,7 @@ import anyio
 import orjson
 import pytest
 
+from bulk.backends._procs import stat
 from bulk.backends.base import JobStatus, Phase, Receipt, Submission
 from bulk.backends.local import KIND, LocalBackend, LocalOptions, _write_pid_file
 from bulk.cli import main
@@ -48,6 +49,39 @@ async def gone(pid: int) -> bool:
 
 def job(name: str, **body: object) -> Submission:
     return Submission(name, orjson.dumps(body))
+
+
+async def running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie has ended: only its exit status is left)."""
+
+    def check() -> list[int]:
+        procs = [stat(pid) for pid in pids]
+        return [p.pid for p in procs if p is not None and p.alive]
+
+    return await anyio.to_thread.run_sync(check)
+
+
+async def until_file(path: Path) -> str:
+    """The text of a file a job writes, once it is there (bounded wait)."""
+    for _ in range(1000):
+        file = anyio.Path(path)
+        if await file.exists():
+            text = await file.read_text()
+            if text.endswith("\n"):
+                return text
+        await anyio.sleep(0.01)
+    pytest.fail(f"{path} was not written")
+
+
+async def pids_in(path: Path, count: int) -> list[int]:
+    """The ``count`` pids a job writes to ``path``, one a line (bounded wait)."""
+    for _ in range(1000):
+        text = await until_file(path)
+        pids = [int(x) for x in text.split()]
+        if len(pids) >= count:
+            return pids
+        await anyio.sleep(0.01)
+    pytest.fail(f"{path} did not get {count} pids")
 
 
 async def test_env_cwd_and_logs(local: LocalBackend, tmp_path: Path) -> None:
@@ -101,7 +135,7 @@ async def test_missing_program_is_permanent(local: LocalBackend) -> None:
 async def test_orphan_of_a_dead_bulk_is_killed_on_lookup(
     local: LocalBackend, tmp_path: Path
 ) -> None:
-    """A job left running by a killed bulk is killed by the look-up, never adopted."""
+    """A job left running by a killed bulk is ended by the look-up (SIGTERM), never adopted."""
     orphan = await anyio.to_thread.run_sync(
         lambda: subprocess.Popen(["sleep", "30"], start_new_session=True)
     )
@@ -112,15 +146,21 @@ async def test_orphan_of_a_dead_bulk_is_killed_on_lookup(
     code = await anyio.to_thread.run_sync(orphan.wait, 5)
 
     assert found is None
-    assert -signal.SIGKILL == code
+    assert -signal.SIGTERM == code
     assert not await anyio.Path(tmp_path / "pids" / "j5").exists()
 
 
 async def test_stop_kills_a_job_of_a_dead_bulk(local: LocalBackend, tmp_path: Path) -> None:
-    """`bulk stop` runs in a new process: it kills a dead run's job through its pid file."""
+    """`bulk stop` runs in a new process: it ends a dead run's job found by its pid file,
+    with SIGKILL after the grace period when the job ignores SIGTERM."""
     orphan = await anyio.to_thread.run_sync(
-        lambda: subprocess.Popen(["sleep", "30"], start_new_session=True)
+        lambda: subprocess.Popen(
+            ["sh", "-c", "trap '' TERM; echo > ready; exec sleep 30"],
+            start_new_session=True,
+            cwd=tmp_path,
+        )
     )
+    await until_file(tmp_path / "ready")
     await anyio.Path(tmp_path / "pids").mkdir()
     await anyio.to_thread.run_sync(_write_pid_file, tmp_path / "pids" / "j7", orphan.pid)
 
@@ -244,3 +284,110 @@ def test_raw_placeholders_paste_shell_text(tmp_path: Path) -> None:
     assert 0 == main(["run", str(tmp_path / "run.toml")])
 
     assert "HELLO\n" == (tmp_path / "out").read_text()
+
+
+# -- whole process trees ------------------------------------------------------------------
+
+# A child that ignores SIGTERM (SIG_IGN survives exec): only SIGKILL ends it.
+STUBBORN = "(trap '' TERM; exec sleep 300) & echo $! >> children; "
+
+
+async def test_timeout_ends_members_that_ignore_sigterm(
+    local: LocalBackend, tmp_path: Path
+) -> None:
+    """Past timeout_s the leader dies of SIGTERM; its stubborn child gets SIGKILL after the
+    grace period, and only then is the job reported ended."""
+    receipt = await local.submit(job("t1", command=STUBBORN + "sleep 300", timeout_s=0.2))
+    (child,) = await pids_in(tmp_path / "children", 1)
+
+    status = await finish(local, receipt)
+
+    assert JobStatus(Phase.FAILED, "timeout") == status
+    assert [] == await running([child])
+
+
+ESCAPES = {
+    "group member": STUBBORN,
+    "new session": "setsid sleep 300 & echo $! >> children; ",
+    "double fork": "(setsid sh -c 'sleep 300 & echo $! >> children' &); ",
+    "cleared environment": "env -i sleep 300 & echo $! >> children; ",
+}
+
+
+@pytest.mark.parametrize("escape", ESCAPES)
+async def test_what_a_job_leaves_behind_is_ended_with_it(
+    local: LocalBackend, tmp_path: Path, escape: str
+) -> None:
+    """A leader that exits 0 leaving processes behind: they are ended (SIGTERM, then
+    SIGKILL), wherever they went, before the job is reported succeeded."""
+    receipt = await local.submit(job("t2", command=ESCAPES[escape] + "exit 0"))
+    (child,) = await pids_in(tmp_path / "children", 1)
+
+    status = await finish(local, receipt)
+
+    assert JobStatus(Phase.SUCCEEDED) == status
+    assert [] == await running([child])
+
+
+async def test_stop_ends_the_whole_tree(local: LocalBackend, tmp_path: Path) -> None:
+    """`stop` reaches the stubborn child and the one in its own session too."""
+    receipt = await local.submit(job("t3", command=STUBBORN + ESCAPES["new session"] + "sleep 300"))
+    children = await pids_in(tmp_path / "children", 2)
+
+    await local.stop(receipt)
+    status = await finish(local, receipt)
+
+    assert JobStatus(Phase.STOPPED, "stopped") == status
+    assert [] == await running(children)
+
+
+async def test_aclose_ends_whole_trees(tmp_path: Path) -> None:
+    """Closing the backend (bulk stopping on Ctrl-C) ends every process of every job."""
+    backend = LocalBackend(LocalOptions(base=tmp_path, kill_grace_s=0.2), run_dir=tmp_path)
+    await backend.submit(job("t4", command=STUBBORN + ESCAPES["double fork"] + "sleep 300"))
+    children = await pids_in(tmp_path / "children", 2)
+
+    await backend.aclose()
+
+    assert [] == await running(children)
+
+
+async def test_a_dead_runs_processes_are_ended_before_the_first_job_starts(
+    tmp_path: Path,
+) -> None:
+    """After `kill -9` of bulk, its jobs' trees live on; the next backend on the run ends
+    them all (by pid file, by environment, by session) before it starts anything."""
+    run_dir = await anyio.Path(tmp_path).resolve()
+    env = {**os.environ, "BULK_RUN_DIR": str(run_dir), "BULK_JOB": "old"}
+    script = STUBBORN + ESCAPES["double fork"] + ESCAPES["cleared environment"] + "sleep 300"
+    leader = await anyio.to_thread.run_sync(
+        lambda: subprocess.Popen(
+            ["sh", "-c", script], start_new_session=True, cwd=tmp_path, env=env
+        )
+    )
+    old = [leader.pid, *await pids_in(tmp_path / "children", 3)]
+    await anyio.Path(tmp_path / "pids").mkdir()
+    await anyio.to_thread.run_sync(_write_pid_file, tmp_path / "pids" / "old", leader.pid)
+    backend = LocalBackend(LocalOptions(base=tmp_path, kill_grace_s=0.2), run_dir=tmp_path)
+    try:
+        assert old == await running(old)
+
+        receipt = await backend.submit(job("new", command="true"))
+
+        assert [] == await running(old)
+        assert JobStatus(Phase.SUCCEEDED) == await finish(backend, receipt)
+    finally:
+        await backend.aclose()
+        await anyio.to_thread.run_sync(leader.wait, 5)
+
+
+async def test_jobs_see_their_name_and_run_folder(local: LocalBackend, tmp_path: Path) -> None:
+    """BULK_JOB and BULK_RUN_DIR are in every job's environment (bulk finds its processes
+    by them); a job's env cannot change them."""
+    receipt = await local.submit(
+        job("t5", command='echo "$BULK_JOB $BULK_RUN_DIR"', env={"BULK_JOB": "hidden"})
+    )
+    await finish(local, receipt)
+
+    text = await anyio.Path(tmp_path / "logs" / "t5.out").read_text()
+    assert f"t5 {await anyio.Path(tmp_path).resolve()}\n" == text
