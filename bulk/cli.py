@@ -331,6 +331,7 @@ def _execute(cfg: config.Config, journal: Journal, args: argparse.Namespace) -> 
         run=cfg.run.name,
         policy=Policy(cfg.limits, cfg.retry, cfg.track),
         metrics=metrics,
+        jobs_outlive_bulk=kind.jobs_outlive_bulk,
     )
     started = time.monotonic()
     state = _RunState()

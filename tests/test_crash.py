@@ -387,3 +387,40 @@ def test_resume_after_kill_9_ends_the_dead_runs_jobs_first(tmp_path: Path) -> No
     assert [] == still_running(procs.read_text().splitlines())
     assert list(range(rows)) == sorted(int(r) for r in (tmp_path / "done").read_text().split())
     assert [(i, "succeeded") for i in range(rows)] == journal_states(config, "orphans")
+
+
+def test_ctrl_c_records_the_local_jobs_it_ended(tmp_path: Path) -> None:
+    """Ctrl-C ends the running local jobs: the journal and `bulk status` say they are
+    pending again (and why), not running; nothing of them is left; a rerun finishes."""
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[run]\nname = "ctrlc"\n[sweep]\ngrid.i = {range = [0, 8]}\n[limits]\nmax_active = 4\n'
+        # Each job records "pid start-time" (field 22 of /proc/PID/stat; the name is "sh").
+        "[job]\ncommand = \"echo $$ $(cut -d' ' -f22 /proc/$$/stat) >> pids; "
+        'test -e go || exec sleep 300"\n'
+    )
+    proc = subprocess.Popen(
+        [*BULK, "run", str(config), "--progress-interval", "0.02"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # ends when the process does
+        if "4 active" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.stderr.read()
+    proc.stderr.close()
+    code = proc.wait(timeout=60)
+    status = subprocess.run(
+        [*BULK, "status", str(config), "--json"], capture_output=True, text=True, check=True
+    )
+    with Journal.open(tmp_path / ".bulk" / "ctrlc" / "journal.sqlite") as journal:
+        rows = [(j.state.value, j.error) for j in journal.iter_jobs()]
+
+    assert 130 == code
+    assert {"pending": 8} == {k: v for k, v in json.loads(status.stdout)["counts"].items() if v}
+    assert 4 == rows.count(("pending", "interrupted: killed by bulk, runs again on resume"))
+    assert [] == still_running((tmp_path / "pids").read_text().splitlines())
+    (tmp_path / "go").touch()
+    assert 0 == run_and_kill(config, None)

@@ -140,6 +140,9 @@ class BackendKind(Protocol):
     # Template fields whose substituted values are escaped, and how (``job.command`` ->
     # shlex.quote for the local backend's shell strings); see bulk.spec.
     quoted_fields: Mapping[str, Callable[[str], str]]
+    # Whether accepted jobs go on running when bulk stops (a service's do; local processes
+    # are ended with the backend, so the engine records them pending again).
+    jobs_outlive_bulk: bool
 
     def parse_options(self, table: Table, base: Path) -> Any:
         """Read this backend's keys from ``[backend]`` (``kind`` is already read)."""

@@ -229,6 +229,7 @@ class GongjiKind:
     default_track = TrackConfig(first_s=10.0, factor=1.5, max_s=60.0, batch=1000)
     uvloop = True
     quoted_fields = NO_QUOTING  # bodies are JSON fields, never parsed by a shell here
+    jobs_outlive_bulk = True
 
     def parse_options(self, table: Table, base: Path) -> GongjiOptions:
         """Read the ``[backend]`` keys (credentials by reference)."""

@@ -126,6 +126,8 @@ class LocalKind:
     quoted_fields: Mapping[str, Callable[[str], str]] = MappingProxyType(
         {"job.command": shlex.quote}
     )
+    # The backend ends its jobs when it closes (bulk stopping): they run again on resume.
+    jobs_outlive_bulk = False
 
     def parse_options(self, table: Table, base: Path) -> LocalOptions:
         """Read ``shell`` and ``kill_grace_s``."""
