@@ -428,7 +428,8 @@ class LocalBackend:
         return await anyio.to_thread.run_sync(sweep)
 
     async def stop(self, job: Receipt) -> None:
-        """SIGTERM the job's whole tree now, SIGKILL it after ``kill_grace_s``.
+        """End the job's whole tree: SIGTERM now, SIGKILL after ``kill_grace_s`` to whatever
+        is left. Returns once nothing of it is left: the caller may record it ended.
 
         A job of an earlier bulk on this run (``bulk stop`` after a run that died) has been
         ended before this backend did anything (see ``_ready``).
@@ -437,13 +438,9 @@ class LocalBackend:
         running = self._jobs.get(job.remote_id)
         if running is None:
             return
-        if running.process.returncode is not None or running.stopped:
-            return
-        running.stopped = True
-        now = anyio.current_time()
-        running.kill_at = now + self._options.kill_grace_s
-        _signal_group(running.process.pid, signal.SIGTERM)
-        await self._sweep({job.remote_id: signal.SIGTERM}, now)
+        if running.process.returncode is None:
+            running.stopped = True  # its end is bulk's doing (else its exit code tells)
+        await self._end_trees({job.remote_id: running}, self._jobs)
 
     async def lookup(self, submission: Submission) -> Receipt | None:
         """A job of this bulk process by name; a dead bulk's job is never adopted.
@@ -465,29 +462,37 @@ class LocalBackend:
         jobs, self._jobs = self._jobs, {}
         try:
             with anyio.CancelScope(shield=True):
-                await self._end_all(jobs)
+                await self._end_trees(jobs, jobs)
+                for job in jobs.values():
+                    await job.process.aclose()
                 await anyio.to_thread.run_sync(_remove_files, [j.pid_file for j in jobs.values()])
         finally:
             if self._subreaper:
                 release_subreaper()
 
-    async def _end_all(self, jobs: dict[str, _Job]) -> None:
+    async def _end_trees(self, ending: Mapping[str, _Job], tracked: Mapping[str, _Job]) -> None:
+        """SIGTERM the whole trees of ``ending``, SIGKILL what is left after ``kill_grace_s``
+        (leader alive or not); return once nothing of them is left.
+
+        ``tracked`` is every job of this backend (a sweep tells their processes apart).
+        """
         trees = self._trees
-        if not jobs or trees is None:
+        if not ending or trees is None:
             return
 
         async def sweep(sig: signal.Signals | None) -> int:
-            for job in jobs.values():
+            for job in ending.values():
                 if sig is not None and job.process.returncode is None:
                     _signal_group(job.process.pid, sig)
-            leaders = {name: job.leader(name) for name, job in jobs.items()}
-            left = await anyio.to_thread.run_sync(trees.sweep, leaders, dict.fromkeys(jobs, sig))
-            running = sum(job.process.returncode is None for job in jobs.values())
+            leaders = {name: job.leader(name) for name, job in tracked.items()}
+            signals = dict.fromkeys(ending, sig)
+            left = await anyio.to_thread.run_sync(trees.sweep, leaders, signals)
+            running = sum(job.process.returncode is None for job in ending.values())
             return running + sum(left.values())
 
         await sweep(signal.SIGTERM)
         with anyio.move_on_after(self._options.kill_grace_s):
-            for job in jobs.values():
+            for job in ending.values():
                 await job.process.wait()
             # /proc offers no event for the exit of a process that is not our child: look.
             while await sweep(None):  # noqa: ASYNC110
@@ -496,8 +501,6 @@ class LocalBackend:
             if not await sweep(signal.SIGKILL):
                 break
             await anyio.sleep(_POLL_S)
-        for job in jobs.values():
-            await job.process.aclose()
 
 
 async def _start_error(

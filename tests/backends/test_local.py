@@ -335,10 +335,11 @@ async def test_stop_ends_the_whole_tree(local: LocalBackend, tmp_path: Path) -> 
     children = await pids_in(tmp_path / "children", 2)
 
     await local.stop(receipt)
+    left = await running(children)  # stop returns once the tree is gone
     status = await finish(local, receipt)
 
+    assert [] == left
     assert JobStatus(Phase.STOPPED, "stopped") == status
-    assert [] == await running(children)
 
 
 async def test_aclose_ends_whole_trees(tmp_path: Path) -> None:
@@ -391,3 +392,19 @@ async def test_jobs_see_their_name_and_run_folder(local: LocalBackend, tmp_path:
 
     text = await anyio.Path(tmp_path / "logs" / "t5.out").read_text()
     assert f"t5 {await anyio.Path(tmp_path).resolve()}\n" == text
+
+
+def test_track_timeout_records_failed_only_once_the_tree_is_gone(tmp_path: Path) -> None:
+    """`[track] timeout_s` (the engine stops the job, then records it failed): with
+    max_active = 1 the next job never starts beside what is left of the timed-out one."""
+    (tmp_path / "run.toml").write_text(
+        '[run]\nname = "ttimeout"\n[sweep]\ngrid.i = [0, 1]\n[limits]\nmax_active = 1\n'
+        "[backend]\nkill_grace_s = 0.2\n[track]\ntimeout_s = 0.3\n"
+        '[job]\ncommand = "for p in $(cat children 2>/dev/null); do '
+        "test -d /proc/$p && echo {i}: $p >> overlaps; done; " + STUBBORN + 'sleep 300"\n'
+    )
+
+    assert 1 == main(["run", str(tmp_path / "run.toml")])
+
+    assert not (tmp_path / "overlaps").exists(), (tmp_path / "overlaps").read_text()
+    assert 2 == len((tmp_path / "children").read_text().split())
