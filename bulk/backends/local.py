@@ -91,7 +91,9 @@ class LocalOptions:
 
     Attributes:
         shell: the shell that runs string commands (``shell -c command``).
-        kill_grace_s: seconds between SIGTERM and SIGKILL when a job is stopped or times out.
+        kill_grace_s: seconds between SIGTERM and SIGKILL whenever bulk ends a job's
+            processes (a timeout, a stop, bulk stopping, what a job left behind, the
+            processes of a dead run).
         base: the config's folder; relative ``cwd`` values resolve against it.
     """
 
