@@ -389,29 +389,35 @@ def test_resume_after_kill_9_ends_the_dead_runs_jobs_first(tmp_path: Path) -> No
     assert [(i, "succeeded") for i in range(rows)] == journal_states(config, "orphans")
 
 
+CTRL_C_JOB = """
+test -e go && exit 0
+echo $$ $(cut -d' ' -f22 /proc/$$/stat) >> pids
+sh -c 'trap "" TERM; echo $$ $(cut -d" " -f22 /proc/$$/stat) >> pids; exec sleep 300' &
+exec sleep 300
+"""
+
+
 def test_ctrl_c_records_the_local_jobs_it_ended(tmp_path: Path) -> None:
-    """Ctrl-C ends the running local jobs: the journal and `bulk status` say they are
-    pending again (and why), not running; nothing of them is left; a rerun finishes."""
+    """Ctrl-C ends the running local jobs, children that ignore SIGTERM too; the journal and
+    `bulk status` say they are pending again (and why), not running; a rerun finishes."""
+    (tmp_path / "job.sh").write_text(CTRL_C_JOB)  # records "pid start-time" of 2 processes
     config = tmp_path / "run.toml"
     config.write_text(
         '[run]\nname = "ctrlc"\n[sweep]\ngrid.i = {range = [0, 8]}\n[limits]\nmax_active = 4\n'
-        # Each job records "pid start-time" (field 22 of /proc/PID/stat; the name is "sh").
-        "[job]\ncommand = \"echo $$ $(cut -d' ' -f22 /proc/$$/stat) >> pids; "
-        'test -e go || exec sleep 300"\n'
+        '[backend]\nkill_grace_s = 0.2\n[job]\ncommand = ["sh", "job.sh", "{i}"]\n'
     )
-    proc = subprocess.Popen(
-        [*BULK, "run", str(config), "--progress-interval", "0.02"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # ends when the process does
-        if "4 active" in line:
-            proc.send_signal(signal.SIGINT)
-            break
-    proc.stderr.read()
-    proc.stderr.close()
-    code = proc.wait(timeout=60)
+    pids = tmp_path / "pids"
+    proc = subprocess.Popen([*BULK, "run", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(3000):  # bounded: 4 jobs start in well under a minute
+            if pids.exists() and len(pids.read_text().splitlines()) >= 8:
+                break
+            assert proc.poll() is None, "bulk ended before its jobs started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
     status = subprocess.run(
         [*BULK, "status", str(config), "--json"], capture_output=True, text=True, check=True
     )
@@ -421,6 +427,6 @@ def test_ctrl_c_records_the_local_jobs_it_ended(tmp_path: Path) -> None:
     assert 130 == code
     assert {"pending": 8} == {k: v for k, v in json.loads(status.stdout)["counts"].items() if v}
     assert 4 == rows.count(("pending", "interrupted: killed by bulk, runs again on resume"))
-    assert [] == still_running((tmp_path / "pids").read_text().splitlines())
+    assert [] == still_running(pids.read_text().splitlines())
     (tmp_path / "go").touch()
     assert 0 == run_and_kill(config, None)
