@@ -526,10 +526,11 @@ def _execute(
         backend,
         journal,
         template=cfg.template,
-        templates=runs.templates(journal),
+        templates=runs.templates(cfg, journal),
         run=cfg.run.name,
         policy=Policy(cfg.limits, cfg.retry, cfg.track),
         metrics=metrics,
+        jobs_outlive_bulk=kind.jobs_outlive_bulk,
     )
     started = time.monotonic()
     state = _RunState()
@@ -718,7 +719,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     runs.require_journal(cfg)  # before the lock: a run never started gets no folder
     with RunLock(cfg.run.dir), _open_existing(cfg) as journal:
         kind, backend = _backend(cfg)
-        templates = runs.templates(journal)
+        templates = runs.templates(cfg, journal)
         result: list[tuple[int, list[str]]] = []
 
         async def stop() -> None:

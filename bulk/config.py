@@ -22,7 +22,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -283,7 +283,7 @@ def load(path: str | Path) -> Config:
     limits = _load_limits(top.table("limits"), kind.default_limits)
     retry = _load_retry(top.table("retry"))
     track = _load_track(top.table("track"), kind.default_track)
-    template, template_where = _load_template(top, base)
+    template, template_where = _load_template(top, base, kind.quoted_fields)
     top.finish()
     return Config(
         path=path,
@@ -505,7 +505,9 @@ def _load_track(t: Table, d: TrackConfig) -> TrackConfig:
     return out
 
 
-def _load_template(top: Table, base: Path) -> tuple[spec.Template, str]:
+def _load_template(
+    top: Table, base: Path, quoted: Mapping[str, Callable[[str], str]]
+) -> tuple[spec.Template, str]:
     job = top.get("job", dict)
     where = top.where
     if "template_file" in job:
@@ -529,6 +531,6 @@ def _load_template(top: Table, base: Path) -> tuple[spec.Template, str]:
     if not body:
         top.fail("job", "the job template is empty")
     try:
-        return spec.compile_template(body), where
+        return spec.compile_template(body, quoted), where
     except ConfigError as exc:
         raise ConfigError(exc.problem, where=where, field=exc.field) from None

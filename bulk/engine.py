@@ -24,11 +24,14 @@ Guarantees, and where they are kept:
   ``Retry-After`` wins over the computed back-off.
 - *Interruptible.* Setting the ``drain`` event stops taking new rows and abandons requests in
   flight (their rows stay ``submitting`` and are looked up on resume); the journal writer is
-  then flushed under a shield.
+  then flushed under a shield. Where jobs do not outlive bulk (local processes, ended when
+  the backend closes), the jobs still active go back to ``pending`` with the reason
+  :data:`INTERRUPTED`: they run again on resume, and the journal never calls them running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -49,6 +52,7 @@ from bulk.errors import (
     AmbiguousBackendError,
     BackendError,
     BulkError,
+    JournalError,
     PermanentBackendError,
     RunRefusedError,
     ThrottledError,
@@ -62,13 +66,15 @@ from bulk.retry import Backoff
 from bulk.spec import Template
 from bulk.sweep import Point
 
-__all__ = ["Engine", "LimiterFactory", "Policy", "Stats"]
+__all__ = ["INTERRUPTED", "Engine", "LimiterFactory", "Policy", "Stats"]
 
 _T = TypeVar("_T")
 LimiterFactory = Callable[[float, int], RateLimiter]
 _PAGE = 1000  # pending rows read from the journal at a time
 _ENDED = ("succeeded", "failed", "stopped")
 _log = logging.getLogger("bulk.engine")
+# The reason recorded on a job that bulk ended as it stopped (jobs_outlive_bulk False).
+INTERRUPTED = "interrupted: killed by bulk, runs again on resume"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +191,9 @@ class Engine:
         rng: jitter for back-off (seed it for reproducible tests).
         workers: submit workers (default: ``max_in_flight``).
         offload: runs blocking journal work (default: a worker thread).
+        jobs_outlive_bulk: whether accepted jobs go on running when bulk stops (a service's
+            do; local processes are ended when the backend closes, and jobs still active
+            when the run stops are then recorded ``pending``, :data:`INTERRUPTED`).
     """
 
     def __init__(
@@ -202,6 +211,7 @@ class Engine:
         rng: random.Random | None = None,
         workers: int | None = None,
         offload: Offload | None = None,
+        jobs_outlive_bulk: bool = True,
     ):
         self._backend = backend
         self._journal = journal
@@ -215,6 +225,7 @@ class Engine:
         self._rng = rng or random.Random()
         self._workers = workers or policy.limits.max_in_flight
         self._offload = offload or anyio.to_thread.run_sync
+        self._jobs_outlive_bulk = jobs_outlive_bulk
         self.stats = Stats()
         self.interrupted = False
         # Labelled metric children, looked up once: .labels() is a dict walk under a lock.
@@ -282,8 +293,22 @@ class Engine:
                         await self._tracker.run(tg)
                         tg.cancel_scope.cancel()  # ends the drain watcher
             finally:
+                self._release_active()
                 await self._writer.aclose()
         return self.stats
+
+    def _release_active(self) -> None:
+        """Jobs still active as the run stops: if they end with bulk, they are pending again.
+
+        Recorded before the backend ends them (it closes after the engine): should bulk die
+        in between, the next backend ends them before it starts anything, and they run
+        again either way.
+        """
+        if self._jobs_outlive_bulk:
+            return
+        with contextlib.suppress(JournalError):  # the writer failed: rows stay as they were
+            for job in self._tracker.active():
+                self._writer.record_nowait(Record(job.index, State.PENDING, error=INTERRUPTED))
 
     async def _watch(self, drain: anyio.Event, work: anyio.CancelScope) -> None:
         await drain.wait()
@@ -577,16 +602,22 @@ class _Tracker:
         self._wake = anyio.Event()
         self._intake_open = True
         self._busy = 0  # tasks the tracker started that may still record or re-add a job
+        self._active: dict[int, _Job] = {}  # accepted and not ended, by row index
 
     def add(self, job: _Job) -> None:
         """Start tracking an accepted job; its first poll is ``track.first_s`` from now."""
         job.interval = self._track.first_s
         if not job.accepted_at:
             job.accepted_at = self._engine._clock.now()
+        self._active[job.index] = job
         self._engine.stats.active += 1
         self._engine.metrics.active.inc()
         self._push(job, self._engine._clock.now() + job.interval)
         self._wake.set()
+
+    def active(self) -> list[_Job]:
+        """The jobs accepted and not yet ended."""
+        return list(self._active.values())
 
     def close_intake(self) -> None:
         """No more jobs will be added (except the tracker's own resubmissions)."""
@@ -658,6 +689,7 @@ class _Tracker:
 
     def _finished(self, tg: anyio.abc.TaskGroup, job: _Job, status: JobStatus) -> None:
         engine = self._engine
+        del self._active[job.index]
         engine.stats.active -= 1
         engine.metrics.active.dec()
         if status.phase is Phase.MISSING:
@@ -702,6 +734,7 @@ class _Tracker:
             await engine._request("stop", engine._backend.stop, job.receipt)
         except (TransientBackendError, PermanentBackendError):
             pass  # recorded failed all the same; `bulk stop` can try again
+        del self._active[job.index]
         engine.stats.active -= 1
         engine.metrics.active.dec()
         engine._slots.release()

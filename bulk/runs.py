@@ -182,7 +182,7 @@ def open_retry(
     return journal, count
 
 
-def templates(journal: Journal) -> dict[int, Template]:
+def templates(cfg: Config, journal: Journal) -> dict[int, Template]:
     """Every template version the journal holds, compiled, by version.
 
     Rows are rendered (and looked up) with their own version's text, so a row is found as
@@ -191,9 +191,11 @@ def templates(journal: Journal) -> dict[int, Template]:
     all are compiled rather than finding which ones unfinished rows use (a scan of every
     row: 0.6-0.8 s on 10⁶ rows). The current version of a journal made before template
     versions has no text until a resume whose config matches it records it: its rows then
-    render with the config's template, as they always did.
+    render with the config's template, as they always did. Each is compiled as the config's
+    is, with the fields its backend kind quotes.
     """
-    return {v: compile_template(source) for v, source in journal.template_sources().items()}
+    quoted = get_kind(cfg.backend.kind).quoted_fields
+    return {v: compile_template(source, quoted) for v, source in journal.template_sources().items()}
 
 
 def _changes(journal: Journal, current: dict[str, str]) -> list[str]:

@@ -5,7 +5,10 @@ Template rules:
 - any string may hold ``{var}`` or ``{var:format_spec}`` placeholders;
 - a string that is exactly ``"{var}"`` takes the variable's own type (number, bool, list, ...);
 - ``{{`` and ``}}`` are literal braces;
-- tables and arrays are rendered recursively; keys are literal.
+- tables and arrays are rendered recursively; keys are literal;
+- in the fields a backend quotes (``quoted``: the local backend's string ``command``), each
+  value substituted into a longer string is escaped (shell-quoted there); ``{var!raw}``
+  substitutes it as it is.
 
 The template is compiled once into a tree of small closures, so rendering a row does no parsing.
 Pure and synchronous: no I/O, no awaiting.
@@ -26,7 +29,11 @@ from bulk.validate import short_repr
 __all__ = ["Template", "compile_template", "to_json", "to_text"]
 
 _Render = Callable[[Mapping[str, Any]], Any]
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}|\{|\}")
+_Escape = Callable[[str], str]
+_PLACEHOLDER = re.compile(
+    r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?:!([A-Za-z]*))?(?::([^{}]*))?\}|\{|\}"
+)
+_Part = str | tuple[str, str | None, bool]  # a literal, or (name, format spec, raw)
 
 
 class _MissingVariableError(Exception):
@@ -143,21 +150,31 @@ def _unencodable(node: Any, path: str) -> tuple[str, Any] | None:
     return None
 
 
-def compile_template(body: Any) -> Template:
+def compile_template(body: Any, quoted: Mapping[str, _Escape] | None = None) -> Template:
     """Compile a template once.
+
+    Args:
+        body: the template.
+        quoted: field paths (``job.command``) whose substituted values are escaped with the
+            given function, unless the placeholder says ``!raw``. A string that is one
+            placeholder alone is the whole value, never escaped.
 
     Raises:
         ConfigError: a string has a bad placeholder or an unescaped brace, or a value is of a
             type that cannot be JSON (a TOML date); ``field`` is the key path (``job.x.y``).
     """
     names: set[str] = set()
-    render = _compile(body, "job", names)
+    quoted = quoted or {}
+    render = _compile(body, "job", names, quoted)
     return Template(
-        source=body, variables=frozenset(names), _render=render, _fast=_generate(body, render)
+        source=body,
+        variables=frozenset(names),
+        _render=render,
+        _fast=_generate(body, render, quoted),
     )
 
 
-def _generate(body: Any, render: _Render) -> _Render | None:
+def _generate(body: Any, render: _Render, quoted: Mapping[str, _Escape]) -> _Render | None:
     """The template as one generated Python expression: a row then costs one call.
 
     The closure tree (``render``) stays the reference: it is what reports a missing variable
@@ -171,38 +188,39 @@ def _generate(body: Any, render: _Render) -> _Render | None:
         constants.append(value)
         return f"C[{len(constants) - 1}]"
 
-    def expr(node: Any) -> str:
+    def expr(node: Any, path: str) -> str:
         if isinstance(node, str):
             if "{" not in node and "}" not in node:
                 return const(node)
-            parts = _merge_literals(_split(node, "job"))  # already checked by _compile
+            parts = _merge_literals(_split(node, path))  # already checked by _compile
             if len(parts) == 1 and isinstance(parts[0], tuple) and parts[0][1] is None:
                 return f"v[{parts[0][0]!r}]"  # names are identifiers: their repr is safe
+            escape = _escape_for(parts, quoted.get(path))
             pieces = []
             for part in parts:
                 if isinstance(part, str):
                     pieces.append(const(part))
-                elif part[1] is None:
-                    pieces.append(f"T(v[{part[0]!r}])")
-                else:
-                    pieces.append(f"F(v[{part[0]!r}], {const(part[1])})")
+                    continue
+                name, spec, raw = part
+                text = f"T(v[{name!r}])" if spec is None else f"F(v[{name!r}], {const(spec)})"
+                pieces.append(text if raw or escape is None else f"{const(escape)}({text})")
             return "(" + " + ".join(pieces) + ")"
         if isinstance(node, Mapping):
             if not _has_placeholder(node):
                 return const(render_constant(node))
-            items = ", ".join(f"{const(str(k))}: {expr(v)}" for k, v in node.items())
+            items = ", ".join(f"{const(str(k))}: {expr(v, f'{path}.{k}')}" for k, v in node.items())
             return "{" + items + "}"
         if isinstance(node, list | tuple):
             if not _has_placeholder(node):
                 return const(render_constant(node))
-            return "[" + ", ".join(expr(v) for v in node) + "]"
+            return "[" + ", ".join(expr(v, f"{path}[{i}]") for i, v in enumerate(node)) + "]"
         return const(node)
 
     def render_constant(node: Any) -> Any:
-        return _compile(node, "job", set())({})
+        return _compile(node, "job", set(), {})({})
 
     try:
-        source = f"def fast(v):\n    return {expr(body)}\n"
+        source = f"def fast(v):\n    return {expr(body, 'job')}\n"
         namespace: dict[str, Any] = {"C": constants, "T": to_text, "F": format}
         exec(compile(source, "<bulk template>", "exec"), namespace)  # noqa: S102 - our own code
     except (RecursionError, SyntaxError, MemoryError):  # a pathological template: closures
@@ -221,13 +239,14 @@ def _has_placeholder(node: Any) -> bool:
     return False
 
 
-def _split(text: str, path: str) -> list[str | tuple[str, str | None]]:
-    """A string as literal parts and ``(name, spec)`` placeholders.
+def _split(text: str, path: str) -> list[_Part]:
+    """A string as literal parts and ``(name, spec, raw)`` placeholders.
 
     Raises:
-        ConfigError: an unmatched brace, or a format spec no value could take.
+        ConfigError: an unmatched brace, an unknown ``!conversion``, or a format spec no
+            value could take.
     """
-    parts: list[str | tuple[str, str | None]] = []
+    parts: list[_Part] = []
     pos = 0
     for m in _PLACEHOLDER.finditer(text):
         literal = text[pos : m.start()]
@@ -237,10 +256,16 @@ def _split(text: str, path: str) -> list[str | tuple[str, str | None]]:
             parts.append(literal + token[0])
         elif m.group(1) is not None:
             parts.append(literal)
-            spec = m.group(2)
+            conversion, spec = m.group(2), m.group(3)
+            if conversion is not None and conversion != "raw":
+                problem = (
+                    f"unknown conversion !{conversion} in {token!r}; the only one is !raw "
+                    "(substitute the value unquoted)"
+                )
+                raise ConfigError(problem, field=path)
             if spec is not None:
                 _check_format_spec(spec, path)
-            parts.append((m.group(1), spec))
+            parts.append((m.group(1), spec, conversion is not None))
         else:
             col = m.start() + 1
             problem = (
@@ -269,21 +294,24 @@ def to_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _compile(node: Any, path: str, names: set[str]) -> _Render:
-    render, _ = _compile_node(node, path, names)
+def _compile(node: Any, path: str, names: set[str], quoted: Mapping[str, _Escape]) -> _Render:
+    render, _ = _compile_node(node, path, names, quoted)
     return render
 
 
-def _compile_node(node: Any, path: str, names: set[str]) -> tuple[_Render, bool]:
+def _compile_node(
+    node: Any, path: str, names: set[str], quoted: Mapping[str, _Escape]
+) -> tuple[_Render, bool]:
     """A renderer for ``node`` and whether its output is constant.
 
     Constant subtrees are rendered once and shared: a row's body then costs only its
     placeholders. (Rendered bodies are never mutated, so sharing is safe.)
     """
     if isinstance(node, str):
-        return _compile_string(node, path, names), "{" not in node and "}" not in node
+        render = _compile_string(node, path, names, quoted.get(path))
+        return render, "{" not in node and "}" not in node
     if isinstance(node, Mapping):
-        items = [(str(k), *_compile_node(v, f"{path}.{k}", names)) for k, v in node.items()]
+        items = [(str(k), *_compile_node(v, f"{path}.{k}", names, quoted)) for k, v in node.items()]
         if all(const for _, _, const in items):
             value = {k: f({}) for k, f, _ in items}
             return lambda _vs: value, True
@@ -298,7 +326,7 @@ def _compile_node(node: Any, path: str, names: set[str]) -> tuple[_Render, bool]
 
         return render_map, False
     if isinstance(node, list | tuple):
-        parts = [_compile_node(v, f"{path}[{i}]", names) for i, v in enumerate(node)]
+        parts = [_compile_node(v, f"{path}[{i}]", names, quoted) for i, v in enumerate(node)]
         if all(const for _, const in parts):
             constant = [f({}) for f, _ in parts]
             return lambda _vs: constant, True
@@ -318,12 +346,23 @@ def _compile_node(node: Any, path: str, names: set[str]) -> tuple[_Render, bool]
     raise ConfigError(msg, field=path)
 
 
-def _compile_string(text: str, path: str, names: set[str]) -> _Render:
+def _compile_string(
+    text: str, path: str, names: set[str], escape: _Escape | None = None
+) -> _Render:
     if "{" not in text and "}" not in text:
         return lambda _vs: text
     parts = _split(text, path)
     names.update(part[0] for part in parts if isinstance(part, tuple))
+    if escape is None:
+        for part in parts:
+            if isinstance(part, tuple) and part[2]:
+                problem = (
+                    f"{{{part[0]}!raw}}: !raw only applies where bulk quotes substituted "
+                    "values (a local job's string command)"
+                )
+                raise ConfigError(problem, field=path)
     merged = _merge_literals(parts)
+    escape = _escape_for(merged, escape)
 
     if len(merged) == 1 and isinstance(merged[0], tuple) and merged[0][1] is None:
         name = merged[0][0]
@@ -342,29 +381,36 @@ def _compile_string(text: str, path: str, names: set[str]) -> _Render:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            name, spec = part
+            name, spec, raw = part
             try:
                 value = vs[name]
             except KeyError:
                 raise _MissingVariableError(path, name) from None
             if spec is None:
-                out.append(to_text(value))
-                continue
-            try:
-                out.append(format(value, spec))
-            except (ValueError, TypeError):
-                shown = short_repr(value)
-                problem = f"{name} = {shown} cannot be formatted with {{{name}:{spec}}}"
-                raise _FormatError(path, problem) from None
+                piece = to_text(value)
+            else:
+                try:
+                    piece = format(value, spec)
+                except (ValueError, TypeError):
+                    shown = short_repr(value)
+                    problem = f"{name} = {shown} cannot be formatted with {{{name}:{spec}}}"
+                    raise _FormatError(path, problem) from None
+            out.append(piece if raw or escape is None else escape(piece))
         return "".join(out)
 
     return fmt
 
 
-def _merge_literals(
-    parts: list[str | tuple[str, str | None]],
-) -> list[str | tuple[str, str | None]]:
-    merged: list[str | tuple[str, str | None]] = []
+def _escape_for(merged: list[_Part], escape: _Escape | None) -> _Escape | None:
+    """The escape for a string's placeholders: none when the string is one placeholder alone
+    (it is then the whole value, e.g. a whole shell command taken from the sweep)."""
+    if len(merged) == 1 and isinstance(merged[0], tuple):
+        return None
+    return escape
+
+
+def _merge_literals(parts: list[_Part]) -> list[_Part]:
+    merged: list[_Part] = []
     for part in parts:
         if isinstance(part, str):
             if not part:

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +301,132 @@ def test_metrics_endpoint_serves_the_runs_counters(tmp_path: Path) -> None:
     assert 'bulk_requests_total{endpoint="submit",outcome="ok"} 4.0' in text
     assert "bulk_rows_total 4.0" in text
     assert 'bulk_rate_limit{endpoint="submit"}' in text
+
+
+# A local job that checks, as it starts, that no process of a dead run still runs (an
+# "overlap"), and leaves two processes behind: one that ignores SIGTERM, one in a session of
+# its own. It records its processes, as "pid start-time" lines, for the test to check.
+JOB = """
+import os, pathlib, subprocess, sys, time
+
+row, here = sys.argv[1], pathlib.Path.cwd()
+
+
+def start_time(pid):
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+old = here / "old-procs"
+for line in (old.read_text().splitlines() if old.exists() else []):
+    pid, start = line.split()
+    if start_time(int(pid)) == start:
+        with open(here / "overlaps", "a") as f:
+            f.write(f"row {row} started beside {pid}\\n")
+stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; exec sleep 300"])
+escaped = subprocess.Popen(["sleep", "300"], start_new_session=True)
+with open(here / "procs", "a") as f:
+    f.write("".join(f"{p} {start_time(p)}\\n" for p in (os.getpid(), stubborn.pid, escaped.pid)))
+time.sleep(float((here / "run_s").read_text()))
+with open(here / "done", "a") as f:
+    f.write(f"{row}\\n")
+"""
+
+
+def still_running(procs: list[str]) -> list[str]:
+    """Those of the "pid start-time" lines whose process still runs (not a zombie)."""
+    out = []
+    for line in procs:
+        pid, start = line.split()
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text.rpartition(")")[2].split()
+        if fields[0] not in ("Z", "X") and fields[19] == start:
+            out.append(line)
+    return out
+
+
+def test_resume_after_kill_9_ends_the_dead_runs_jobs_first(tmp_path: Path) -> None:
+    """`kill -9` of bulk leaves its jobs' trees running; the resumed bulk ends every one of
+    their processes before its first job starts, so no row ever runs twice at once, and
+    nothing of either run is left when it is done."""
+    rows = 8
+    (tmp_path / "job.py").write_text(JOB)
+    (tmp_path / "run_s").write_text("300")  # the first run's jobs run until bulk dies
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'[run]\nname = "orphans"\n[sweep]\ngrid.row = {{range = [0, {rows}]}}\n'
+        f"[backend]\nkill_grace_s = 0.2\n[limits]\nmax_active = 4\n"
+        f'[job]\ncommand = ["{sys.executable}", "job.py", "{{row}}"]\n'
+    )
+    procs = tmp_path / "procs"
+    proc = subprocess.Popen([*BULK, "run", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(3000):  # bounded: 4 jobs start in well under a minute
+            if procs.exists() and len(procs.read_text().splitlines()) >= 12:
+                break
+            assert proc.poll() is None, "bulk ended before its jobs started"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    old = procs.read_text().splitlines()
+    assert 12 == len(still_running(old)), "the dead run's processes live on"
+    procs.rename(tmp_path / "old-procs")
+    (tmp_path / "run_s").write_text("0.1")
+
+    assert 0 == run_and_kill(config, None)
+
+    assert not (tmp_path / "overlaps").exists(), (tmp_path / "overlaps").read_text()
+    assert [] == still_running(old)
+    assert [] == still_running(procs.read_text().splitlines())
+    assert list(range(rows)) == sorted(int(r) for r in (tmp_path / "done").read_text().split())
+    assert [(i, "succeeded") for i in range(rows)] == journal_states(config, "orphans")
+
+
+CTRL_C_JOB = """
+test -e go && exit 0
+echo $$ $(cut -d' ' -f22 /proc/$$/stat) >> pids
+sh -c 'trap "" TERM; echo $$ $(cut -d" " -f22 /proc/$$/stat) >> pids; exec sleep 300' &
+exec sleep 300
+"""
+
+
+def test_ctrl_c_records_the_local_jobs_it_ended(tmp_path: Path) -> None:
+    """Ctrl-C ends the running local jobs, children that ignore SIGTERM too; the journal and
+    `bulk status` say they are pending again (and why), not running; a rerun finishes."""
+    (tmp_path / "job.sh").write_text(CTRL_C_JOB)  # records "pid start-time" of 2 processes
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[run]\nname = "ctrlc"\n[sweep]\ngrid.i = {range = [0, 8]}\n[limits]\nmax_active = 4\n'
+        '[backend]\nkill_grace_s = 0.2\n[job]\ncommand = ["sh", "job.sh", "{i}"]\n'
+    )
+    pids = tmp_path / "pids"
+    proc = subprocess.Popen([*BULK, "run", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(3000):  # bounded: 4 jobs start in well under a minute
+            if pids.exists() and len(pids.read_text().splitlines()) >= 8:
+                break
+            assert proc.poll() is None, "bulk ended before its jobs started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    status = subprocess.run(
+        [*BULK, "status", str(config), "--json"], capture_output=True, text=True, check=True
+    )
+    with Journal.open(tmp_path / ".bulk" / "ctrlc" / "journal.sqlite") as journal:
+        rows = [(j.state.value, j.error) for j in journal.iter_jobs()]
+
+    assert 130 == code
+    assert {"pending": 8} == {k: v for k, v in json.loads(status.stdout)["counts"].items() if v}
+    assert 4 == rows.count(("pending", "interrupted: killed by bulk, runs again on resume"))
+    assert [] == still_running(pids.read_text().splitlines())
+    (tmp_path / "go").touch()
+    assert 0 == run_and_kill(config, None)

@@ -22,7 +22,7 @@ import trio.testing
 from bulk.backends.base import Phase, Submission
 from bulk.clock import AnyioClock
 from bulk.config import LimitsConfig, RetryConfig, TrackConfig
-from bulk.engine import Engine, Policy, stop_run
+from bulk.engine import INTERRUPTED, Engine, Policy, stop_run
 from bulk.errors import (
     AmbiguousBackendError,
     PermanentBackendError,
@@ -432,6 +432,44 @@ class TestInterrupt:
         assert 30 == stats.succeeded
         assert 30 == len(backend.ledger)
         assert set(backend.ledger.values()) == {1}
+
+    @pytest.mark.parametrize("outlive", [True, False])
+    @pytest.mark.rows(10)
+    async def test_jobs_that_end_with_bulk_go_back_to_pending(
+        self, journal: Journal, outlive: bool
+    ) -> None:
+        """Jobs still active when a run stops: a service's stay tracked (they run on); local
+        ones, which bulk ends as it stops, are recorded pending with what happened."""
+        drain = anyio.Event()
+        sent = itertools.count(1)
+
+        async def drain_after_four(backend: FakeBackend, sub: Submission) -> None:
+            backend.accept(sub)
+            if next(sent) == 4:
+                drain.set()
+
+        clock = AnyioClock()
+        backend = FakeBackend(drain_after_four, clock=clock, runs_for=1000)
+        first = Engine(
+            backend,
+            journal,
+            template=TEMPLATE,
+            run=RUN,
+            policy=policy(max_active=4),
+            clock=clock,
+            limiter_factory=ClockLimiter.factory(clock),
+            offload=inline,
+            jobs_outlive_bulk=outlive,
+        )
+        await first.run(drain)
+        rows = await inline(journal.jobs)
+
+        active = [(r.state.value, r.error) for r in rows if r.index < 4]
+        if outlive:
+            assert {"submitted", "running"} >= {state for state, _ in active}
+        else:
+            assert [("pending", INTERRUPTED)] * 4 == active
+        assert [("pending", None)] * 6 == [(r.state.value, r.error) for r in rows[4:]]
 
 
 @pytest.mark.rows(4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import orjson
@@ -112,3 +113,55 @@ def test_generated_renderer_agrees_with_the_reference() -> None:
     assert t._render(row) == t._fast(row) == t.render(row)
     assert "--seed=007" == t.render(row)["cmd"][2]
     assert t.render(row)["fixed"] is t.render(row)["fixed"]  # constants are shared
+
+
+QUOTED = {"job.command": shlex.quote}
+
+
+class TestQuotedFields:
+    """Fields a backend quotes (the local shell command): values pasted in are escaped."""
+
+    def test_values_are_quoted_in_the_quoted_field_only(self) -> None:
+        """Inside `job.command` each value is escaped; other fields are left alone."""
+        t = compile_template({"command": "echo {a} {n:03d}-{b}", "env": {"A": "{a} x"}}, QUOTED)
+        row = {"a": "a; echo INJECTED", "n": 7, "b": "it's"}
+
+        body = t.render(row)
+
+        assert "echo 'a; echo INJECTED' 007-'it'\"'\"'s'" == body["command"]
+        assert "a; echo INJECTED x" == body["env"]["A"]
+        assert t._fast is not None
+        assert t._render(row) == t._fast(row) == body
+
+    def test_raw_opts_out_per_placeholder(self) -> None:
+        """`{var!raw}` pastes the value as it is, with or without a format spec."""
+        t = compile_template({"command": "run {flags!raw} {x!raw:.1f} {x}"}, QUOTED)
+        row = {"flags": "--a 1 --b 'two words'", "x": 0.25}
+
+        assert "run --a 1 --b 'two words' 0.2 0.25" == t.render(row)["command"]
+        assert t._fast is not None
+        assert t._render(row) == t._fast(row)
+
+    def test_a_lone_placeholder_is_the_whole_value(self) -> None:
+        """`command = "{cmd}"` takes the whole command line from the row, unquoted."""
+        t = compile_template({"command": "{cmd}"}, QUOTED)
+
+        assert {"command": "echo a | wc -c"} == t.render({"cmd": "echo a | wc -c"})
+
+    def test_argv_items_are_not_quoted(self) -> None:
+        """Only the string itself is quoted: argv list items never meet a shell."""
+        t = compile_template({"command": ["echo", "{a} b"]}, QUOTED)
+
+        assert {"command": ["echo", "it's b"]} == t.render({"a": "it's"})
+
+    def test_raw_elsewhere_is_refused(self) -> None:
+        """`!raw` where nothing is quoted would be a silent no-op: an error says so."""
+        with pytest.raises(ConfigError, match=r"!raw only applies") as info:
+            compile_template({"env": {"A": "x {a!raw}"}}, QUOTED)
+
+        assert "job.env.A" == info.value.field
+
+    def test_an_unknown_conversion_is_refused(self) -> None:
+        """`{a!r}` is not Python's repr here: the only conversion is named."""
+        with pytest.raises(ConfigError, match=r"unknown conversion !r .* the only one is !raw"):
+            compile_template({"command": "echo {a!r}"}, QUOTED)

@@ -16,9 +16,10 @@ Backends raise only :mod:`bulk.errors` types; the engine never asks which backen
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from bulk.validate import Problems
 
 __all__ = [
+    "NO_QUOTING",
     "Backend",
     "BackendKind",
     "JobStatus",
@@ -124,6 +126,10 @@ class Backend(Protocol):
         ...
 
 
+# A kind's ``quoted_fields`` when no field of its bodies is ever parsed by a shell.
+NO_QUOTING: Mapping[str, Callable[[str], str]] = MappingProxyType({})
+
+
 class BackendKind(Protocol):
     """What ``[backend] kind = ...`` names: options, body schema and a factory."""
 
@@ -131,6 +137,12 @@ class BackendKind(Protocol):
     default_limits: LimitsConfig  # what [limits] falls back to for this service
     default_track: TrackConfig  # what [track] falls back to (polling cadence)
     uvloop: bool  # whether runs are faster on uvloop (the CLI picks the event loop)
+    # Template fields whose substituted values are escaped, and how (``job.command`` ->
+    # shlex.quote for the local backend's shell strings); see bulk.spec.
+    quoted_fields: Mapping[str, Callable[[str], str]]
+    # Whether accepted jobs go on running when bulk stops (a service's do; local processes
+    # are ended with the backend, so the engine records them pending again).
+    jobs_outlive_bulk: bool
 
     def parse_options(self, table: Table, base: Path) -> Any:
         """Read this backend's keys from ``[backend]`` (``kind`` is already read)."""

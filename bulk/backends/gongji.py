@@ -45,7 +45,7 @@ import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
+from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
 from bulk.backends.http import HttpClient
 from bulk.config import LimitsConfig, TrackConfig
 from bulk.errors import (
@@ -229,6 +229,8 @@ class GongjiKind:
     )
     default_track = TrackConfig(first_s=10.0, factor=1.5, max_s=60.0, batch=1000)
     uvloop = True
+    quoted_fields = NO_QUOTING  # bodies are JSON fields, never parsed by a shell here
+    jobs_outlive_bulk = True
 
     def parse_options(self, table: Table, base: Path) -> GongjiOptions:
         """Read the ``[backend]`` keys (credentials by reference)."""

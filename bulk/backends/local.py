@@ -9,43 +9,66 @@ as the user running bulk, with its environment plus the job's ``env``).
 
 A job body is::
 
-    command   = "python3 work.py --x {x}"      # a string (run by the shell) or an argv list
+    command   = "python3 work.py --x {x}"      # a string, run by ``shell -c`` (values
+                                                # shell-quoted; ``{x!raw}`` pastes as is),
+                                                # or an argv list (no shell)
     env       = {SEED = "{seed}"}               # added to bulk's own environment
-    cwd       = "work"                          # relative to the config's folder
-    timeout_s = 60                              # the process group is killed after this
+    cwd       = "work"                          # relative to the config's folder (default:
+                                                # the config's folder)
+    timeout_s = 60                              # the whole tree is ended after this
 
-Each job runs in its own session and process group; stdout and stderr go to
+Each job runs in a session of its own, with ``BULK_JOB`` (its name) and ``BULK_RUN_DIR``
+(the run's folder) added to its environment; stdout and stderr go to
 ``<run dir>/logs/<job name>.out|.err``. Exit code 0 is success, anything else a failure with
-the code as its reason. A job that outlives ``timeout_s`` (or is stopped) gets SIGTERM, then
-SIGKILL after ``kill_grace_s``.
+the code as its reason.
 
-If bulk itself dies (``kill -9``, a power cut), the jobs it was running are not adopted: on
-resume, any of them still alive is killed (its pid file names it, checked against the
-process's start time so a recycled pid is never hit) and the job is run again from the start.
-When bulk stops cleanly (Ctrl-C), it terminates its running jobs the same way; they too are
-run again on resume. Jobs should therefore be safe to restart, as with GNU parallel's
-``--resume``.
+A job is its whole process tree, not only its first process: when it times out, is
+stopped, or bulk stops, the tree gets SIGTERM, then SIGKILL after ``kill_grace_s``; and
+when its first process exits, whatever it left behind is ended the same way before the job
+is reported ended (:mod:`bulk.backends._procs` says how the processes are found, and which
+ones cannot be).
+
+If bulk itself dies (``kill -9``, a power cut), the jobs it was running are not adopted:
+before the next bulk on the run starts anything, every process of the dead run still alive
+is ended (found by its environment, and by the pid files of the jobs' first processes,
+checked against their start times so that a recycled pid is never hit), and the jobs are
+run again from the start. When bulk stops cleanly (Ctrl-C), it ends its running jobs the
+same way; they too are run again on resume. Jobs should therefore be safe to restart, as
+with GNU parallel's ``--resume``.
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import orjson
 
+from bulk.backends._procs import (
+    JOB_VAR,
+    RUN_VAR,
+    Leader,
+    Trees,
+    hold_subreaper,
+    release_subreaper,
+    stat,
+)
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.config import LimitsConfig, TrackConfig
-from bulk.errors import PermanentBackendError
+from bulk.errors import BackendError, PermanentBackendError, RunRefusedError
 from bulk.spec import to_text
 from bulk.validate import short_repr
 
@@ -64,6 +87,9 @@ _FIELDS = frozenset({"command", "env", "cwd", "timeout_s"})
 _MAX_ARG_BYTES = 32 * 4096 - 1 if sys.platform.startswith("linux") else None
 # Strings this short are within the limit whatever their characters (UTF-8: 4 bytes at most).
 _SAFE_CHARS = _MAX_ARG_BYTES // 4 if _MAX_ARG_BYTES is not None else sys.maxsize
+_POLL_S = 0.01  # how often a process bulk has signalled is looked at again
+_KILL_ROUNDS = 500  # SIGKILL rounds (each _POLL_S apart) before giving up on a process
+_REAP_EVERY_S = 1.0  # how often exited orphans of running jobs are reaped
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +98,9 @@ class LocalOptions:
 
     Attributes:
         shell: the shell that runs string commands (``shell -c command``).
-        kill_grace_s: seconds between SIGTERM and SIGKILL when a job is stopped or times out.
+        kill_grace_s: seconds between SIGTERM and SIGKILL whenever bulk ends a job's
+            processes (a timeout, a stop, bulk stopping, what a job left behind, the
+            processes of a dead run).
         base: the config's folder; relative ``cwd`` values resolve against it.
     """
 
@@ -100,6 +128,15 @@ class LocalKind:
     # 6.7 ms per job against 0.9 ms on asyncio's loop (posix_spawn/vfork). Local runs are
     # spawn-bound, so they stay on asyncio.
     uvloop = False
+    # A string command is parsed by the shell: values pasted into it are shell-quoted, as
+    # GNU parallel does, so that `it's` or `a; rm -rf ~` in a cell stays one argument.
+    # ``{var!raw}`` pastes a value as it is; a command that is one placeholder alone
+    # (``command = "{cmd}"``) is the whole command line, taken as written.
+    quoted_fields: Mapping[str, Callable[[str], str]] = MappingProxyType(
+        {"job.command": shlex.quote}
+    )
+    # The backend ends its jobs when it closes (bulk stopping): they run again on resume.
+    jobs_outlive_bulk = False
 
     def parse_options(self, table: Table, base: Path) -> LocalOptions:
         """Read ``shell`` and ``kill_grace_s``."""
@@ -197,14 +234,23 @@ def _check_c_string(text: str, field: str, problems: Problems, *, extra: int = 0
 class _Job:
     process: anyio.abc.Process
     deadline: float | None
+    start: str | None = None  # the leader's start time: with its pid, its identity
     stopped: bool = False
     timed_out: bool = False
-    kill_at: float | None = None
+    kill_at: float | None = None  # SIGKILL is due then (SIGTERM has been sent)
     pid_file: Path = field(default_factory=Path)
+
+    def leader(self, name: str) -> Leader:
+        return Leader(name, self.process.pid, self.start, self.process.returncode is None)
 
 
 class LocalBackend:
-    """Runs jobs as local process groups. Implements :class:`~bulk.backends.base.Backend`.
+    """Runs jobs as local process trees. Implements :class:`~bulk.backends.base.Backend`.
+
+    A job has ended when its first process (the leader) has exited *and* nothing else of
+    its tree is left: whatever the leader leaves behind gets SIGTERM, then SIGKILL after
+    ``kill_grace_s``, before the job is reported ended (see :mod:`bulk.backends._procs`
+    for how a job's processes are found, and what cannot be).
 
     Example::
 
@@ -216,16 +262,80 @@ class LocalBackend:
 
     def __init__(self, options: LocalOptions, *, run_dir: Path):
         self._options = options
+        self._run_dir = run_dir
         self._logs = run_dir / "logs"
         self._pids = run_dir / "pids"
         self._jobs: dict[str, _Job] = {}
         self._closed = False
+        # While this backend is open, orphans of its jobs are re-parented to this process.
+        self._subreaper = hold_subreaper()
+        self._trees: Trees | None = None  # set once a dead run's processes are gone
+        self._env: dict[str, str] = {}
+        self._run_mark = ""  # BULK_RUN_DIR: the run's folder, absolute
+        self._readying: anyio.Event | None = None
+        self._ready_error: BackendError | None = None
+        self._last_sweep = -math.inf
+
+    async def _ready(self) -> Trees:
+        """Before the first job of this process starts, every process left by an earlier
+        bulk on this run (killed with ``kill -9``, or a power cut) is ended: SIGTERM, then
+        SIGKILL after ``kill_grace_s``. Every method waits for it.
+        """
+        while self._trees is None:
+            if self._ready_error is not None:
+                raise self._ready_error
+            if self._readying is not None:
+                await self._readying.wait()
+                continue
+            self._readying = done = anyio.Event()
+            try:
+                trees = await anyio.to_thread.run_sync(self._open_run)
+                await self._end_dead_run(trees)
+                self._trees = trees
+            except BackendError as exc:
+                self._ready_error = exc
+                raise
+            finally:
+                self._readying = None
+                done.set()
+        return self._trees
+
+    def _open_run(self) -> Trees:
+        self._run_mark = os.path.realpath(self._run_dir)
+        self._env = dict(os.environ)
+        return Trees(self._run_mark, subreaper=self._subreaper)
+
+    async def _end_dead_run(self, trees: Trees) -> None:
+        pid_files = await anyio.to_thread.run_sync(_pid_files, self._pids)
+        procs = await anyio.to_thread.run_sync(trees.leftovers, pid_files)
+        if procs:
+            await anyio.to_thread.run_sync(Trees.kill, procs, signal.SIGTERM)
+            with anyio.move_on_after(self._options.kill_grace_s):
+                while procs:
+                    await anyio.sleep(_POLL_S)
+                    procs = await anyio.to_thread.run_sync(Trees.alive, procs)
+            for _ in range(_KILL_ROUNDS):  # bounded: SIGKILL is not refused, but D state waits
+                # Looked for again: a dying process may have started others meanwhile.
+                procs = await anyio.to_thread.run_sync(trees.leftovers, pid_files)
+                if not procs:
+                    break
+                await anyio.to_thread.run_sync(Trees.kill, procs, signal.SIGKILL)
+                await anyio.sleep(_POLL_S)
+            else:
+                pids = ", ".join(str(p.pid) for p in procs[:10])
+                msg = (
+                    f"{len(procs)} processes of an earlier bulk on {self._run_dir} are still "
+                    f"alive after SIGKILL (pids {pids}); wait for them to end, then run again"
+                )
+                raise RunRefusedError(msg)
+        await anyio.to_thread.run_sync(_remove_files, pid_files)
 
     async def submit(self, submission: Submission) -> Receipt:
         """Start the job's process; a job of that name already running is adopted."""
         if self._closed:
             msg = "cannot submit: backend has been closed"
             raise PermanentBackendError(msg, job_name=submission.name)
+        await self._ready()
         name = submission.name
         if name in self._jobs:
             return Receipt(name, name)
@@ -236,9 +346,11 @@ class LocalBackend:
                 argv = [self._options.shell, "-c", command]
             else:
                 argv = [to_text(a) for a in command]
-            env = None
-            if body.get("env"):
-                env = {**os.environ, **{k: to_text(v) for k, v in body["env"].items()}}
+            # The job's own variables, then the marks by which bulk finds its processes (these
+            # win: a job cannot hide from bulk by setting them).
+            env = {**self._env, **{k: to_text(v) for k, v in (body.get("env") or {}).items()}}
+            env[RUN_VAR] = self._run_mark
+            env[JOB_VAR] = name
             cwd = self._options.base / body["cwd"] if body.get("cwd") else self._options.base
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             msg = f"not a local job body ({type(exc).__name__}: {exc}); nothing was started"
@@ -255,13 +367,16 @@ class LocalBackend:
                 start_new_session=True,
             )
         except OSError as exc:
-            msg = f"cannot start {short_repr(argv[0])}: {exc.strerror or exc}"
-            raise PermanentBackendError(msg, job_name=name) from None
+            error = await _start_error(exc, argv[0], cwd, name, shell=isinstance(command, str))
+            raise error from None
         except ValueError as exc:
             # What execve() cannot carry (a NUL byte: "embedded null byte", an "=" in an
             # environment name) fails here, before any process exists: this job cannot be
             # sent as it is, and the run goes on. Validation catches these before the run.
-            msg = f"cannot start the job: {exc}; nothing was started"
+            msg = (
+                f"cannot start the job: {exc} (a process cannot be given a NUL byte, nor an "
+                "environment name with '='); nothing was started"
+            )
             raise PermanentBackendError(msg, job_name=name) from None
         finally:
             os.close(out)
@@ -271,7 +386,7 @@ class LocalBackend:
         job = _Job(process, now + timeout if timeout else None)
         job.pid_file = self._pids / name
         self._jobs[name] = job
-        await anyio.to_thread.run_sync(_write_pid_file, job.pid_file, process.pid)
+        job.start = await anyio.to_thread.run_sync(_write_pid_file, job.pid_file, process.pid)
         return Receipt(name, name)
 
     def _open_logs(self, name: str) -> tuple[int, int]:
@@ -283,81 +398,188 @@ class LocalBackend:
         return out, err
 
     async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
-        """Each job's state; a process that has exited is reaped here."""
+        """Each job's state. A job whose leader has exited is running until nothing of its
+        tree is left (SIGTERM, then SIGKILL after ``kill_grace_s``); then it is reaped.
+        """
         now = anyio.current_time()
         out: dict[str, JobStatus] = {}
-        ended: list[Path] = []
+        signals: dict[str, signal.Signals | None] = {}
+        exited: list[str] = []
         for receipt in jobs:
-            job = self._jobs.get(receipt.remote_id)
+            name = receipt.remote_id
+            job = self._jobs.get(name)
             if job is None:
-                out[receipt.remote_id] = JobStatus(Phase.MISSING)
+                out[name] = JobStatus(Phase.MISSING)
                 continue
-            code = job.process.returncode
-            if code is None:
-                self._enforce_deadlines(job, now)
-                out[receipt.remote_id] = JobStatus(Phase.RUNNING)
+            if job.process.returncode is None:
+                sig = self._due(job, now)
+                if sig is not None:
+                    _signal_group(job.process.pid, sig)  # at once, while the group is sure
+                    signals[name] = sig  # and the rest of the tree in the sweep
+                out[name] = JobStatus(Phase.RUNNING)
                 continue
-            del self._jobs[receipt.remote_id]
-            ended.append(job.pid_file)
+            # The leader has exited: whatever it left behind is ended before the job is.
+            exited.append(name)
+            if job.kill_at is None:
+                signals[name] = signal.SIGTERM
+            elif now >= job.kill_at:
+                signals[name] = signal.SIGKILL
+            else:
+                signals[name] = None
+        left = await self._sweep(signals, now, exited)
+        for name in exited:
+            job = self._jobs[name]
+            if left.get(name):
+                if job.kill_at is None:
+                    job.kill_at = now + self._options.kill_grace_s
+                out[name] = JobStatus(Phase.RUNNING)
+                continue
+            del self._jobs[name]  # its pid file went in the sweep
             await job.process.aclose()
-            out[receipt.remote_id] = _ended(job, code)
-        if ended:
-            await anyio.to_thread.run_sync(_remove_files, ended)
+            code = job.process.returncode
+            assert code is not None  # it has exited
+            out[name] = _ended(job, code)
         return out
 
-    def _enforce_deadlines(self, job: _Job, now: float) -> None:
+    def _due(self, job: _Job, now: float) -> signal.Signals | None:
+        """The signal a running job is due now: SIGTERM at its deadline, SIGKILL after."""
         if job.kill_at is not None and now >= job.kill_at:
-            _signal_group(job.process.pid, signal.SIGKILL)
-            job.kill_at = None
-        elif job.deadline is not None and now >= job.deadline and not job.timed_out:
+            return signal.SIGKILL
+        if job.deadline is not None and now >= job.deadline and not job.timed_out:
             job.timed_out = True
-            _signal_group(job.process.pid, signal.SIGTERM)
             job.kill_at = now + self._options.kill_grace_s
-
-    async def stop(self, job: Receipt) -> None:
-        """SIGTERM the job's process group now, SIGKILL it after ``kill_grace_s``.
-
-        A job this process did not start (``bulk stop`` after a run that died) is found by
-        its pid file and killed.
-        """
-        running = self._jobs.get(job.remote_id)
-        if running is None:
-            await anyio.to_thread.run_sync(_kill_orphan, self._pids / job.remote_id)
-            return
-        if running.process.returncode is not None or running.stopped:
-            return
-        running.stopped = True
-        _signal_group(running.process.pid, signal.SIGTERM)
-        running.kill_at = anyio.current_time() + self._options.kill_grace_s
-
-    async def lookup(self, submission: Submission) -> Receipt | None:
-        """A job of this bulk process by name; an orphan of a dead bulk is killed, not adopted.
-
-        Local jobs cannot be re-attached after bulk died (their exit status is lost with
-        their parent), so they are run again from the start.
-        """
-        name = submission.name
-        if name in self._jobs:
-            return Receipt(name, name)
-        await anyio.to_thread.run_sync(_kill_orphan, self._pids / name)
+            return signal.SIGTERM
         return None
 
+    async def _sweep(
+        self,
+        signals: Mapping[str, signal.Signals | None],
+        now: float,
+        exited: Sequence[str] = (),
+    ) -> Mapping[str, int]:
+        """Signal the trees in ``signals`` and count what is left of each (see Trees.sweep);
+        remove the pid files of the ``exited`` jobs with nothing left (they have ended).
+
+        With nothing to signal, orphans are still reaped now and then (once a second).
+        """
+        trees = self._trees
+        if trees is None or not (signals or now - self._last_sweep >= _REAP_EVERY_S):
+            return {}
+        if not signals and not (self._subreaper and self._jobs):
+            return {}
+        self._last_sweep = now
+        leaders = {name: job.leader(name) for name, job in self._jobs.items()}
+        pid_files = {name: self._jobs[name].pid_file for name in exited}
+
+        def sweep() -> Mapping[str, int]:
+            left = trees.sweep(leaders, signals)
+            _remove_files([path for name, path in pid_files.items() if not left.get(name)])
+            return left
+
+        return await anyio.to_thread.run_sync(sweep)
+
+    async def stop(self, job: Receipt) -> None:
+        """End the job's whole tree: SIGTERM now, SIGKILL after ``kill_grace_s`` to whatever
+        is left. Returns once nothing of it is left: the caller may record it ended.
+
+        A job of an earlier bulk on this run (``bulk stop`` after a run that died) has been
+        ended before this backend did anything (see ``_ready``).
+        """
+        await self._ready()
+        running = self._jobs.get(job.remote_id)
+        if running is None:
+            return
+        if running.process.returncode is None:
+            running.stopped = True  # its end is bulk's doing (else its exit code tells)
+        await self._end_trees({job.remote_id: running}, self._jobs)
+
+    async def lookup(self, submission: Submission) -> Receipt | None:
+        """A job of this bulk process by name; a dead bulk's job is never adopted.
+
+        Local jobs cannot be re-attached after bulk died (their exit status is lost with
+        their parent): they have been ended (see ``_ready``) and are run again.
+        """
+        await self._ready()
+        name = submission.name
+        return Receipt(name, name) if name in self._jobs else None
+
     async def aclose(self) -> None:
-        """Terminate every job still running (they are run again on resume)."""
+        """End every job's whole tree (they are run again on resume): SIGTERM, then SIGKILL
+        after ``kill_grace_s`` to whatever is left, whether or not its leader still lives.
+        """
+        if self._closed:
+            return
         self._closed = True
-        jobs, self._jobs = list(self._jobs.values()), {}
-        for job in jobs:
-            if job.process.returncode is None:
-                _signal_group(job.process.pid, signal.SIGTERM)
-        with anyio.move_on_after(self._options.kill_grace_s, shield=True):
-            for job in jobs:
-                await job.process.wait()
-        for job in jobs:
-            if job.process.returncode is None:
-                _signal_group(job.process.pid, signal.SIGKILL)
+        jobs, self._jobs = self._jobs, {}
+        try:
             with anyio.CancelScope(shield=True):
-                await job.process.aclose()
-        await anyio.to_thread.run_sync(_remove_files, [job.pid_file for job in jobs])
+                await self._end_trees(jobs, jobs)
+                for job in jobs.values():
+                    await job.process.aclose()
+                await anyio.to_thread.run_sync(_remove_files, [j.pid_file for j in jobs.values()])
+        finally:
+            if self._subreaper:
+                release_subreaper()
+
+    async def _end_trees(self, ending: Mapping[str, _Job], tracked: Mapping[str, _Job]) -> None:
+        """SIGTERM the whole trees of ``ending``, SIGKILL what is left after ``kill_grace_s``
+        (leader alive or not); return once nothing of them is left.
+
+        ``tracked`` is every job of this backend (a sweep tells their processes apart).
+        """
+        trees = self._trees
+        if not ending or trees is None:
+            return
+
+        async def sweep(sig: signal.Signals | None) -> int:
+            for job in ending.values():
+                if sig is not None and job.process.returncode is None:
+                    _signal_group(job.process.pid, sig)
+            leaders = {name: job.leader(name) for name, job in tracked.items()}
+            signals = dict.fromkeys(ending, sig)
+            left = await anyio.to_thread.run_sync(trees.sweep, leaders, signals)
+            running = sum(job.process.returncode is None for job in ending.values())
+            return running + sum(left.values())
+
+        await sweep(signal.SIGTERM)
+        with anyio.move_on_after(self._options.kill_grace_s):
+            for job in ending.values():
+                await job.process.wait()
+            # /proc offers no event for the exit of a process that is not our child: look.
+            while await sweep(None):  # noqa: ASYNC110
+                await anyio.sleep(_POLL_S)
+        for _ in range(_KILL_ROUNDS):  # bounded: a process in D state may take its time
+            if not await sweep(signal.SIGKILL):
+                break
+            await anyio.sleep(_POLL_S)
+
+
+async def _start_error(
+    exc: OSError, program: str, cwd: Path, name: str, *, shell: bool
+) -> PermanentBackendError:
+    """What stopped a job from starting, named for what it is: the cwd, the shell, the program.
+
+    Python's ``subprocess`` sets the error's ``filename`` to the cwd when ``chdir`` failed,
+    and to the program when ``exec`` did.
+    """
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
+        return PermanentBackendError(f"cannot start in cwd {str(cwd)!r}: {reason}", job_name=name)
+    if exc.errno == errno.ENOENT:
+        what = "no such program" + ("" if "/" in program else " on PATH")
+    elif exc.errno == errno.EACCES:
+        path = anyio.Path(cwd) / program
+        is_dir = "/" in program and await path.is_dir()
+        what = "is a directory, not a program" if is_dir else f"is not executable ({reason})"
+    elif exc.errno == errno.ENOEXEC:
+        what = "is not a program this system can run (a script needs a #! line)"
+    else:
+        what = reason
+    if shell:
+        # Every string command runs in the shell: no job of this run can start.
+        msg = f"cannot start string commands: [backend] shell {program!r}: {what}"
+        return RunRefusedError(msg, job_name=name)
+    return PermanentBackendError(f"cannot start {short_repr(program, 120)}: {what}", job_name=name)
 
 
 def _ended(job: _Job, code: int) -> JobStatus:
@@ -383,29 +605,19 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass  # already gone
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22)."""
+def _write_pid_file(path: Path, pid: int) -> str | None:
+    """Record the leader's pid and start time (for a later bulk, if this one dies)."""
+    proc = stat(pid)
+    start = proc.start if proc is not None else None
+    path.write_text(f"{pid} {start or ''}\n")
+    return start
+
+
+def _pid_files(folder: Path) -> list[Path]:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return list(folder.iterdir())
     except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _write_pid_file(path: Path, pid: int) -> None:
-    path.write_text(f"{pid} {_start_time(pid) or ''}\n")
-
-
-def _kill_orphan(path: Path) -> None:
-    try:
-        pid_text, _, started = path.read_text().partition(" ")
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return
-    if started.strip() and _start_time(pid) == started.strip():
-        _signal_group(pid, signal.SIGKILL)
-    path.unlink(missing_ok=True)
+        return []
 
 
 def _remove_files(paths: Sequence[Path]) -> None:

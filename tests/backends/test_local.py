@@ -12,9 +12,12 @@ import anyio
 import orjson
 import pytest
 
+from bulk.backends._procs import stat
 from bulk.backends.base import JobStatus, Phase, Receipt, Submission
-from bulk.backends.local import LocalBackend, LocalOptions, _write_pid_file
-from bulk.errors import PermanentBackendError
+from bulk.backends.local import KIND, LocalBackend, LocalOptions, _write_pid_file
+from bulk.cli import main
+from bulk.errors import PermanentBackendError, RunRefusedError
+from bulk.validate import Problems
 
 
 @pytest.fixture
@@ -46,6 +49,39 @@ async def gone(pid: int) -> bool:
 
 def job(name: str, **body: object) -> Submission:
     return Submission(name, orjson.dumps(body))
+
+
+async def running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie has ended: only its exit status is left)."""
+
+    def check() -> list[int]:
+        procs = [stat(pid) for pid in pids]
+        return [p.pid for p in procs if p is not None and p.alive]
+
+    return await anyio.to_thread.run_sync(check)
+
+
+async def until_file(path: Path) -> str:
+    """The text of a file a job writes, once it is there (bounded wait)."""
+    for _ in range(1000):
+        file = anyio.Path(path)
+        if await file.exists():
+            text = await file.read_text()
+            if text.endswith("\n"):
+                return text
+        await anyio.sleep(0.01)
+    pytest.fail(f"{path} was not written")
+
+
+async def pids_in(path: Path, count: int) -> list[int]:
+    """The ``count`` pids a job writes to ``path``, one a line (bounded wait)."""
+    for _ in range(1000):
+        text = await until_file(path)
+        pids = [int(x) for x in text.split()]
+        if len(pids) >= count:
+            return pids
+        await anyio.sleep(0.01)
+    pytest.fail(f"{path} did not get {count} pids")
 
 
 async def test_env_cwd_and_logs(local: LocalBackend, tmp_path: Path) -> None:
@@ -99,7 +135,7 @@ async def test_missing_program_is_permanent(local: LocalBackend) -> None:
 async def test_orphan_of_a_dead_bulk_is_killed_on_lookup(
     local: LocalBackend, tmp_path: Path
 ) -> None:
-    """A job left running by a killed bulk is killed by the look-up, never adopted."""
+    """A job left running by a killed bulk is ended by the look-up (SIGTERM), never adopted."""
     orphan = await anyio.to_thread.run_sync(
         lambda: subprocess.Popen(["sleep", "30"], start_new_session=True)
     )
@@ -110,15 +146,21 @@ async def test_orphan_of_a_dead_bulk_is_killed_on_lookup(
     code = await anyio.to_thread.run_sync(orphan.wait, 5)
 
     assert found is None
-    assert -signal.SIGKILL == code
+    assert -signal.SIGTERM == code
     assert not await anyio.Path(tmp_path / "pids" / "j5").exists()
 
 
 async def test_stop_kills_a_job_of_a_dead_bulk(local: LocalBackend, tmp_path: Path) -> None:
-    """`bulk stop` runs in a new process: it kills a dead run's job through its pid file."""
+    """`bulk stop` runs in a new process: it ends a dead run's job found by its pid file,
+    with SIGKILL after the grace period when the job ignores SIGTERM."""
     orphan = await anyio.to_thread.run_sync(
-        lambda: subprocess.Popen(["sleep", "30"], start_new_session=True)
+        lambda: subprocess.Popen(
+            ["sh", "-c", "trap '' TERM; echo > ready; exec sleep 30"],
+            start_new_session=True,
+            cwd=tmp_path,
+        )
     )
+    await until_file(tmp_path / "ready")
     await anyio.Path(tmp_path / "pids").mkdir()
     await anyio.to_thread.run_sync(_write_pid_file, tmp_path / "pids" / "j7", orphan.pid)
 
@@ -142,3 +184,228 @@ async def test_aclose_terminates_running_jobs(tmp_path: Path) -> None:
     await backend.aclose()
 
     assert await gone(pid)
+
+
+async def test_missing_cwd_is_reported_as_the_cwd(local: LocalBackend) -> None:
+    """A cwd that does not exist is named as the problem, not the program."""
+    with pytest.raises(PermanentBackendError) as caught:
+        await local.submit(job("j8", command="true", cwd="no-such-dir"))
+
+    message = str(caught.value)
+    assert "cwd" in message
+    assert "no-such-dir" in message
+    assert "No such file or directory" in message
+    assert "'/bin/sh'" not in message
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("missing", "no such program"),
+        ("directory", "is a directory, not a program"),
+        ("not_executable", "is not executable"),
+        ("no_interpreter", "is not a program this system can run"),
+    ],
+)
+async def test_program_problems_say_what_is_wrong(
+    local: LocalBackend, tmp_path: Path, setup: str, expected: str
+) -> None:
+    """A missing, non-executable or directory program is reported as exactly that."""
+    program = tmp_path / "prog"
+    if setup == "directory":
+        await anyio.Path(program).mkdir()
+    elif setup == "not_executable":
+        await anyio.Path(program).write_text("#!/bin/sh\ntrue\n")
+    elif setup == "no_interpreter":
+        await anyio.Path(program).write_text("true\n")
+        await anyio.Path(program).chmod(0o755)
+
+    with pytest.raises(PermanentBackendError, match=expected) as caught:
+        await local.submit(job("j9", command=[str(program)]))
+
+    assert str(program) in str(caught.value)
+
+
+async def test_a_missing_shell_refuses_the_run(tmp_path: Path) -> None:
+    """Every string command needs the shell: a missing one stops the run, rows unsent."""
+    backend = LocalBackend(LocalOptions(shell="/no/such/shell", base=tmp_path), run_dir=tmp_path)
+    try:
+        with pytest.raises(RunRefusedError, match=r"shell '/no/such/shell': no such program"):
+            await backend.submit(job("j10", command="true"))
+    finally:
+        await backend.aclose()
+
+
+async def test_a_nul_byte_is_a_permanent_error_not_a_crash(local: LocalBackend) -> None:
+    """A value the OS cannot take (a NUL byte) fails that job; it does not crash bulk."""
+    with pytest.raises(PermanentBackendError, match="NUL"):
+        await local.submit(job("j11", command=["echo", "a\x00b"]))
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"command": "echo a\x00b"}, "job.command"),
+        ({"command": ["echo", "a\x00b"]}, "job.command[1]"),
+        ({"command": "true", "env": {"X": "a\x00b"}}, "job.env.X"),
+        ({"command": "true", "cwd": "a\x00b"}, "job.cwd"),
+    ],
+)
+def test_validation_refuses_nul_bytes(body: dict[str, object], field: str) -> None:
+    """What the OS cannot pass to a process is refused before anything is sent."""
+    problems = Problems()
+
+    KIND.validate(body, problems)
+
+    assert [p.field for p in problems.items] == [field]
+    assert "NUL byte" in problems.items[0].message
+
+
+def test_shell_commands_get_values_quoted(tmp_path: Path) -> None:
+    """A cell with `;` or a quote stays one argument of a string command: nothing injected."""
+    (tmp_path / "cells.csv").write_text('i,text\n0,a; echo INJECTED\n1,it\'s\n2,"a  b"\n')
+    (tmp_path / "run.toml").write_text(
+        '[run]\nname = "quoting"\n[sweep]\nfiles = ["cells.csv"]\n'
+        "[job]\ncommand = \"printf '%s|' {text} > out-{i}\"\n"
+    )
+
+    assert 0 == main(["run", str(tmp_path / "run.toml")])
+
+    outputs = [(tmp_path / f"out-{i}").read_text() for i in range(3)]
+    assert ["a; echo INJECTED|", "it's|", "a  b|"] == outputs
+
+
+def test_raw_placeholders_paste_shell_text(tmp_path: Path) -> None:
+    """`{var!raw}` is the explicit opt-out: the value is shell text, expanded by the shell."""
+    (tmp_path / "run.toml").write_text(
+        '[run]\nname = "raw"\n[sweep]\ngrid.words = ["$GREETING | tr a-z A-Z"]\n'
+        '[job]\ncommand = "echo {words!raw} > out"\nenv = {GREETING = "hello"}\n'
+    )
+
+    assert 0 == main(["run", str(tmp_path / "run.toml")])
+
+    assert "HELLO\n" == (tmp_path / "out").read_text()
+
+
+# -- whole process trees ------------------------------------------------------------------
+
+# A child that ignores SIGTERM (SIG_IGN survives exec): only SIGKILL ends it.
+STUBBORN = "(trap '' TERM; exec sleep 300) & echo $! >> children; "
+
+
+async def test_timeout_ends_members_that_ignore_sigterm(
+    local: LocalBackend, tmp_path: Path
+) -> None:
+    """Past timeout_s the leader dies of SIGTERM; its stubborn child gets SIGKILL after the
+    grace period, and only then is the job reported ended."""
+    receipt = await local.submit(job("t1", command=STUBBORN + "sleep 300", timeout_s=0.2))
+    (child,) = await pids_in(tmp_path / "children", 1)
+
+    status = await finish(local, receipt)
+
+    assert JobStatus(Phase.FAILED, "timeout") == status
+    assert [] == await running([child])
+
+
+ESCAPES = {
+    "group member": STUBBORN,
+    "new session": "setsid sleep 300 & echo $! >> children; ",
+    "double fork": "(setsid sh -c 'sleep 300 & echo $! >> children' &); ",
+    "cleared environment": "env -i sleep 300 & echo $! >> children; ",
+}
+
+
+@pytest.mark.parametrize("escape", ESCAPES)
+async def test_what_a_job_leaves_behind_is_ended_with_it(
+    local: LocalBackend, tmp_path: Path, escape: str
+) -> None:
+    """A leader that exits 0 leaving processes behind: they are ended (SIGTERM, then
+    SIGKILL), wherever they went, before the job is reported succeeded."""
+    receipt = await local.submit(job("t2", command=ESCAPES[escape] + "exit 0"))
+    (child,) = await pids_in(tmp_path / "children", 1)
+
+    status = await finish(local, receipt)
+
+    assert JobStatus(Phase.SUCCEEDED) == status
+    assert [] == await running([child])
+
+
+async def test_stop_ends_the_whole_tree(local: LocalBackend, tmp_path: Path) -> None:
+    """`stop` reaches the stubborn child and the one in its own session too."""
+    receipt = await local.submit(job("t3", command=STUBBORN + ESCAPES["new session"] + "sleep 300"))
+    children = await pids_in(tmp_path / "children", 2)
+
+    await local.stop(receipt)
+    left = await running(children)  # stop returns once the tree is gone
+    status = await finish(local, receipt)
+
+    assert [] == left
+    assert JobStatus(Phase.STOPPED, "stopped") == status
+
+
+async def test_aclose_ends_whole_trees(tmp_path: Path) -> None:
+    """Closing the backend (bulk stopping on Ctrl-C) ends every process of every job."""
+    backend = LocalBackend(LocalOptions(base=tmp_path, kill_grace_s=0.2), run_dir=tmp_path)
+    await backend.submit(job("t4", command=STUBBORN + ESCAPES["double fork"] + "sleep 300"))
+    children = await pids_in(tmp_path / "children", 2)
+
+    await backend.aclose()
+
+    assert [] == await running(children)
+
+
+async def test_a_dead_runs_processes_are_ended_before_the_first_job_starts(
+    tmp_path: Path,
+) -> None:
+    """After `kill -9` of bulk, its jobs' trees live on; the next backend on the run ends
+    them all (by pid file, by environment, by session) before it starts anything."""
+    run_dir = await anyio.Path(tmp_path).resolve()
+    env = {**os.environ, "BULK_RUN_DIR": str(run_dir), "BULK_JOB": "old"}
+    script = STUBBORN + ESCAPES["double fork"] + ESCAPES["cleared environment"] + "sleep 300"
+    leader = await anyio.to_thread.run_sync(
+        lambda: subprocess.Popen(
+            ["sh", "-c", script], start_new_session=True, cwd=tmp_path, env=env
+        )
+    )
+    old = [leader.pid, *await pids_in(tmp_path / "children", 3)]
+    await anyio.Path(tmp_path / "pids").mkdir()
+    await anyio.to_thread.run_sync(_write_pid_file, tmp_path / "pids" / "old", leader.pid)
+    backend = LocalBackend(LocalOptions(base=tmp_path, kill_grace_s=0.2), run_dir=tmp_path)
+    try:
+        assert old == await running(old)
+
+        receipt = await backend.submit(job("new", command="true"))
+
+        assert [] == await running(old)
+        assert JobStatus(Phase.SUCCEEDED) == await finish(backend, receipt)
+    finally:
+        await backend.aclose()
+        await anyio.to_thread.run_sync(leader.wait, 5)
+
+
+async def test_jobs_see_their_name_and_run_folder(local: LocalBackend, tmp_path: Path) -> None:
+    """BULK_JOB and BULK_RUN_DIR are in every job's environment (bulk finds its processes
+    by them); a job's env cannot change them."""
+    receipt = await local.submit(
+        job("t5", command='echo "$BULK_JOB $BULK_RUN_DIR"', env={"BULK_JOB": "hidden"})
+    )
+    await finish(local, receipt)
+
+    text = await anyio.Path(tmp_path / "logs" / "t5.out").read_text()
+    assert f"t5 {await anyio.Path(tmp_path).resolve()}\n" == text
+
+
+def test_track_timeout_records_failed_only_once_the_tree_is_gone(tmp_path: Path) -> None:
+    """`[track] timeout_s` (the engine stops the job, then records it failed): with
+    max_active = 1 the next job never starts beside what is left of the timed-out one."""
+    (tmp_path / "run.toml").write_text(
+        '[run]\nname = "ttimeout"\n[sweep]\ngrid.i = [0, 1]\n[limits]\nmax_active = 1\n'
+        "[backend]\nkill_grace_s = 0.2\n[track]\ntimeout_s = 0.3\n"
+        '[job]\ncommand = "for p in $(cat children 2>/dev/null); do '
+        "test -d /proc/$p && echo {i}: $p >> overlaps; done; " + STUBBORN + 'sleep 300"\n'
+    )
+
+    assert 1 == main(["run", str(tmp_path / "run.toml")])
+
+    assert not (tmp_path / "overlaps").exists(), (tmp_path / "overlaps").read_text()
+    assert 2 == len((tmp_path / "children").read_text().split())
