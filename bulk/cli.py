@@ -166,6 +166,8 @@ def _parser() -> argparse.ArgumentParser:
         ("--queue-s", float, 0.0, "seconds a job stays queued"),
         ("--run-s", float, 0.0, "seconds a job runs"),
         ("--job-failure-rate", float, 0.0, "share of jobs that end failed"),
+        ("--echo-rate", float, 0.0, "share of requests answered 500 echoing the request"),
+        ("--token", str, None, "require Authorization: Bearer TOKEN"),
         ("--seed", int, 0, "seed of the fault draws"),
     ):
         q.add_argument(name, type=kind, default=default, help=help_)
@@ -205,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
         ("--commit-fail-rate", float, 0.0, "share of creates that create, then fail"),
         ("--latency", float, 0.0, "delay before every answer, seconds"),
         ("--rate-limit", float, None, "requests per second per token before HTTP 429"),
+        ("--echo-rate", float, 0.0, "share of requests answered echoing the request"),
         ("--seed", int, 0, "seed of the fault draws"),
     ):
         q.add_argument(name, type=kind, default=default, help=help_)
@@ -603,6 +606,8 @@ def _cmd_sim_stub(args: argparse.Namespace) -> int:
         queue_s=args.queue_s,
         run_s=args.run_s,
         job_failure_rate=args.job_failure_rate,
+        echo_rate=args.echo_rate,
+        token=args.token,
         seed=args.seed,
     )
     _serve(make_app(faults), "stub", args.host, args.port)
@@ -648,6 +653,7 @@ def _cmd_sim_gongji(args: argparse.Namespace) -> int:
             commit_fail_rate=args.commit_fail_rate,
             latency_s=args.latency,
             rate_limit_per_s=args.rate_limit,
+            echo_rate=args.echo_rate,
             seed=args.seed,
         )
     )
