@@ -1,7 +1,8 @@
 """The ``bulk`` command line. The only place that builds concrete objects and prints.
 
 Exit codes: 0 every job succeeded (or the command did what it was asked), 1 some jobs failed,
-2 bad config or input (nothing was sent), 130 interrupted.
+2 bad config or input (nothing was sent), 3 the service could not be reached within the retry
+budget (rows left unsent; rerun resumes), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ import orjson
 from bulk import __version__, config, plan, progress, runs
 from bulk.backends import Backend, BackendKind, get_kind
 from bulk.engine import Engine, Policy, stop_run
-from bulk.errors import BulkError, ConfigError, InputErrors, JournalError, TransientBackendError
+from bulk.errors import (
+    BulkError,
+    ConfigError,
+    InputErrors,
+    JournalError,
+    OutageError,
+    TransientBackendError,
+    UnreachableError,
+)
 from bulk.journal import Journal, RunLock, State
 from bulk.retry import Backoff
 
@@ -36,6 +45,7 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INPUT = 2
+EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -67,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_INPUT
+    except (OutageError, UnreachableError) as exc:
+        _err(f"bulk: error: {exc}")
+        return EXIT_UNREACHABLE
     except BulkError as exc:
         _err(f"bulk: error: {exc}")
         return EXIT_INPUT
@@ -337,9 +350,16 @@ def _execute(cfg: config.Config, journal: Journal, args: argparse.Namespace) -> 
     )
     started = time.monotonic()
     state = _RunState()
-    _run_async(
-        _drive(engine, backend, cfg.run.name, args.progress_interval, state), uvloop=kind.uvloop
-    )
+    try:
+        _run_async(
+            _drive(engine, backend, cfg.run.name, args.progress_interval, state),
+            uvloop=kind.uvloop,
+        )
+    except OutageError as exc:
+        _print_summary(cfg, journal, journal.counts(), time.monotonic() - started, True)
+        _err(f"bulk: error: {exc}")
+        _err(f"bulk: run the same command again to resume: bulk run {cfg.path}")
+        return EXIT_UNREACHABLE
     counts = journal.counts()
     _print_summary(cfg, journal, counts, time.monotonic() - started, state.interrupted)
     if state.interrupted:
