@@ -180,3 +180,24 @@ def test_stop_says_when_it_cannot_reach_the_service(
     assert "0 jobs stopped, 3 not: run bulk stop again" in err
     with Journal.open(tmp_path / ".bulk" / "outage" / "journal.sqlite") as journal:
         assert {"running": 3} == journal.counts()
+
+
+def test_gongji_resources_exits_3_when_the_service_cannot_be_reached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-off read that cannot reach the service says so, with exit code 3 (not 2:
+    nothing is wrong with the config)."""
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'[run]\nname = "list"\n[sweep]\ngrid.i = [1]\n[backend]\nkind = "gongji"\n'
+        f'url = "http://127.0.0.1:{closed_port()}"\n'
+        "[retry]\nattempts = 2\nbase_s = 0.01\n"
+        '[job]\ntask_name = "{_name}"\n'
+    )
+    monkeypatch.setenv("GONGJI_TOKEN", "simple-token")
+
+    assert 3 == main(["gongji", "resources", str(config)])
+
+    err = capsys.readouterr().err
+    assert "bulk: error: cannot connect to http://127.0.0.1:" in err
+    assert "Connection refused" in err

@@ -189,7 +189,6 @@ class Secrets:
     def __init__(self, values: Iterable[str] = (), *, headers: Iterable[str] = ()):
         self.headers = frozenset(h.lower() for h in (*_SECRET_HEADERS, *headers))
         self._names = [h.encode() for h in sorted(self.headers)]
-        self._any_name = re.compile(b"|".join(re.escape(h) for h in self._names))
         self._known: list[_Secret] = []
         for value in values:
             self.add(value)
@@ -212,16 +211,19 @@ class Secrets:
         signature) replaced by ``[redacted]``."""
         if not data:
             return data
-        secrets = self._known
-        if extra:
-            secrets = [*secrets, *(_Secret(v) for v in extra if len(v) >= _MIN_SECRET)]
-        for secret in secrets:
+        for secret in self._known:
             data = secret.scrub(data)
+        for value in extra:
+            if len(value) >= _MIN_SECRET and all(k.value != value for k in self._known):
+                data = _Secret(value).scrub(data)
         if b"PRIVATE KEY" in data:
             data = _PEM.sub(_REDACTED, data)
-        lowered = data.lower()  # cheaper than a case-blind regex scan of a long answer
-        if self._any_name.search(lowered):
-            data = self._named.sub(rb"\1" + _REDACTED, data)
+        # Substring tests on a lowered copy first: far cheaper than a case-blind regex scan
+        # of a long answer (a page of 100 tasks) that names no secret header at all.
+        lowered = data.lower()
+        for name in self._names:
+            if name in lowered:
+                return self._named.sub(rb"\1" + _REDACTED, data)
         return data
 
     def scrub(self, text: str, extra: Sequence[str] = ()) -> str:
@@ -232,20 +234,21 @@ class Secrets:
 
 
 _REDACTED = REDACTED.encode()
-_RUN = re.compile(r"[A-Za-z0-9]{4,}")
+_RUN = re.compile(r"[A-Za-z0-9]{6,}")
 
 
 class _Secret:
     """One secret, and the forms an echo would show it in: as sent, JSON-escaped (with and
-    without ``\\/``), percent-encoded. The forms are only built once a cheap probe (its
-    longest alphanumeric run, which every form contains) is found in an answer."""
+    without ``\\/``), percent-encoded. The forms are only built once a cheap probe (a run of
+    letters and digits of the secret, which every form contains unchanged) is found in an
+    answer."""
 
     __slots__ = ("_forms", "_probe", "value")
 
     def __init__(self, value: str):
         self.value = value
-        runs = _RUN.findall(value)
-        self._probe = max(runs, key=len).encode() if runs else b""
+        run = _RUN.search(value)  # the first run will do, and is found soonest
+        self._probe = run.group().encode() if run else b""
         self._forms: list[bytes] | None = None
 
     def scrub(self, data: bytes) -> bytes:
