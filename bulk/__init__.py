@@ -20,11 +20,13 @@ from bulk.errors import (
     ConfigError,
     InputErrors,
     JournalError,
+    OutageError,
     PermanentBackendError,
     RunLockedError,
     RunRefusedError,
     ThrottledError,
     TransientBackendError,
+    UnreachableError,
 )
 
 try:
@@ -43,6 +45,7 @@ __all__ = [
     "InputErrors",
     "JobStatus",
     "JournalError",
+    "OutageError",
     "PermanentBackendError",
     "Phase",
     "Receipt",
@@ -51,6 +54,7 @@ __all__ = [
     "Submission",
     "ThrottledError",
     "TransientBackendError",
+    "UnreachableError",
     "__version__",
     "load",
 ]

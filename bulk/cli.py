@@ -1,8 +1,9 @@
 """The ``bulk`` command line. The only place that builds concrete objects and prints.
 
 Exit codes: 0 every job succeeded (or the command did what it was asked), 1 some jobs failed,
-2 bad config or input (nothing was sent), or output that cannot be written, 130 interrupted.
-A reader that goes away (a closed pipe) is not a failure: exit 0, no message.
+2 bad config or input (nothing was sent), or output that cannot be written, 3 the service
+could not be reached within the retry budget (rows left unsent; rerun resumes), 130
+interrupted. A reader that goes away (a closed pipe) is not a failure: exit 0, no message.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ import orjson
 from bulk import __version__, config, plan, progress, runs
 from bulk.backends import Backend, BackendKind, get_kind
 from bulk.engine import Engine, Policy, stop_run
-from bulk.errors import BulkError, ConfigError, InputErrors, TransientBackendError
+from bulk.errors import (
+    BulkError,
+    ConfigError,
+    InputErrors,
+    OutageError,
+    TransientBackendError,
+    UnreachableError,
+)
 from bulk.journal import Journal, RunLock, State
 from bulk.retry import Backoff
 
@@ -45,6 +53,7 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INPUT = 2
+EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -79,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_INPUT
+    except (OutageError, UnreachableError) as exc:
+        _err(f"bulk: error: {exc}")
+        return EXIT_UNREACHABLE
     except BulkError as exc:
         _err(f"bulk: error: {exc}")
         return EXIT_INPUT
@@ -267,6 +279,8 @@ def _parser() -> argparse.ArgumentParser:
         ("--queue-s", _seconds, 0.0, "seconds a job stays queued"),
         ("--run-s", _seconds, 0.0, "seconds a job runs"),
         ("--job-failure-rate", _share, 0.0, "share of jobs that end failed"),
+        ("--echo-rate", _share, 0.0, "share of requests answered 500 echoing the request"),
+        ("--token", str, None, "require Authorization: Bearer TOKEN"),
         ("--seed", int, 0, "seed of the fault draws"),
     ):
         q.add_argument(name, type=kind, default=default, help=help_)
@@ -306,6 +320,7 @@ def _parser() -> argparse.ArgumentParser:
         ("--commit-fail-rate", _share, 0.0, "share of creates that create, then fail"),
         ("--latency", _seconds, 0.0, "delay before every answer, seconds"),
         ("--rate-limit", _per_second, None, "requests per second per token before HTTP 429"),
+        ("--echo-rate", _share, 0.0, "share of requests answered echoing the request"),
         ("--seed", int, 0, "seed of the fault draws"),
     ):
         q.add_argument(name, type=kind, default=default, help=help_)
@@ -534,9 +549,16 @@ def _execute(
     )
     started = time.monotonic()
     state = _RunState()
-    _run_async(
-        _drive(engine, backend, cfg.run.name, args.progress_interval, state), uvloop=kind.uvloop
-    )
+    try:
+        _run_async(
+            _drive(engine, backend, cfg.run.name, args.progress_interval, state),
+            uvloop=kind.uvloop,
+        )
+    except OutageError as exc:
+        _print_summary(cfg, journal, journal.counts(), time.monotonic() - started, True)
+        _err(f"bulk: error: {exc}")
+        _err(f"bulk: run the same command again to resume: bulk run {cfg.path}")
+        return EXIT_UNREACHABLE
     counts = journal.counts()
     _print_summary(cfg, journal, counts, time.monotonic() - started, state.interrupted)
     if state.interrupted:
@@ -824,6 +846,8 @@ def _cmd_sim_stub(args: argparse.Namespace) -> int:
         queue_s=args.queue_s,
         run_s=args.run_s,
         job_failure_rate=args.job_failure_rate,
+        echo_rate=args.echo_rate,
+        token=args.token,
         seed=args.seed,
     )
     _serve(make_app(faults), "stub", args.host, args.port)
@@ -878,6 +902,7 @@ def _cmd_sim_gongji(args: argparse.Namespace) -> int:
             commit_fail_rate=args.commit_fail_rate,
             latency_s=args.latency,
             rate_limit_per_s=args.rate_limit,
+            echo_rate=args.echo_rate,
             seed=args.seed,
         )
     )

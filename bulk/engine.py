@@ -22,6 +22,12 @@ Guarantees, and where they are kept:
   job never fails for being throttled.
 - *Bounded.* Retries stop after ``retry.attempts`` or ``retry.budget_s``, whichever first;
   ``Retry-After`` wins over the computed back-off.
+- *Outages are waited out.* A service that cannot be reached (nothing was sent) fails no job
+  and uses no attempt: submitting, looking up, polling and stopping all wait and try again.
+  Once no request has reached the service for ``retry.budget_s``, the run stops as a whole
+  (rather than spending that budget again for each row in turn): rows never sent stay
+  ``pending``, rows being sent stay to be looked up, accepted jobs stay to be tracked, and
+  :meth:`Engine.run` raises :class:`~bulk.errors.OutageError` (the CLI exits 3).
 - *Interruptible.* Setting the ``drain`` event stops taking new rows and abandons requests in
   flight (their rows stay ``submitting`` and are looked up on resume); the journal writer is
   then flushed under a shield. Where jobs do not outlive bulk (local processes, ended when
@@ -53,10 +59,12 @@ from bulk.errors import (
     BackendError,
     BulkError,
     JournalError,
+    OutageError,
     PermanentBackendError,
     RunRefusedError,
     ThrottledError,
     TransientBackendError,
+    UnreachableError,
 )
 from bulk.journal import Journal, JournalWriter, Offload, Record, State, StoredJob
 from bulk.metrics import ENDPOINTS, OUTCOMES, Metrics
@@ -101,6 +109,7 @@ class Stats:
     throttled: int = 0
     retries: int = 0
     status_requests: int = 0
+    unreachable: bool = False  # the service cannot be reached right now (bulk is waiting)
 
 
 @dataclass(slots=True)
@@ -228,6 +237,8 @@ class Engine:
         self._jobs_outlive_bulk = jobs_outlive_bulk
         self.stats = Stats()
         self.interrupted = False
+        self.outage: UnreachableError | None = None  # set when an outage stopped the run
+        self._unreachable_since: float | None = None  # no request has reached the service since
         # Labelled metric children, looked up once: .labels() is a dict walk under a lock.
         m = self.metrics
         self._m_jobs = {s: m.jobs.labels(state=s) for s in ("submitted", *_ENDED)}
@@ -247,6 +258,8 @@ class Engine:
         Raises:
             PermanentBackendError: the service refused a status or look-up request outright
                 (bad credentials): nothing more can be done until that is fixed.
+            OutageError: no request reached the service for ``retry.budget_s``; the run
+                stopped with every unfinished row kept for the next run.
         """
         limits = self._policy.limits
         clock = self._clock
@@ -286,6 +299,7 @@ class Engine:
             io.start_soon(self._writer.run)
             try:
                 with anyio.CancelScope() as work:
+                    self._work = work
                     async with anyio.create_task_group() as tg:
                         if drain is not None:
                             tg.start_soon(self._watch, drain, work)
@@ -295,6 +309,13 @@ class Engine:
             finally:
                 self._release_active()
                 await self._writer.aclose()
+        if self.outage is not None and not self.interrupted:
+            budget = self._policy.retry.budget_s
+            msg = (
+                f"the service could not be reached for {budget:g}s (retry.budget_s): "
+                f"{self.outage}; no job failed for it, and the rows not yet sent are kept"
+            )
+            raise OutageError(msg) from self.outage
         return self.stats
 
     def _release_active(self) -> None:
@@ -414,7 +435,15 @@ class Engine:
                         await self._accepted(job, receipt, adopted=True)
                         return True
                 await self._pace("submit")
-                await self._writer.write(Record(job.index, State.SUBMITTING, attempt=job.attempt))
+                intent = Record(job.index, State.SUBMITTING, attempt=job.attempt)
+                try:
+                    await self._writer.write(intent)
+                except anyio.get_cancelled_exc_class():
+                    # Stopped (Ctrl-C, an outage) while the intent was being committed: the
+                    # request never went out, so the row is plainly pending again.
+                    with contextlib.suppress(JournalError):
+                        self._writer.record_nowait(Record(job.index, State.PENDING))
+                    raise
                 receipt = await self._call("submit", self._backend.submit, submission)
             except ThrottledError as exc:
                 # Not an attempt: wait as asked (the adaptive rate already slowed down) and go on.
@@ -428,6 +457,17 @@ class Engine:
                 if not job.reconcile:
                     await self._writer.write(Record(job.index, State.PENDING))
                 raise
+            except UnreachableError as exc:
+                # Nothing was sent: not an attempt, and not this job's failure. A row being
+                # looked up stays as it is (it may exist); one being sent is pending again.
+                if not job.reconcile:
+                    self._writer.record_nowait(Record(job.index, State.PENDING, error=str(exc)))
+                if self._unreachable_too_long(exc):
+                    return False  # the run is stopping; the row is kept as recorded
+                self.stats.retries += 1
+                self.metrics.retries.labels(reason="unreachable").inc()
+                await clock.sleep(min(backoff.outage_delay(), self._outage_left()))
+                continue
             except PermanentBackendError as exc:
                 await self._ended(job, State.FAILED, str(exc))
                 return False
@@ -536,6 +576,25 @@ class Engine:
             self.metrics.job_duration.observe(max(0.0, self._clock.now() - job.accepted_at))
         return Record(job.index, state, finished_at=self._clock.wall(), error=reason)
 
+    # -- outages ----------------------------------------------------------------------------
+
+    def _outage_left(self) -> float:
+        """Seconds of the outage budget left (all of it if the service was just reached)."""
+        since = self._unreachable_since
+        if since is None:
+            return self._policy.retry.budget_s
+        return max(0.0, since + self._policy.retry.budget_s - self._clock.now())
+
+    def _unreachable_too_long(self, exc: UnreachableError) -> bool:
+        """Whether no request has reached the service for ``retry.budget_s``. If so, the run
+        stops: everything in it is cancelled, and :meth:`run` raises ``OutageError``."""
+        if self._outage_left() > 0:
+            return False
+        if self.outage is None:
+            self.outage = exc
+            self._work.cancel()
+        return True
+
     # -- requests ---------------------------------------------------------------------------
 
     async def _pace(self, endpoint: str) -> None:
@@ -558,6 +617,13 @@ class Engine:
                 self._in_flight.release()
         except BackendError as exc:
             outcome = _outcome(exc)
+            if isinstance(exc, UnreachableError):
+                if self._unreachable_since is None:
+                    self._unreachable_since = started
+                    self.stats.unreachable = True
+            elif isinstance(exc, ThrottledError | PermanentBackendError):
+                # The service answered. (A reset or a timeout proves nothing either way.)
+                self._reached()
             if isinstance(exc, ThrottledError):
                 self.stats.throttled += 1
                 self.metrics.throttled.inc()
@@ -565,12 +631,19 @@ class Engine:
                 self.metrics.rate_limit.labels(endpoint=rate_class).set(rate.rate_per_s)
             raise
         else:
+            self._reached()
             if rate.succeeded():
                 self.metrics.rate_limit.labels(endpoint=rate_class).set(rate.rate_per_s)
             return result
         finally:
             self._m_requests[endpoint, outcome].inc()
             self._m_duration[endpoint].observe(max(0.0, self._clock.now() - started))
+
+    def _reached(self) -> None:
+        """The service answered (whatever it said): any outage is over."""
+        if self._unreachable_since is not None:
+            self._unreachable_since = None
+            self.stats.unreachable = False
 
 
 class _UnexpectedError(BulkError):
@@ -582,6 +655,8 @@ def _outcome(exc: BackendError) -> str:
         return "throttled"
     if isinstance(exc, AmbiguousBackendError):
         return "ambiguous"
+    if isinstance(exc, UnreachableError):
+        return "unreachable"
     if isinstance(exc, TransientBackendError):
         return "transient"
     return "permanent"
@@ -661,10 +736,15 @@ class _Tracker:
             answers = await engine._request(
                 "status", engine._backend.status, [job.receipt for job in batch]
             )
-        except (ThrottledError, TransientBackendError) as exc:
-            wait = exc.retry_after or 0.0
+        except TransientBackendError as exc:
+            # Throttled, unreachable or a failed read: the jobs are as they were. Ask again
+            # after their (growing) interval, or the service's Retry-After; never at once,
+            # which would poll a service that is down as fast as the rate limit allows.
+            if isinstance(exc, UnreachableError) and engine._unreachable_too_long(exc):
+                return  # the run is stopping: the jobs stay accepted, tracked on resume
+            retry_at = clock.now() + exc.retry_after if exc.retry_after else None
             for job in batch:
-                self._reschedule(job, clock.now() + wait)
+                self._reschedule(job, retry_at)
             return
         now = clock.now()
         timeout = self._track.timeout_s
@@ -730,15 +810,22 @@ class _Tracker:
     async def _time_out(self, job: _Job) -> None:
         """The client-side job timeout: stop the job, record it failed with ``timeout``."""
         engine = self._engine
+        reason = "timeout"
         try:
             await engine._request("stop", engine._backend.stop, job.receipt)
-        except (TransientBackendError, PermanentBackendError):
-            pass  # recorded failed all the same; `bulk stop` can try again
+        except UnreachableError as exc:
+            # The stop never reached the service: the job may be running still. Keep
+            # tracking it; the next poll past the timeout tries the stop again.
+            if not engine._unreachable_too_long(exc):
+                self._reschedule(job, None)
+            return
+        except (TransientBackendError, PermanentBackendError) as exc:
+            reason = f"timeout; the stop request failed, the job may still run: {exc}"
         del self._active[job.index]
         engine.stats.active -= 1
         engine.metrics.active.dec()
         engine._slots.release()
-        await engine._ended(job, State.FAILED, "timeout")
+        await engine._ended(job, State.FAILED, reason)
 
 
 async def stop_run(
@@ -752,18 +839,28 @@ async def stop_run(
     clock: Clock | None = None,
     limiter_factory: LimiterFactory = aiolimiter_factory,
     offload: Offload | None = None,
+    rng: random.Random | None = None,
 ) -> tuple[int, list[str]]:
     """``bulk stop``: stop every job of the run that may be on the service, and record it.
 
     Accepted jobs are stopped by their remote id; ``submitting``/``unknown`` rows are looked
     up by name first (and only stopped if found), each rendered with its own template
-    version (``templates``, as for :class:`Engine`). Rows never sent stay ``pending``.
+    version (``templates``, as for :class:`Engine`). Rows never sent stay ``pending``. Each
+    request is retried as the engine's are: throttles as the service asks, failures within
+    ``retry.attempts``/``retry.budget_s``, and a service that cannot be reached is waited
+    for, up to ``retry.budget_s`` for the whole command.
 
     Returns:
         How many jobs were recorded stopped, and one message per job that could not be.
+
+    Raises:
+        OutageError: the service could not be reached for ``retry.budget_s``; the jobs
+            stopped so far are recorded, the others are left as they were.
+        RunRefusedError: the service refused the credentials (no use trying every job).
     """
     clock = clock or AnyioClock()
     offload = offload or anyio.to_thread.run_sync
+    rng = rng or random.Random()
     limiter = limiter_factory(policy.limits.stop_rate_per_s, policy.limits.burst)
     rows = await offload(
         journal.jobs, [State.SUBMITTING, State.UNKNOWN, State.SUBMITTED, State.RUNNING]
@@ -771,27 +868,73 @@ async def stop_run(
     writer = JournalWriter(journal, offload=offload)
     stopped = 0
     problems: list[str] = []
+    unreachable_since: float | None = None
+    ended: BulkError | None = None  # why the command stopped before the last row
+
+    async def patiently(call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        nonlocal unreachable_since
+        backoff = Backoff(policy.retry, started=clock.now(), rng=rng)
+        while True:
+            await limiter.acquire()
+            try:
+                result = await call(*args)
+            except ThrottledError as exc:
+                unreachable_since = None  # the service answered
+                await clock.sleep(exc.retry_after or 1.0)
+                continue
+            except PermanentBackendError:
+                unreachable_since = None
+                raise
+            except UnreachableError:
+                now = clock.now()
+                unreachable_since = now if unreachable_since is None else unreachable_since
+                left = unreachable_since + policy.retry.budget_s - now
+                if left <= 0:
+                    raise
+                await clock.sleep(min(backoff.outage_delay(), left))
+                continue
+            except TransientBackendError as exc:
+                delay = backoff.next_delay(clock.now(), exc.retry_after)
+                if delay is None:
+                    raise
+                await clock.sleep(delay)
+                continue
+            unreachable_since = None
+            return result
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer.run)
         try:
-            for row in rows:
+            for done, row in enumerate(rows):
                 name = job_name(run, row.key, row.attempt)
                 try:
-                    await limiter.acquire()
                     remote_id = row.remote_id
                     if remote_id is None:
                         row_template = (templates or {}).get(row.template, template)
                         body = row_template.render_bytes(
                             render_context(row.point, run, row.attempt)
                         )
-                        receipt = await backend.lookup(Submission(name, body))
+                        receipt = await patiently(backend.lookup, Submission(name, body))
                         if receipt is None:
                             writer.record_nowait(
                                 Record(row.index, State.PENDING, error="not on the service")
                             )
                             continue
                         remote_id = receipt.remote_id
-                    await backend.stop(Receipt(name, remote_id))
+                    await patiently(backend.stop, Receipt(name, remote_id))
+                except UnreachableError as exc:
+                    budget = policy.retry.budget_s
+                    msg = (
+                        f"the service could not be reached for {budget:g}s (retry.budget_s): "
+                        f"{exc}; {stopped:,} jobs stopped, {len(rows) - done:,} not: run "
+                        "bulk stop again once the service can be reached"
+                    )
+                    ended = OutageError(msg)
+                    ended.__cause__ = exc
+                    break
+                except RunRefusedError as exc:
+                    ended = exc
+                    break
                 except BackendError as exc:
                     problems.append(f"{row.origin}: {name}: {exc}")
                     continue
@@ -807,4 +950,6 @@ async def stop_run(
                 )
         finally:
             await writer.aclose()
+    if ended is not None:
+        raise ended  # out here, not wrapped in the writer's task group
     return stopped, problems

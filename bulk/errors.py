@@ -9,9 +9,11 @@
         TransientBackendError(retry_after=...)   worth retrying; nothing is known to have happened
           ThrottledError           the service asked us to slow down; never a job failure
           AmbiguousBackendError    the request may have been applied: look the job up first
+          UnreachableError         the service could not be reached: nothing was sent
         PermanentBackendError      retrying the same request cannot help (4xx, bad body)
           RunRefusedError          no job of this run can succeed: the run stops, rows kept
             AuthenticationError    the service refused the credentials
+      OutageError                  the service stayed unreachable past retry.budget_s (exit 3)
       JournalError                 the journal is unreadable, or refuses a resume
         RunLockedError             another ``bulk`` process holds the run
 
@@ -30,12 +32,20 @@ __all__ = [
     "ConfigError",
     "InputErrors",
     "JournalError",
+    "OutageError",
     "PermanentBackendError",
     "RunLockedError",
     "RunRefusedError",
     "ThrottledError",
     "TransientBackendError",
+    "UnreachableError",
 ]
+
+# Longest message a BackendError keeps. Messages quote what the service said (each backend
+# cuts a quote to a few hundred characters where it builds the message, see
+# bulk.backends.http.excerpt); this is the backstop, so that nothing a service sends can make
+# a journal row, a log line or a terminal screen arbitrarily long.
+_MESSAGE_LIMIT = 1000
 
 
 class BulkError(Exception):
@@ -93,6 +103,8 @@ class BackendError(BulkError):
 
     def __init__(self, message: str, *, job_name: str | None = None):
         self.job_name = job_name
+        if len(message) > _MESSAGE_LIMIT:
+            message = message[: _MESSAGE_LIMIT - 1] + "…"
         super().__init__(message)
 
 
@@ -121,6 +133,15 @@ class AmbiguousBackendError(TransientBackendError):
     """
 
 
+class UnreachableError(TransientBackendError):
+    """The service could not be reached, so nothing was sent: connection refused, a connect
+    that timed out, a name that does not resolve.
+
+    Not a failure of any job, and not an attempt: the engine waits the outage out within
+    ``retry.budget_s`` and then stops the run with every row kept (:class:`OutageError`).
+    """
+
+
 class PermanentBackendError(BackendError):
     """Retrying the same request cannot help: bad credentials, a refused body, a 4xx."""
 
@@ -135,6 +156,14 @@ class RunRefusedError(PermanentBackendError):
 
 class AuthenticationError(RunRefusedError):
     """The service refused the credentials (token, key, signature, clock)."""
+
+
+class OutageError(BulkError):
+    """The service could not be reached for ``retry.budget_s``: the run stopped sending.
+
+    No row failed for it: rows never sent stay pending, rows being sent stay to be looked up,
+    accepted jobs stay to be tracked. Running the same command again resumes (exit code 3).
+    """
 
 
 class JournalError(BulkError):

@@ -23,6 +23,8 @@ def describe(stats: Stats) -> str:
     parts.append(f"{stats.active:,} active")
     if stats.throttled:
         parts.append(f"{stats.throttled:,} throttled")
+    if stats.unreachable:
+        parts.append("service unreachable: waiting")
     return ", ".join(parts)
 
 
@@ -64,6 +66,8 @@ async def _bar(stats: Stats, run: str, stream: TextIO) -> None:
 
         def update() -> None:
             detail = f"{stats.succeeded:,} ok · {stats.failed:,} failed · {stats.active:,} active"
+            if stats.unreachable:
+                detail += " · service unreachable: waiting"
             bar.update(task, completed=stats.done, total=stats.total or None, detail=detail)
 
         try:

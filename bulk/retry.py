@@ -3,7 +3,9 @@
 This is stamina's model: the n-th wait is uniform in ``[0, min(max_s, base_s * 2**(n-1))]``
 ("full jitter", which spreads many clients' retries out best), a server's ``Retry-After``
 wins over the computed wait, and both a number of attempts and a total time budget end the
-retries, whichever comes first. Throttling answers are not attempts (see the engine).
+retries, whichever comes first. Throttling answers are not attempts (see the engine), and
+neither is a service that could not be reached: :meth:`Backoff.outage_delay` spaces those
+tries out the same way without ever giving up (the engine bounds an outage as a whole).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from dataclasses import dataclass
 from bulk.config import RetryConfig
 
 __all__ = ["Backoff"]
+
+# 2**60 * base_s is beyond any max_s: a larger exponent only risks a float overflow.
+_MAX_DOUBLINGS = 60
 
 
 @dataclass(slots=True)
@@ -30,22 +35,40 @@ class Backoff:
 
     Attributes:
         policy: the retry policy.
-        started: when the first attempt began (clock time).
+        started: when the first attempt began (clock time), moved on by outage waits.
         failures: how many attempts have failed so far.
+        outages: how many tries found the service unreachable.
     """
 
     policy: RetryConfig
     started: float
     rng: random.Random = random.Random()  # noqa: RUF009 - one shared generator is the point
     failures: int = 0
+    outages: int = 0
 
     def next_delay(self, now: float, retry_after: float | None = None) -> float | None:
         """Count one failed attempt; the wait before the next, or None to give up."""
         self.failures += 1
         if self.failures >= self.policy.attempts:
             return None
-        cap = min(self.policy.max_s, self.policy.base_s * 2 ** (self.failures - 1))
+        cap = self._cap(self.failures)
         delay = retry_after if retry_after is not None else self.rng.uniform(0, cap)
         if now + delay - self.started > self.policy.budget_s:
             return None
         return delay
+
+    def outage_delay(self) -> float:
+        """The wait before trying again a service that could not be reached.
+
+        Not an attempt, and never the end of the retries: the caller decides when an outage
+        has lasted too long. The wait grows as attempts' waits do (full jitter), and is not
+        counted against this request's time budget: a request that waited out an outage
+        still has its whole budget for the failures the service answers.
+        """
+        self.outages += 1
+        delay = self.rng.uniform(0, self._cap(self.outages))
+        self.started += delay
+        return delay
+
+    def _cap(self, tries: int) -> float:
+        return min(self.policy.max_s, self.policy.base_s * 2.0 ** min(tries - 1, _MAX_DOUBLINGS))

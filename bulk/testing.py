@@ -2,7 +2,8 @@
 
 - :class:`FakeBackend`: a service in memory. A scripted ``handler`` decides each submit's
   fate; jobs then run for a scripted number of status polls. It keeps a *ledger* of how many
-  times each name was accepted, which is what exactly-once tests check.
+  times each name was accepted, which is what exactly-once tests check. Setting ``down``
+  makes it unreachable (every request raises ``UnreachableError``) until it is cleared.
 - :class:`FakeClock`: virtual time, advanced by the test.
 - :class:`ClockLimiter`: a leaky-bucket :class:`~bulk.ratelimit.RateLimiter` on any
   :class:`~bulk.clock.Clock`, so rate limits run on virtual time too.
@@ -26,7 +27,7 @@ import anyio
 
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.clock import Clock
-from bulk.errors import PermanentBackendError
+from bulk.errors import PermanentBackendError, UnreachableError
 
 __all__ = ["Call", "ClockLimiter", "FakeBackend", "FakeClock", "Handler", "simulator"]
 
@@ -94,9 +95,16 @@ class FakeBackend:
         self.calls: list[Call] = []
         self.stopped: list[str] = []
         self.closed = False
+        self.down = False  # True: the service cannot be reached (nothing gets through)
+        self.refused: list[Call] = []  # requests made while it was down
 
     def _log(self, endpoint: str, name: str) -> None:
-        self.calls.append(Call(endpoint, name, self._clock.now() if self._clock else 0.0))
+        call = Call(endpoint, name, self._clock.now() if self._clock else 0.0)
+        if self.down:
+            self.refused.append(call)
+            msg = "cannot connect to the fake service: Connection refused"
+            raise UnreachableError(msg, job_name=name)
+        self.calls.append(call)
 
     def accept(self, submission: Submission) -> Receipt:
         """Create the job (once per name, like a service with unique names)."""
@@ -238,16 +246,20 @@ class ClockLimiter:
 
 
 @contextlib.contextmanager
-def simulator(kind: str, *args: str) -> Iterator[str]:
-    """Run ``bulk sim KIND --port 0 ARGS`` in a subprocess; yield its base URL; stop it.
+def simulator(kind: str, *args: str, port: int = 0) -> Iterator[str]:
+    """Run ``bulk sim KIND --port PORT ARGS`` in a subprocess; yield its base URL; stop it.
 
     Example::
 
         with simulator("stub", "--fail-after-rate", "0.2") as url:
             ...  # point a config's [backend] url at it
+
+    Args:
+        port: where to listen (0: a port the OS chooses; give one to start a service where
+            a client already looks for it).
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bulk", "sim", kind, "--port", "0", *args],
+        [sys.executable, "-m", "bulk", "sim", kind, "--port", str(port), *args],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -25,6 +25,7 @@ from bulk.config import LimitsConfig, RetryConfig, TrackConfig
 from bulk.engine import INTERRUPTED, Engine, Policy, stop_run
 from bulk.errors import (
     AmbiguousBackendError,
+    OutageError,
     PermanentBackendError,
     ThrottledError,
     TransientBackendError,
@@ -32,6 +33,7 @@ from bulk.errors import (
 from bulk.journal import Journal, Record, State
 from bulk.plan import job_name
 from bulk.ratelimit import AdaptiveRate
+from bulk.retry import Backoff
 from bulk.spec import compile_template
 from bulk.sweep import Point, point_key
 from bulk.testing import ClockLimiter, FakeBackend, FakeClock
@@ -622,3 +624,190 @@ class TestTemplateVersions:
         )
 
         assert self.body(self.OLD, 0) == backend.bodies["lookup", name(0)]
+
+
+async def down_between(backend: FakeBackend, start: float, end: float) -> None:
+    """Make the fake service unreachable from ``start`` to ``end`` (virtual seconds)."""
+    await anyio.sleep(start)
+    backend.down = True
+    await anyio.sleep(end - start)
+    backend.down = False
+
+
+class TestOutages:
+    """A service that cannot be reached fails no job; past retry.budget_s the run stops."""
+
+    async def test_an_outage_within_the_budget_fails_nothing(self, journal: Journal) -> None:
+        """Down for 300 s of a 600 s budget with 2 attempts: every row still succeeds once."""
+        backend = FakeBackend(clock=AnyioClock(), runs_for=2)
+        backend.down = True
+        e = engine(backend, journal, policy(attempts=2, budget_s=600.0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(down_between, backend, 0.0, 300.0)
+            stats = await e.run()
+
+        assert (20, 0) == (stats.succeeded, stats.failed)
+        assert set(backend.ledger.values()) == {1}
+        assert all(c.at <= 300.0 for c in backend.refused)
+        assert min(c.at for c in backend.calls_to("submit")) >= 300.0
+        registry = e.metrics.registry
+        refused = registry.get_sample_value(
+            "bulk_requests_total", {"endpoint": "submit", "outcome": "unreachable"}
+        )
+        assert len(backend.refused) == refused
+        assert 0 == registry.get_sample_value("bulk_jobs_total", {"state": "failed"})
+
+    async def test_past_the_budget_the_run_stops_with_every_row_kept(
+        self, journal: Journal
+    ) -> None:
+        """Down for good: the run stops once, 60 s in, rows pending (or still to be looked
+        up); the next run, with the service back, sends each row exactly once."""
+        await inline(journal.apply, [Record(0, State.SUBMITTING, attempt=1)])
+        backend = FakeBackend(clock=AnyioClock())
+        backend.down = True
+        first = engine(backend, journal, policy(attempts=2, budget_s=60.0, max_s=8.0))
+
+        with pytest.raises(OutageError, match=r"could not be reached for 60s \(retry.budget_s\)"):
+            await first.run()
+        after_outage = await inline(states, journal)
+        backend.down = False
+        stats = await engine(backend, journal).run()
+
+        assert {"pending": 19, "submitting": 1} == after_outage  # row 0: to be looked up
+        assert 60.0 <= max(c.at for c in backend.refused) <= 60.0 + 8.0
+        assert len(backend.refused) < 8 * 20  # the workers waited; no row burned its budget
+        assert 20 == stats.succeeded
+        assert set(backend.ledger.values()) == {1}
+        assert ["lookup"] == [c.endpoint for c in backend.calls if c.name == name(0)][:1]
+
+    @pytest.mark.rows(4)
+    async def test_tracking_waits_an_outage_out_and_polls_calmly(self, journal: Journal) -> None:
+        """Jobs running while the service is down for 100 s: none fails, and the polls
+        back off to track.max_s (not a request per rate-limit tick)."""
+        backend = FakeBackend(clock=AnyioClock(), runs_for=30)
+        e = engine(backend, journal, policy(first_s=1.0, factor=2.0, track_max_s=4.0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(down_between, backend, 5.0, 105.0)
+            stats = await e.run()
+
+        assert (4, 0) == (stats.succeeded, stats.failed)
+        polls = [c.at for c in backend.refused if c.endpoint == "status"]
+        assert 0 < len(polls) <= 100 / 4 + 5
+
+    @pytest.mark.rows(3)
+    async def test_tracking_past_the_budget_stops_and_resumes(self, journal: Journal) -> None:
+        """Accepted jobs and a service gone for good: the run stops, the jobs stay accepted,
+        and the next run tracks them to the end without sending anything again."""
+        backend = FakeBackend(clock=AnyioClock(), runs_for=50)
+        e = engine(backend, journal, policy(budget_s=30.0, track_max_s=4.0))
+
+        async def down_at_10() -> None:
+            await anyio.sleep(10.0)
+            backend.down = True
+
+        with pytest.RaisesGroup(OutageError, allow_unwrapped=True):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(down_at_10)
+                await e.run()
+        after_outage = await inline(states, journal)
+        backend.down = False
+        stats = await engine(backend, journal).run()
+
+        assert {"running": 3} == after_outage
+        assert (3, 3) == (stats.succeeded, len(backend.calls_to("submit")))
+
+    @pytest.mark.rows(2)
+    async def test_a_timeout_stop_that_cannot_get_through_is_tried_again(
+        self, journal: Journal
+    ) -> None:
+        """A job past its timeout while the service is down is stopped once it is back,
+        and only then recorded failed: timeout."""
+        backend = FakeBackend(clock=AnyioClock(), runs_for=1000)
+        e = engine(backend, journal, policy(timeout_s=30.0, track_max_s=4.0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(down_between, backend, 25.0, 100.0)
+            stats = await e.run()
+
+        assert 2 == stats.failed
+        assert {name(0), name(1)} == set(backend.stopped)
+        assert all(c.at >= 100.0 for c in backend.calls_to("stop"))
+        assert {"timeout"} == {r.error for r in await inline(journal.jobs)}
+
+    @pytest.mark.rows(4)
+    async def test_bulk_stop_waits_for_the_service_then_says_when_it_gave_up(
+        self, journal: Journal
+    ) -> None:
+        """`bulk stop`: an outage shorter than the budget is waited out; a longer one ends
+        the command with the count of jobs stopped and not, the rest left as they were."""
+        backend = FakeBackend(clock=AnyioClock(), runs_for=100)
+        for i in range(4):
+            backend.accept(Submission(name(i), b"{}"))
+        await inline(
+            journal.apply,
+            [Record(i, State.RUNNING, attempt=1, remote_id=name(i)) for i in range(4)],
+        )
+        clock = AnyioClock()
+
+        async def stop(budget_s: float) -> tuple[int, list[str]]:
+            return await stop_run(
+                backend,
+                journal,
+                run=RUN,
+                template=TEMPLATE,
+                policy=policy(budget_s=budget_s, max_s=4.0),
+                clock=clock,
+                limiter_factory=ClockLimiter.factory(clock),
+                offload=inline,
+                rng=random.Random(1),
+            )
+
+        backend.down = True
+        with pytest.raises(OutageError, match="0 jobs stopped, 4 not: run bulk stop again"):
+            await stop(budget_s=20.0)
+        untouched = await inline(states, journal)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(down_between, backend, 0.0, 50.0)
+            result = await stop(budget_s=600.0)
+
+        assert {"running": 4} == untouched
+        assert (4, []) == result
+        assert {"stopped": 4} == await inline(states, journal)
+
+
+class TestTrackingBackOff:
+    @pytest.mark.rows(1)
+    async def test_a_failed_status_request_is_asked_again_after_the_interval(
+        self, journal: Journal
+    ) -> None:
+        """A 503 on status (no Retry-After) waits the job's interval; it is not re-sent at once."""
+        backend = FakeBackend(clock=AnyioClock(), runs_for=2)
+        real_status = backend.status
+        failures = 0
+
+        async def failing_status(jobs: Any) -> Any:
+            nonlocal failures
+            if failures < 3:
+                failures += 1
+                backend.calls.append(type(backend.calls[0])("status-503", "", anyio.current_time()))
+                raise TransientBackendError("HTTP 503")
+            return await real_status(jobs)
+
+        backend.status = failing_status  # type: ignore[method-assign]
+        await engine(backend, journal, policy(first_s=1.0, factor=2.0, track_max_s=4.0)).run()
+
+        failed_at = [c.at for c in backend.calls_to("status-503")]
+        assert [2.0, 4.0] == [round(b - a, 6) for a, b in itertools.pairwise(failed_at)]
+
+
+def test_backoff_never_overflows() -> None:
+    """Thousands of attempts (or outage waits) keep the wait at max_s, never OverflowError."""
+    backoff = Backoff(RetryConfig(attempts=5000, budget_s=1e12, base_s=0.5, max_s=60.0), 0.0)
+
+    delays = [backoff.next_delay(0.0) for _ in range(2000)]
+    waits = [backoff.outage_delay() for _ in range(2000)]
+
+    assert all(d is not None and 0 <= d <= 60.0 for d in delays)
+    assert all(0 <= w <= 60.0 for w in waits)

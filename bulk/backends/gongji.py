@@ -20,6 +20,11 @@ create the task is searched for by its exact name (all statuses, all pages) and 
 anything is sent again. The template's ``task_name`` must contain ``{_name}`` (or ``{_key}``
 and ``{_attempt}``) so that every row and every attempt has a name of its own.
 
+Secrets: the token and every request's ``sign_str`` are secret headers of the HTTP client, so
+an answer that echoes them (an error page dumping the request) is scrubbed before anything
+reads it (see :mod:`bulk.backends.http`). An answer that is not the documented envelope, or
+whose ``data`` has the wrong shape, is transient for a read and ambiguous for a create.
+
 Status mapping: ``job_status.status`` Complete → succeeded, Failed → failed; task ``status``
 End (or Paused) otherwise → stopped; Pending/Running → queued/running; any other value is
 non-terminal and logged once. Tracking lists the run's unfinished tasks with ``search``
@@ -46,7 +51,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
-from bulk.backends.http import HttpClient
+from bulk.backends.http import HttpClient, excerpt, malformed, read_token, url_problem
 from bulk.config import LimitsConfig, TrackConfig
 from bulk.errors import (
     AmbiguousBackendError,
@@ -57,6 +62,7 @@ from bulk.errors import (
     RunRefusedError,
     ThrottledError,
     TransientBackendError,
+    UnreachableError,
 )
 from bulk.validate import short_repr
 
@@ -210,7 +216,6 @@ class GongjiOptions:
     page_size: int = 100
 
 
-_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -236,10 +241,13 @@ class GongjiKind:
         """Read the ``[backend]`` keys (credentials by reference)."""
         d = GongjiOptions()
         url = table.get("url", str, d.url)
-        if not _URL.fullmatch(url):
-            table.fail("url", f"{url!r} is not an http(s) URL")
+        problem = url_problem(url)
+        if problem is not None:
+            table.fail("url", problem)
         token_file = table.get("token_file", str, None)
         token_env = table.get("token_env", str, None if token_file else d.token_env)
+        if token_file and token_env:
+            table.fail("token_env", "give token_env or token_file, not both")
         if token_env is not None and not _ENV.fullmatch(token_env):
             table.fail("token_env", f"{token_env!r} is not an environment variable name")
         key_file = table.get("private_key_file", str, None)
@@ -377,22 +385,8 @@ def _validate_service(svc: Any, where: str, problems: Problems) -> None:
 
 
 def _read_token(options: GongjiOptions) -> str:
-    if options.token_file is not None:
-        try:
-            token = options.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            msg = f"cannot read the token file: {exc.strerror}"
-            raise ConfigError(msg, field="backend.token_file") from None
-    else:
-        token = os.environ.get(options.token_env or "", "").strip()
-        if not token:
-            msg = f"the environment variable {options.token_env} is not set (the API token)"
-            raise ConfigError(msg, field="backend.token_env")
-    # A header cannot carry a control character (aiohttp refuses to send it): refused here,
-    # once, rather than by every request of the run.
-    if not token or any(c < " " or c == "\x7f" for c in token):
-        msg = "the token is empty, spans lines or holds a control character"
-        raise ConfigError(msg, field="backend.token_file")
+    token = read_token(options.token_env, options.token_file)
+    assert token is not None  # required: read_token raises instead
     return token
 
 
@@ -434,8 +428,14 @@ class GongjiClient:
     """
 
     def __init__(self, options: GongjiOptions, *, token: str, signer: Signer | None):
+        # The token and each request's signature are secret headers: the client takes them
+        # out of every answer before this class reads it.
         self._http = HttpClient(
-            options.url, timeout_s=options.timeout_s, verify_tls=options.verify_tls
+            options.url,
+            timeout_s=options.timeout_s,
+            verify_tls=options.verify_tls,
+            secrets=[token],
+            secret_headers=("token", "sign_str"),
         )
         self._token = token
         self._signer = signer
@@ -483,34 +483,35 @@ class GongjiClient:
             idempotent=idempotent,
             job_name=job_name,
         )
-        try:
-            envelope = orjson.loads(response.body)
-            code = str(envelope["code"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            msg = f"{method} {path}: not an API envelope: {response.body[:200]!r}"
-            kind = TransientBackendError if idempotent else AmbiguousBackendError
-            raise kind(msg, job_name=job_name) from None
+        envelope = response.json()
+        code = envelope.get("code") if isinstance(envelope, dict) else None
+        if not isinstance(code, str):
+            msg = "not an API envelope {code, message, data}"
+            raise response.malformed(msg)
         if code == "0000":
             return envelope.get("data")
         raise _code_error(code, envelope.get("message"), method, path, idempotent, job_name)
 
     async def create(self, body: bytes, *, job_name: str) -> int:
         """``POST /api/task/job/create``: the new task's id."""
-        data = await self.call(
-            "POST", "/api/task/job/create", body=body, idempotent=False, job_name=job_name
-        )
-        try:
-            return int(data["task_id"])
-        except (KeyError, TypeError, ValueError):
-            msg = f"create answered without a task_id: {data!r}"
-            raise AmbiguousBackendError(msg, job_name=job_name) from None
+        path = "/api/task/job/create"
+        data = await self.call("POST", path, body=body, idempotent=False, job_name=job_name)
+        task_id = _task_id(data.get("task_id") if isinstance(data, dict) else None)
+        if task_id is None:
+            error = malformed("POST", path, "no task_id", data, idempotent=False, job_name=job_name)
+            raise error
+        return task_id
 
     async def detail(self, task_id: int) -> dict[str, Any]:
         """``GET /api/task/job/detail``."""
-        data = await self.call(
-            "GET", "/api/task/job/detail", query={"task_id": task_id}, idempotent=True
-        )
-        return dict(data or {})
+        path = "/api/task/job/detail"
+        data = await self.call("GET", path, query={"task_id": task_id}, idempotent=True)
+        if not isinstance(data, dict):
+            error = malformed(
+                "GET", path, "data is not a task", data, idempotent=True, job_name=None
+            )
+            raise error
+        return data
 
     async def search(
         self, *, status: str, search_value: str, page: int, page_size: int
@@ -522,9 +523,9 @@ class GongjiClient:
             "page": page,
             "page_size": page_size,
         }
-        data = await self.call("GET", "/api/task/job/search", query=query, idempotent=True)
-        data = data or {}
-        return int(data.get("count") or 0), list(data.get("results") or [])
+        path = "/api/task/job/search"
+        data = await self.call("GET", path, query=query, idempotent=True)
+        return _page(path, data)
 
     async def stop(self, task_id: int, *, job_name: str | None = None) -> None:
         """``POST /api/task/job/stop``."""
@@ -538,23 +539,51 @@ class GongjiClient:
 
     async def resources(self) -> list[dict[str, Any]]:
         """``GET /api/deployment/resource/search`` for Job GPU devices."""
-        data = await self.call(
-            "GET",
-            "/api/deployment/resource/search",
-            query={"task_type": "Job", "device_type": "GpuDevice"},
-            idempotent=True,
-        )
-        return list((data or {}).get("results") or [])
+        path = "/api/deployment/resource/search"
+        query = {"task_type": "Job", "device_type": "GpuDevice"}
+        data = await self.call("GET", path, query=query, idempotent=True)
+        return _page(path, data)[1]
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _task_id(value: Any) -> int | None:
+    """A task id as the API gives it (an integer, or its digits), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) < 20:
+        return int(value)
+    return None
+
+
+def _page(path: str, data: Any) -> tuple[int, list[dict[str, Any]]]:
+    """``count`` and ``results`` of a list answer; any other shape is an unreadable answer."""
+    if data is None:
+        return 0, []  # nothing matched: some services answer data null
+    count = data.get("count") if isinstance(data, dict) else None
+    results = data.get("results") if isinstance(data, dict) else None
+    if results is None:
+        results = []
+    if (
+        not isinstance(data, dict)
+        or not isinstance(count, int | None)
+        or isinstance(count, bool)
+        or not isinstance(results, list)
+        or not all(isinstance(r, dict) for r in results)
+    ):
+        what = "data is not {count, results: [objects]}"
+        error = malformed("GET", path, what, data, idempotent=True, job_name=None)
+        raise error
+    return count or 0, results
 
 
 def _code_error(
     code: str, message: Any, method: str, path: str, idempotent: bool, job_name: str | None
 ) -> BackendError:
     rule = CODES.get(code)
-    text = f"{method} {path}: code {code}: {message or 'no message'}"
+    said = excerpt(message) if message else "no message"
+    text = f"{method} {path}: code {excerpt(code, 20)}: {said}"
     if rule is None:
         return PermanentBackendError(f"{text} (an undocumented code)", job_name=job_name)
     if rule.family == "auth":
@@ -572,23 +601,24 @@ _warned: set[str] = set()
 
 def map_status(task: Mapping[str, Any]) -> JobStatus:
     """A task of ``search``/``detail`` as a :class:`JobStatus` (see the module docstring)."""
-    job_status = task.get("job_status") or {}
-    inner = job_status.get("status")
+    job_status = task.get("job_status")
+    inner = job_status.get("status") if isinstance(job_status, dict) else None
     outer = task.get("status")
     if inner == "Complete":
         return JobStatus(Phase.SUCCEEDED)
     if inner == "Failed":
-        failed = job_status.get("failed_pods")
-        return JobStatus(Phase.FAILED, f"job failed (failed_pods={failed})")
+        failed = job_status.get("failed_pods") if isinstance(job_status, dict) else None
+        return JobStatus(Phase.FAILED, f"job failed (failed_pods={excerpt(failed, 20)})")
     if outer == "End":
-        return JobStatus(Phase.STOPPED, f"ended ({inner or 'no job status'})")
+        return JobStatus(Phase.STOPPED, f"ended ({excerpt(inner or 'no job status', 40)})")
     if outer == "Paused":
         return JobStatus(Phase.STOPPED, "paused")
     if outer == "Running" or inner == "Running":
         return JobStatus(Phase.RUNNING)
-    if outer != "Pending" and outer not in _warned:
-        _warned.add(str(outer))
-        _log.warning("unknown task status %r: treated as not finished", outer)
+    shown = excerpt(outer, 40)
+    if outer != "Pending" and shown not in _warned and len(_warned) < 20:
+        _warned.add(shown)
+        _log.warning("unknown task status %r: treated as not finished", shown)
     return JobStatus(Phase.QUEUED)
 
 
@@ -627,13 +657,25 @@ class GongjiBackend:
     async def lookup(self, submission: Submission) -> Receipt | None:
         """Search every status for the exact task_name; the first task created wins."""
         name = _task_name(submission)
-        matches = [
-            t for t in await self._search_all(ALL_STATUSES, name) if t.get("task_name") == name
+        ids = [
+            _task_id(t.get("task_id"))
+            for t in await self._search_all(ALL_STATUSES, name)
+            if t.get("task_name") == name
         ]
+        matches = [task_id for task_id in ids if task_id is not None]
+        if len(matches) < len(ids):
+            error = malformed(
+                "GET",
+                "/api/task/job/search",
+                "a task of that name has no task_id",
+                None,
+                idempotent=True,
+                job_name=submission.name,
+            )
+            raise error
         if not matches:
             return None
-        first = min(matches, key=lambda t: int(t["task_id"]))
-        receipt = Receipt(submission.name, str(first["task_id"]))
+        receipt = Receipt(submission.name, str(min(matches)))
         self._names[receipt.remote_id] = name
         return receipt
 
@@ -662,6 +704,8 @@ class GongjiBackend:
                 continue  # not a task id of this service: never reported at all
             try:
                 out[remote_id] = map_status(await self.client.detail(int(remote_id)))
+            except UnreachableError:
+                raise  # the service is down: no use asking about the other jobs now
             except (TransientBackendError, PermanentBackendError) as exc:
                 # Unknown this time: left out, so the engine asks again later. A task the
                 # service no longer knows is never reported missing (which would resend it).
@@ -734,28 +778,44 @@ def find_mark(
     for device in devices:
         if device.get("gpu_name") != gpu_name or device.get("gpu_count") != gpu_count:
             continue
-        for reg in device.get("regions") or []:
+        for reg in _regions(device):
             if region not in (reg.get("region"), reg.get("region_name")):
                 continue
             if not reg.get("inventory"):
                 sold_out = True
                 continue
-            mark = reg["mark"]
+            mark = reg.get("mark")
+            if not isinstance(mark, dict) or "resource" not in mark or "mark" not in mark:
+                error = malformed(
+                    "GET",
+                    "/api/deployment/resource/search",
+                    f"{gpu_name}×{gpu_count} in {region} has no mark",
+                    reg,
+                    idempotent=True,
+                    job_name=job_name,
+                )
+                raise error
             return {
                 "resource": mark["resource"],
                 "region_name": reg.get("region_name"),
                 "mark": mark["mark"],
             }
     available = sorted(
-        f"{d.get('gpu_name')}×{d.get('gpu_count')} in {r.get('region')}"
+        excerpt(f"{d.get('gpu_name')}×{d.get('gpu_count')} in {r.get('region')}", 60)
         for d in devices
-        for r in d.get("regions") or []
+        for r in _regions(d)
         if r.get("inventory")
     )
     what = f"{gpu_name}×{gpu_count} in {region}"
     problem = "is sold out (inventory 0)" if sold_out else "is not in the device list"
-    msg = f"{what} {problem}; available: {', '.join(available) or 'nothing'}"
+    msg = f"{what} {problem}; available: {excerpt(', '.join(available) or 'nothing')}"
     raise RunRefusedError(msg, job_name=job_name)
+
+
+def _regions(device: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A device's regions, skipping anything that is not one (a garbled list)."""
+    regions = device.get("regions")
+    return [r for r in regions if isinstance(r, dict)] if isinstance(regions, list) else []
 
 
 def _needs_marks(body: Any) -> bool:

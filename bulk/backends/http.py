@@ -1,4 +1,5 @@
-"""The HTTP boundary shared by the remote backends: one aiohttp session, errors translated.
+"""The HTTP boundary shared by the remote backends: one aiohttp session, errors translated,
+secrets kept in.
 
 Every aiohttp exception and unexpected HTTP status becomes a :mod:`bulk.errors` type here, in
 one place, so backends and the engine never see aiohttp's. The mapping:
@@ -9,43 +10,282 @@ what happened                          raised
 HTTP 429 (any method)                  ThrottledError, ``retry_after`` from Retry-After
 HTTP 5xx, request not idempotent       AmbiguousBackendError: it may have been applied
 HTTP 5xx, idempotent request           TransientBackendError
-other 4xx                              PermanentBackendError (the body's message in it)
-could not connect (nothing sent)       TransientBackendError
+HTTP 401                               AuthenticationError: the run stops, rows kept
+other 4xx, 3xx (redirects are not      PermanentBackendError (the body's message in it)
+followed: they would carry the
+credentials to another host)
+could not connect (nothing sent)       UnreachableError: refused, no answer to the connect
+                                       within ``connect_timeout_s``, a name that does not
+                                       resolve; the engine waits such an outage out
+TLS certificate not trusted            RunRefusedError: waiting will not fix it
 reset / timeout once sent, not idem.   AmbiguousBackendError
 reset / timeout once sent, idempotent  TransientBackendError
+a 2xx answer the backend cannot read   ``Response.malformed``: TransientBackendError for an
+(not JSON, wrong shape)                idempotent request, AmbiguousBackendError otherwise
 =====================================  ===================================================
 
 "Idempotent" is the caller's word: reads and look-ups are; a create is not.
+
+**Secrets.** A service, or a proxy in front of it, may echo what it received: an error page
+that dumps the request headers puts the token and the signature into the answer. Every answer
+is therefore scrubbed *as bytes, before anything parses it*: each secret the client knows (the
+values of its secret headers, per request, and whatever the backend registered) is replaced
+by ``[redacted]``, in the forms an echo would take (as sent, JSON-escaped, percent-encoded),
+and so is the value after any secret header's name (``"sign_str": "..."``) and any PEM
+private key. Every string bulk later derives from an answer (error messages, failure reasons,
+log lines, remote ids) is built from scrubbed bytes, so none can carry a secret into the
+journal, a log, the terminal, ``bulk status`` or an export. Text quoted from an answer is cut
+to ``EXCERPT_LIMIT`` characters (:func:`excerpt`), and every backend error to 1,000.
+Secrets shorter than 8 characters are not looked for: they cannot be told apart from
+ordinary text, and no real token is that short.
 """
 
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Mapping
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from bulk.errors import (
     AmbiguousBackendError,
+    AuthenticationError,
+    BackendError,
+    ConfigError,
     PermanentBackendError,
+    RunRefusedError,
     ThrottledError,
     TransientBackendError,
+    UnreachableError,
 )
 
-__all__ = ["HttpClient", "Response", "parse_retry_after"]
+__all__ = [
+    "EXCERPT_LIMIT",
+    "REDACTED",
+    "HttpClient",
+    "Response",
+    "Secrets",
+    "display_url",
+    "excerpt",
+    "malformed",
+    "parse_retry_after",
+    "read_token",
+    "url_problem",
+    "url_secrets",
+]
 
-_MESSAGE_LIMIT = 300
+EXCERPT_LIMIT = 300  # characters of an answer quoted in a message
+REDACTED = "[redacted]"
+_MIN_SECRET = 8
+# Headers whose values are always secret, whoever sets them.
+_SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
+# A connect that takes longer is an unreachable service (nothing was sent), not a timeout of
+# a request that may have been applied. Half the request timeout when that is shorter.
+CONNECT_TIMEOUT_S = 10.0
+_PEM = re.compile(
+    rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+    re.DOTALL,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A response whose status the caller said it expects."""
+    """A response whose status the caller said it expects, and what the request was."""
 
     status: int
     body: bytes
+    method: str = "GET"
+    target: str = "/"
+    idempotent: bool = True
+    job_name: str | None = None
+
+    def json(self) -> Any:
+        """The body as JSON; an answer that is not JSON raises :meth:`malformed`'s error."""
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            msg = "not JSON"
+            raise self.malformed(msg) from None
+
+    def malformed(self, what: str) -> BackendError:
+        """The error for an answer bulk cannot read (``what`` says how it is wrong)."""
+        return malformed(
+            self.method,
+            self.target,
+            what,
+            self.body,
+            idempotent=self.idempotent,
+            job_name=self.job_name,
+            status=self.status,
+        )
+
+
+def malformed(
+    method: str,
+    target: str,
+    what: str,
+    answer: object,
+    *,
+    idempotent: bool,
+    job_name: str | None,
+    status: int | None = None,
+) -> BackendError:
+    """The error for a successful answer bulk cannot read (not JSON, a field missing).
+
+    Retrying a read is harmless, so it is transient; a write that answered 2xx may well have
+    been applied, so it is ambiguous: the job is looked up by name before anything is resent.
+    """
+    code = f"HTTP {status} " if status is not None else ""
+    msg = f"{method} {_path(target)}: {code}answer bulk cannot read ({what}): {excerpt(answer)}"
+    kind = TransientBackendError if idempotent else AmbiguousBackendError
+    return kind(msg, job_name=job_name)
+
+
+def excerpt(value: object, limit: int = EXCERPT_LIMIT) -> str:
+    """A one-line quote of something a service sent, at most ``limit`` characters.
+
+    ``value`` is bytes or text (or any value, shown as JSON) that already passed through
+    :meth:`Secrets.scrub_bytes` (every answer of :class:`HttpClient` has).
+    """
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value[: limit * 4]).decode("utf-8", "replace")
+    elif isinstance(value, str):
+        text = value[: limit * 4]
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:
+            text = repr(value)
+    text = " ".join(text.split())
+    if not text:
+        return "(empty)"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Secrets:
+    """What one client must never let out, and how to take it out of what came back.
+
+    Example::
+
+        secrets = Secrets(["my-long-api-token"], headers=["token", "sign_str"])
+        clean = secrets.scrub_bytes(answer, extra=["the-signature-of-this-request"])
+
+    Args:
+        values: secrets known up front (a token, a password).
+        headers: names of request headers whose values are secret (besides Authorization,
+            Proxy-Authorization and Cookie); the value after such a name in an answer is
+            taken out too, whatever it is.
+    """
+
+    def __init__(self, values: Iterable[str] = (), *, headers: Iterable[str] = ()):
+        self.headers = frozenset(h.lower() for h in (*_SECRET_HEADERS, *headers))
+        self._names = [h.encode() for h in sorted(self.headers)]
+        self._known: list[_Secret] = []
+        for value in values:
+            self.add(value)
+        names = b"|".join(re.escape(h) for h in self._names)
+        # The whole name, a separator as a header dump or JSON would have it, then the value
+        # (with an auth scheme word before it; never one already redacted).
+        self._named = re.compile(
+            rb"((?<![A-Za-z0-9_-])(?:" + names + rb""")["']?\s*[:=]\s*["']?)"""
+            rb"""((?:(?:Bearer|Basic|Token)\s+)?[^"'\s,;&}\]\[]+)""",
+            re.IGNORECASE,
+        )
+
+    def add(self, value: str) -> None:
+        """Take ``value`` (and its echoed forms) out of every later answer."""
+        if len(value) >= _MIN_SECRET and all(k.value != value for k in self._known):
+            self._known.append(_Secret(value))
+
+    def scrub_bytes(self, data: bytes, extra: Sequence[str] = ()) -> bytes:
+        """``data`` with every secret (and every ``extra`` one, e.g. this request's
+        signature) replaced by ``[redacted]``."""
+        if not data:
+            return data
+        for secret in self._known:
+            data = secret.scrub(data)
+        for value in extra:
+            if len(value) >= _MIN_SECRET and all(k.value != value for k in self._known):
+                data = _Secret(value).scrub(data)
+        if b"PRIVATE KEY" in data:
+            data = _PEM.sub(_REDACTED, data)
+        # Substring tests on a lowered copy first: far cheaper than a case-blind regex scan
+        # of a long answer (a page of 100 tasks) that names no secret header at all.
+        lowered = data.lower()
+        for name in self._names:
+            if name in lowered:
+                return self._named.sub(rb"\1" + _REDACTED, data)
+        return data
+
+    def scrub(self, text: str, extra: Sequence[str] = ()) -> str:
+        """``text`` with every secret replaced (see :meth:`scrub_bytes`)."""
+        return self.scrub_bytes(text.encode("utf-8", "surrogateescape"), extra).decode(
+            "utf-8", "surrogateescape"
+        )
+
+
+_REDACTED = REDACTED.encode()
+_RUN = re.compile(r"[A-Za-z0-9]{6,}")
+
+
+class _Secret:
+    """One secret, and the forms an echo would show it in: as sent, JSON-escaped (with and
+    without ``\\/``), percent-encoded. The forms are only built once a cheap probe (a run of
+    letters and digits of the secret, which every form contains unchanged) is found in an
+    answer."""
+
+    __slots__ = ("_forms", "_probe", "value")
+
+    def __init__(self, value: str):
+        self.value = value
+        run = _RUN.search(value)  # the first run will do, and is found soonest
+        self._probe = run.group().encode() if run else b""
+        self._forms: list[bytes] | None = None
+
+    def scrub(self, data: bytes) -> bytes:
+        if self._probe not in data:
+            return data
+        if self._forms is None:
+            value = self.value
+            json_escaped = orjson.dumps(value).decode()[1:-1]
+            texts = {
+                value,
+                json_escaped,
+                json_escaped.replace("/", "\\/"),  # encoders that escape "/" (PHP, some Java)
+                quote(value, safe=""),
+                quote_plus(value, safe=""),
+            }
+            # A longer form first, so that no part of it is left behind.
+            self._forms = sorted((t.encode() for t in texts), key=len, reverse=True)
+        for form in self._forms:
+            if form in data:
+                data = data.replace(form, _REDACTED)
+        return data
+
+
+def display_url(url: str) -> str:
+    """``url`` without user, password, query or fragment: fit for a message."""
+    parsed = URL(url)
+    if parsed.is_absolute():
+        shown = parsed.with_user(None).with_query(None).with_fragment(None)
+        return str(shown).rstrip("/")
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that may be credentials: the password and the query's values."""
+    parsed = URL(url)
+    found = [parsed.password] if parsed.password else []
+    return found + [v for v in parsed.query.values() if v]
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -81,6 +321,10 @@ class HttpClient:
         timeout_s: total time for one request.
         max_connections: the connection pool's size (the engine caps requests in flight too).
         verify_tls: verify certificates (on by default; off only for a test server).
+        headers: sent with every request.
+        secrets: values to take out of every answer and message (see the module docstring).
+        secret_headers: names of headers whose values are secret, per request (Authorization,
+            Proxy-Authorization and Cookie always are).
     """
 
     def __init__(
@@ -91,12 +335,23 @@ class HttpClient:
         max_connections: int = 64,
         verify_tls: bool = True,
         headers: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
+        secret_headers: Iterable[str] = (),
     ):
         self.base_url = base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._shown_url = display_url(self.base_url)
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s / 2)
+        )
         self._max_connections = max_connections
         self._verify_tls = verify_tls
         self._headers = dict(headers or {})
+        self.secrets = Secrets(secrets, headers=secret_headers)
+        for value in url_secrets(self.base_url):
+            self.secrets.add(value)
+        for name, value in self._headers.items():
+            if name.lower() in self.secrets.headers:
+                self.secrets.add(value)
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -121,6 +376,8 @@ class HttpClient:
     ) -> Response:
         """Send one request; return it if its status is in ``expect``, else raise.
 
+        The returned body has every secret taken out (see the module docstring).
+
         Args:
             target: the path and query, percent-encoded, exactly as it goes on the wire.
             body: the exact bytes to send (signed bytes must be the sent bytes).
@@ -130,33 +387,65 @@ class HttpClient:
         send_headers = dict(headers or {})
         if body is not None:
             send_headers.setdefault("Content-Type", "application/json")
+        secret_headers = self.secrets.headers
+        extra = [v for k, v in send_headers.items() if k.lower() in secret_headers]
         # encoded=True: the target goes on the wire exactly as given; a signed request's
         # signature covers these very bytes, so nothing may re-quote them.
         url = URL(self.base_url + target, encoded=True)
         try:
             async with session.request(
-                method, url, data=body, headers=send_headers, skip_auto_headers=("User-Agent",)
+                method,
+                url,
+                data=body,
+                headers=send_headers,
+                skip_auto_headers=("User-Agent",),
+                allow_redirects=False,  # a redirect would carry the credentials elsewhere
             ) as resp:
                 data = await resp.read()
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorCertificateError as exc:
+            msg = (
+                f"cannot connect to {self._shown_url}: its TLS certificate is not trusted "
+                f"({self._clean(str(exc.certificate_error), extra)}); check the URL "
+                "(verify_tls = false is for test servers only)"
+            )
+            raise RunRefusedError(msg, job_name=job_name) from exc
         except aiohttp.ClientConnectorError as exc:
-            msg = f"cannot connect to {self.base_url}: {exc.os_error.strerror or exc}"
-            raise TransientBackendError(msg, job_name=job_name) from exc
+            error = exc.os_error
+            # errno first (asyncio's strerror is "Connect call failed (host, port)"); name
+            # resolution errors have negative codes and their own strerror.
+            errno = error.errno or 0
+            reason = os.strerror(errno) if errno > 0 else error.strerror or str(error)
+            msg = f"cannot connect to {self._shown_url}: {self._clean(reason, extra)}"
+            raise UnreachableError(msg, job_name=job_name) from exc
+        except aiohttp.ConnectionTimeoutError as exc:
+            msg = (
+                f"cannot connect to {self._shown_url}: no connection within "
+                f"{self._timeout.connect:g}s"
+            )
+            raise UnreachableError(msg, job_name=job_name) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             what = "timed out" if isinstance(exc, TimeoutError) else f"failed ({exc!r})"
-            msg = f"{method} {_path(target)} {what}"
+            msg = self._clean(f"{method} {_path(target)} {what}", extra)
             kind = TransientBackendError if idempotent else AmbiguousBackendError
             raise kind(msg, job_name=job_name) from exc
+        data = self.secrets.scrub_bytes(data, extra)
         if status in expect:
-            return Response(status, data)
-        msg = f"{method} {_path(target)}: HTTP {status}: {_snippet(data)}"
+            return Response(status, data, method, target, idempotent, job_name)
+        msg = f"{method} {_path(target)}: HTTP {status}: {excerpt(data)}"
         if status == 429:
             raise ThrottledError(msg, job_name=job_name, retry_after=retry_after)
         if status >= 500:
             kind = TransientBackendError if idempotent else AmbiguousBackendError
             raise kind(msg, job_name=job_name, retry_after=retry_after)
+        if status == 401:
+            msg += "; check the token"
+            raise AuthenticationError(msg, job_name=job_name)
         raise PermanentBackendError(msg, job_name=job_name)
+
+    def _clean(self, text: str, extra: Sequence[str]) -> str:
+        return self.secrets.scrub(text, extra)
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
@@ -170,6 +459,74 @@ def _path(target: str) -> str:
     return target.split("?", 1)[0]
 
 
-def _snippet(data: bytes) -> str:
-    text = data.decode("utf-8", "replace").strip().replace("\n", " ")
-    return text[:_MESSAGE_LIMIT] + ("..." if len(text) > _MESSAGE_LIMIT else "") or "(empty)"
+_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # what an HTTP header value can carry as it is
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a service's base URL from a config, or None.
+
+    A URL must not carry credentials (``user:password@``, a query string): secrets are
+    referenced (``token_env``, ``token_file``), never written in a config. The message never
+    repeats the URL's secret parts.
+    """
+    if not _URL.fullmatch(url):
+        return f"{display_url(url)!r} is not an http(s) URL"
+    parsed = URL(url)
+    if parsed.user is not None or parsed.password is not None:
+        return (
+            f"{display_url(url)!r} carries a user name or password (user:password@): "
+            "secrets are never written in a config; reference them instead "
+            '(token_env = "ENV_VAR" or token_file = "path")'
+        )
+    if parsed.query_string or parsed.fragment:
+        return (
+            f"{display_url(url)!r} has a query string or fragment (?...): give the service's "
+            "base URL only; a token is referenced instead "
+            '(token_env = "ENV_VAR" or token_file = "path")'
+        )
+    return None
+
+
+def read_token(env: str | None, file: Path | None, *, required: bool = True) -> str | None:
+    """An API token from the file or environment variable a config names.
+
+    Surrounding whitespace (the newline an editor or ``echo`` adds) is dropped; what is left
+    must be one line of printable ASCII without spaces, as an HTTP header carries it. Error
+    messages name the file or variable, never the token.
+
+    Raises:
+        ConfigError: unreadable, unset (when ``required``), empty or not a header value.
+    """
+    if file is not None:
+        field = "backend.token_file"
+        try:
+            token = file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            msg = f"cannot read the token file {str(file)!r}: {reason}"
+            raise ConfigError(msg, field=field) from None
+        where = f"the token file {str(file)!r}"
+    elif env is not None:
+        field = "backend.token_env"
+        if env not in os.environ:
+            if not required:
+                return None
+            msg = f"the environment variable {env} is not set (the API token)"
+            raise ConfigError(msg, field=field)
+        token = os.environ[env].strip()
+        where = f"the environment variable {env}"
+    else:
+        return None
+    if not token:
+        if not required:
+            return None
+        msg = f"{where} is empty (the API token)"
+        raise ConfigError(msg, field=field)
+    if not _TOKEN.fullmatch(token):
+        msg = (
+            f"{where} holds more than one line, a space or a character an HTTP header cannot "
+            "carry; a token is one line of printable ASCII"
+        )
+        raise ConfigError(msg, field=field)
+    return token

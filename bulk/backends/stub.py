@@ -12,12 +12,17 @@ the submit-rate benchmark run against it. It is also the template for a new HTTP
 ``POST /jobs/{id}/stop``               → 200
 =====================================  ======================================================
 
-States are ``queued``, ``running``, ``succeeded``, ``failed`` and ``stopped``.
+States are ``queued``, ``running``, ``succeeded``, ``failed`` and ``stopped``. With a token
+(``token_env`` or ``token_file``), every request carries ``Authorization: Bearer <token>``;
+a 401 answer stops the run (bad credentials), rows kept.
+
+An answer bulk cannot read (not JSON, a field missing or of the wrong type) is transient for a
+read and ambiguous for a create (the job is looked up before anything is sent again): it never
+ends the run, and never fails a job that may exist.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +32,8 @@ from urllib.parse import quote
 import orjson
 
 from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
-from bulk.backends.http import HttpClient
+from bulk.backends.http import HttpClient, Response, excerpt, read_token, url_problem
 from bulk.config import LimitsConfig, TrackConfig
-from bulk.errors import PermanentBackendError
 
 if TYPE_CHECKING:
     from bulk.config import Table
@@ -38,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KIND", "StubBackend", "StubKind", "StubOptions"]
 
-_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 _PHASES = {
     "queued": Phase.QUEUED,
     "running": Phase.RUNNING,
@@ -50,10 +53,13 @@ _PHASES = {
 
 @dataclass(frozen=True, slots=True)
 class StubOptions:
-    """``[backend]`` keys: ``url`` of the service and the per-request ``timeout_s``."""
+    """``[backend]`` keys: ``url`` of the service, the per-request ``timeout_s``, and where an
+    optional bearer token is read from (``token_env`` or ``token_file``)."""
 
     url: str
     timeout_s: float = 10.0
+    token_env: str | None = None
+    token_file: Path | None = None
 
 
 class StubKind:
@@ -74,11 +80,21 @@ class StubKind:
     jobs_outlive_bulk = True
 
     def parse_options(self, table: Table, base: Path) -> StubOptions:
-        """Read ``url`` (required) and ``timeout_s``."""
+        """Read ``url`` (required), ``timeout_s`` and the token's reference, if any."""
         url = table.get("url", str)
-        if not _URL.fullmatch(url):
-            table.fail("url", f"{url!r} is not an http(s) URL")
-        return StubOptions(url=url, timeout_s=table.positive("timeout_s", float, 10.0))
+        problem = url_problem(url)
+        if problem is not None:
+            table.fail("url", problem)
+        token_file = table.get("token_file", str, None)
+        token_env = table.get("token_env", str, None)
+        if token_file is not None and token_env is not None:
+            table.fail("token_env", "give token_env or token_file, not both")
+        return StubOptions(
+            url=url,
+            timeout_s=table.positive("timeout_s", float, 10.0),
+            token_env=token_env,
+            token_file=base / token_file if token_file is not None else None,
+        )
 
     def validate(self, body: Any, problems: Problems) -> None:
         """Any JSON object is a valid stub job."""
@@ -100,7 +116,10 @@ class StubBackend:
     """A client of the stub service. Implements :class:`~bulk.backends.base.Backend`."""
 
     def __init__(self, options: StubOptions):
-        self._http = HttpClient(options.url, timeout_s=options.timeout_s)
+        token = read_token(options.token_env, options.token_file)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # The token goes in a secret header: the client takes it out of every answer.
+        self._http = HttpClient(options.url, timeout_s=options.timeout_s, headers=headers)
 
     async def submit(self, submission: Submission) -> Receipt:
         # Serialised, never pasted: a name is escaped like any string. The body is already
@@ -114,20 +133,29 @@ class StubBackend:
             expect=(201, 409),
             job_name=submission.name,
         )
-        return Receipt(submission.name, _id(response.body, submission.name))
+        return Receipt(submission.name, _id(response))
 
     async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
         body = orjson.dumps({"ids": [job.remote_id for job in jobs]})
         response = await self._http.request("POST", "/jobs/status", body=body, idempotent=True)
-        answers = orjson.loads(response.body)["jobs"]
+        answers = _field(response, response.json(), "jobs", dict)
         out = {}
         for job in jobs:
             answer = answers.get(job.remote_id)
             if answer is None:
                 out[job.remote_id] = JobStatus(Phase.MISSING)
-            else:
-                phase = _PHASES.get(answer["state"], Phase.QUEUED)
-                out[job.remote_id] = JobStatus(phase, answer.get("reason"))
+                continue
+            if not isinstance(answer, dict):
+                msg = f"jobs[{job.remote_id!r}] is not an object"
+                raise response.malformed(msg)
+            state = _field(response, answer, "state", str)
+            reason = answer.get("reason")
+            out[job.remote_id] = JobStatus(
+                _PHASES.get(state, Phase.QUEUED),
+                None
+                if reason is None
+                else excerpt(reason if isinstance(reason, str) else str(reason)),
+            )
         return out
 
     async def stop(self, job: Receipt) -> None:
@@ -149,18 +177,31 @@ class StubBackend:
         )
         if response.status == 404:
             return None
-        return Receipt(name, _id(response.body, name))
+        return Receipt(name, _id(response))
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
 
-def _id(body: bytes, name: str) -> str:
-    try:
-        return str(orjson.loads(body)["id"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        msg = f"the service answered without a job id: {body[:200]!r}"
-        raise PermanentBackendError(msg, job_name=name) from None
+def _id(response: Response) -> str:
+    """The job id of a create or look-up answer (ambiguous after a create if unreadable)."""
+    job_id = _field(response, response.json(), "id", str | int)
+    if isinstance(job_id, bool) or not str(job_id):
+        msg = "id is empty"
+        raise response.malformed(msg)
+    return str(job_id)
+
+
+def _field(response: Response, answer: object, key: str, kind: Any) -> Any:
+    """``answer[key]``, which must be of ``kind``; else the answer is unreadable."""
+    if not isinstance(answer, dict):
+        msg = "not a JSON object"
+        raise response.malformed(msg)
+    value = answer.get(key)
+    if not isinstance(value, kind):
+        msg = f"{key} is missing or not of the expected type"
+        raise response.malformed(msg)
+    return value
 
 
 _check: type[Backend] = StubBackend

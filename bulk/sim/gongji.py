@@ -22,9 +22,12 @@ Faithful to ``shared/api/gongji.md`` where it is known, and explicit where it gu
 - **Faults** (seeded): ``throttle_rate`` answers code C008; ``http_429_rate`` answers HTTP 429
   with ``Retry-After``; ``error_rate`` a 502; ``reset_rate`` drops the connection;
   ``commit_fail_rate`` creates the task, then answers 500 or drops the connection;
-  ``latency_s`` delays every answer; ``rate_limit_per_s`` is a per-token bucket (HTTP 429).
+  ``latency_s`` delays every answer; ``rate_limit_per_s`` is a per-token bucket (HTTP 429);
+  ``echo_rate`` echoes the request's headers (token, ``sign_str``) and body back, half the
+  time as an HTTP 500 page and half as a C999 envelope whose message holds them (nothing is
+  created either way), as a careless service or proxy would.
 - ``GET /_sim/ledger``: ``{"creates": {task_name: count}, "requests": {path: count},
-  "first_create", "last_create"}``.
+  "echoed", "first_create", "last_create"}``.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class SimConfig:
     commit_fail_rate: float = 0.0
     latency_s: float = 0.0
     rate_limit_per_s: float | None = None
+    echo_rate: float = 0.0
     seed: int = 0
 
 
@@ -151,6 +155,7 @@ class GongjiSim:
     rng: random.Random = field(default_factory=random.Random)
     buckets: dict[str, TokenBucket] = field(default_factory=dict)  # per token
     next_id: int = 10_000
+    echoed: int = 0  # answers that echoed the request
     first_create: float | None = None  # monotonic times of the first and last create
     last_create: float | None = None
 
@@ -344,6 +349,15 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
             assert request.transport is not None
             request.transport.close()
             return web.Response(status=500)
+        if sim.roll(cfg.echo_rate):
+            sim.echoed += 1
+            headers = {str(k): v for k, v in request.headers.items()}
+            echo = orjson.dumps({"headers": headers, "body": raw.decode("utf-8", "replace")})
+            if sim.roll(0.5):
+                return web.Response(
+                    status=500, text=f"internal server error; request: {echo.decode()}"
+                )
+            return _envelope(code="C999", message=f"系统错误 request: {echo.decode()}")
         # The handlers read the body again: aiohttp caches it.
         return await handler(request)  # type: ignore[no-any-return]
 
@@ -422,6 +436,7 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
                 {
                     "creates": sim.creates,
                     "requests": sim.requests,
+                    "echoed": sim.echoed,
                     "first_create": sim.first_create,
                     "last_create": sim.last_create,
                 }

@@ -8,9 +8,15 @@ succeed (or fail, at ``job_failure_rate``). Faults, each drawn per request from 
 - ``fail_after_rate``: the job **is created**, then the answer is a 503 or a dropped
   connection ("commit then fail"): the client cannot know it worked;
 - ``rate_limit_per_s``: a token bucket per service; requests beyond it get 429;
-- ``latency_s``: every answer is delayed this long.
+- ``latency_s``: every answer is delayed this long;
+- ``echo_rate``: a 500 whose body echoes the request's headers and body, as a careless
+  service's error page would (nothing is created): the client must keep its token out of
+  everything it stores or shows.
 
-``GET /ledger`` answers ``{"creates": {name: count}, "requests", "first_create",
+With ``token`` set, every job request must carry ``Authorization: Bearer <token>``; any other
+gets 401 (the ledger needs none).
+
+``GET /ledger`` answers ``{"creates": {name: count}, "requests", "echoed", "first_create",
 "last_create"}``: how many times each name was created, and when creating began and ended.
 A correct client makes it 1 for every name, whatever the faults.
 """
@@ -44,6 +50,8 @@ class StubFaults:
     queue_s: float = 0.0
     run_s: float = 0.0
     job_failure_rate: float = 0.0
+    echo_rate: float = 0.0
+    token: str | None = None
     seed: int = 0
 
 
@@ -66,6 +74,7 @@ class StubService:
     by_name: dict[str, _Job] = field(default_factory=dict)
     creates: dict[str, int] = field(default_factory=dict)
     requests: int = 0
+    echoed: int = 0  # answers that echoed the request
     first_create: float | None = None  # monotonic times of the first and last create
     last_create: float | None = None
     _rng: random.Random = field(default_factory=random.Random)
@@ -115,12 +124,25 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
 
     async def common(request: web.Request) -> web.StreamResponse | None:
         service.requests += 1
-        if service.faults.latency_s:
-            await asyncio.sleep(service.faults.latency_s)
+        f = service.faults
+        if f.latency_s:
+            await asyncio.sleep(f.latency_s)
+        if f.token is not None and request.headers.get("Authorization") != f"Bearer {f.token}":
+            return web.json_response({"error": "unauthorized"}, status=401)
         if service.over_limit():
             return web.json_response(
                 {"error": "rate limit"}, status=429, headers={"Retry-After": "1"}
             )
+        if service.roll(f.echo_rate):
+            service.echoed += 1
+            echo = {
+                "error": "internal error",
+                "request": {
+                    "headers": dict(request.headers),
+                    "body": (await request.read()).decode("utf-8", "replace"),
+                },
+            }
+            return web.json_response(echo, status=500)
         return None
 
     async def create(request: web.Request) -> web.StreamResponse:
@@ -202,6 +224,7 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
                 {
                     "creates": service.creates,
                     "requests": service.requests,
+                    "echoed": service.echoed,
                     "first_create": service.first_create,
                     "last_create": service.last_create,
                 }

@@ -152,5 +152,5 @@ def test_a_token_no_header_can_carry_is_refused_once(tmp_path: Path, token: str)
     token_file = tmp_path / "token"
     token_file.write_text(f"{token}\n", encoding="utf-8")
 
-    with pytest.raises(ConfigError, match="control character"):
+    with pytest.raises(ConfigError, match="a character an HTTP header cannot carry"):
         _read_token(GongjiOptions(token_file=token_file))

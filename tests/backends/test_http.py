@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from bulk.backends.http import HttpClient, parse_retry_after
 from bulk.errors import (
     AmbiguousBackendError,
     PermanentBackendError,
+    RunRefusedError,
     ThrottledError,
     TransientBackendError,
+    UnreachableError,
 )
 
 
@@ -76,18 +86,98 @@ async def test_expected_statuses_are_returned(client: HttpClient) -> None:
     assert (404, b"answer 404") == (response.status, response.body)
 
 
-async def test_connection_refused_is_transient() -> None:
-    """Nothing was sent: retrying cannot duplicate anything."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    http = HttpClient(f"http://127.0.0.1:{port}", timeout_s=5)
+class TestUnreachable:
+    """Nothing was sent: the service could not be reached. Never ambiguous, never a failure."""
 
-    with pytest.raises(TransientBackendError) as info:
-        await http.request("POST", "/x", body=b"{}", idempotent=False)
-    await http.aclose()
+    async def test_connection_refused(self) -> None:
+        """A closed port is an unreachable service, even for a create."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # closed again: nothing listens there
+        http = HttpClient(f"http://127.0.0.1:{port}", timeout_s=5)
 
-    assert type(info.value) is TransientBackendError
+        with pytest.raises(UnreachableError, match="Connection refused") as info:
+            await http.request("POST", "/x", body=b"{}", idempotent=False)
+        await http.aclose()
+
+        assert f"cannot connect to http://127.0.0.1:{port}: Connection refused" == str(info.value)
+
+    async def test_a_connect_that_never_completes(self) -> None:
+        """A listener whose queue is full drops the connect: unreachable after half the
+        request timeout, not an ambiguous timeout of a request that may have been applied."""
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(0)
+            port = listener.getsockname()[1]
+            queued = []
+            for _ in range(3):  # fill the accept queue: later connects get no answer
+                client = socket.socket()
+                client.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    client.connect(("127.0.0.1", port))
+                queued.append(client)
+            http = HttpClient(f"http://127.0.0.1:{port}", timeout_s=0.4)
+
+            with pytest.raises(UnreachableError, match=r"no connection within 0\.2s"):
+                await http.request("POST", "/x", body=b"{}", idempotent=False)
+            await http.aclose()
+            for client in queued:
+                client.close()
+
+    async def test_untrusted_certificate_refuses_the_run(
+        self, self_signed: tuple[Path, Path]
+    ) -> None:
+        """A certificate that does not verify will not fix itself: the run is refused."""
+        cert, key = self_signed
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+
+        async def ok(request: web.Request) -> web.Response:
+            return web.json_response({})
+
+        app = web.Application()
+        app.router.add_get("/", ok)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server(ssl=context)
+        http = HttpClient(f"https://127.0.0.1:{server.port}", timeout_s=5)
+
+        with pytest.raises(RunRefusedError, match="TLS certificate is not trusted"):
+            await http.request("GET", "/", idempotent=True)
+        await http.aclose()
+        await server.close()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
+    folder = tmp_path
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
 
 
 def test_retry_after_forms() -> None:
