@@ -30,7 +30,7 @@ from bulk.backends import get_kind
 from bulk.config import Config, SweepConfig
 from bulk.errors import ConfigError, InputErrors
 from bulk.journal import Journal
-from bulk.spec import to_json
+from bulk.spec import has_placeholder, to_json
 from bulk.sweep import Point
 from bulk.validate import Problem, Problems
 
@@ -349,22 +349,11 @@ class _StaticFields:
                     return True
                 node, rest = node[int(index[1])], rest[index.end() :]
             else:
-                return not _varies(node)
-        return not _varies(node)
+                return not has_placeholder(node)
+        return not has_placeholder(node)
 
 
 _INDEX = re.compile(r"\[(\d+)\]")
-
-
-def _varies(node: Any) -> bool:
-    """Whether a template node holds a placeholder (``{{``/``}}`` count too: the safe side)."""
-    if isinstance(node, str):
-        return "{" in node or "}" in node
-    if isinstance(node, Mapping):
-        return any(_varies(v) for v in node.values())
-    if isinstance(node, list | tuple):
-        return any(_varies(v) for v in node)
-    return False
 
 
 def _guarded(points: Iterator[Point], cfg: SweepConfig) -> Iterator[Point]:

@@ -26,7 +26,7 @@ import orjson
 from bulk.errors import ConfigError
 from bulk.validate import short_repr
 
-__all__ = ["Template", "compile_template", "to_json", "to_text"]
+__all__ = ["Template", "compile_template", "has_placeholder", "to_json", "to_text"]
 
 _Render = Callable[[Mapping[str, Any]], Any]
 _Escape = Callable[[str], str]
@@ -206,12 +206,12 @@ def _generate(body: Any, render: _Render, quoted: Mapping[str, _Escape]) -> _Ren
                 pieces.append(text if raw or escape is None else f"{const(escape)}({text})")
             return "(" + " + ".join(pieces) + ")"
         if isinstance(node, Mapping):
-            if not _has_placeholder(node):
+            if not has_placeholder(node):
                 return const(render_constant(node))
             items = ", ".join(f"{const(str(k))}: {expr(v, f'{path}.{k}')}" for k, v in node.items())
             return "{" + items + "}"
         if isinstance(node, list | tuple):
-            if not _has_placeholder(node):
+            if not has_placeholder(node):
                 return const(render_constant(node))
             return "[" + ", ".join(expr(v, f"{path}[{i}]") for i, v in enumerate(node)) + "]"
         return const(node)
@@ -229,13 +229,14 @@ def _generate(body: Any, render: _Render, quoted: Mapping[str, _Escape]) -> _Ren
     return fast
 
 
-def _has_placeholder(node: Any) -> bool:
+def has_placeholder(node: Any) -> bool:
+    """Whether a template node holds a placeholder (``{{``/``}}`` count too: the safe side)."""
     if isinstance(node, str):
         return "{" in node or "}" in node
     if isinstance(node, Mapping):
-        return any(_has_placeholder(v) for v in node.values())
+        return any(has_placeholder(v) for v in node.values())
     if isinstance(node, list | tuple):
-        return any(_has_placeholder(v) for v in node)
+        return any(has_placeholder(v) for v in node)
     return False
 
 
