@@ -19,7 +19,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 import orjson
@@ -27,7 +27,7 @@ import orjson
 from bulk import __version__, config, plan, progress, runs
 from bulk.backends import Backend, BackendKind, get_kind
 from bulk.engine import Engine, Policy, stop_run
-from bulk.errors import BulkError, ConfigError, InputErrors, JournalError, TransientBackendError
+from bulk.errors import BulkError, ConfigError, InputErrors, TransientBackendError
 from bulk.journal import Journal, RunLock, State
 from bulk.retry import Backoff
 
@@ -307,6 +307,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
         journal, _ = runs.open_run(cfg)
         with journal:
             states = [State.FAILED, State.STOPPED] if args.stopped else [State.FAILED]
+            runs.note_attempt(cfg.run.dir, journal.max_attempt() + 1)  # before it is used
             count = journal.reset_failed(states)
             _err(f"bulk: sending {count:,} rows again")
             return _execute(cfg, journal, args)
@@ -444,8 +445,7 @@ def _backend(cfg: config.Config) -> tuple[BackendKind, Backend]:
 
 def _open_existing(cfg: config.Config) -> Journal:
     if not cfg.journal_path.exists():
-        msg = f"{cfg.journal_path}: no journal: this run has not been started (bulk run {cfg.path})"
-        raise JournalError(msg)
+        raise runs.missing_journal(cfg)
     return Journal.open(cfg.journal_path)
 
 
@@ -543,7 +543,7 @@ _EXPORT_FIELDS = (
 def _cmd_export(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
     with _open_existing(cfg) as journal:
-        out = args.output.open("w", newline="", encoding="utf-8") if args.output else sys.stdout
+        out = _create_output(args.output) if args.output else sys.stdout
         try:
             writer = csv.writer(out) if args.format == "csv" else None
             if writer is not None:
@@ -574,6 +574,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
             else:
                 out.flush()
     return EXIT_OK
+
+
+def _create_output(path: Path) -> TextIO:
+    """``path`` opened for writing text; a new file is owner-only (0600), like the journal
+    whose variables and errors it holds (an existing file keeps its mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        msg = f"cannot write the export: {exc.strerror}"
+        raise ConfigError(msg, where=str(path)) from None
+    return os.fdopen(fd, "w", newline="", encoding="utf-8")
 
 
 def _iso(ts: float | None) -> str | None:

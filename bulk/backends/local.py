@@ -44,7 +44,7 @@ import orjson
 
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.config import LimitsConfig, TrackConfig
-from bulk.errors import PermanentBackendError
+from bulk.errors import PermanentBackendError, RunRefusedError
 from bulk.spec import to_text
 
 if TYPE_CHECKING:
@@ -188,7 +188,12 @@ class LocalBackend:
         if body.get("env"):
             env = {**os.environ, **{k: to_text(v) for k, v in body["env"].items()}}
         cwd = self._options.base / body["cwd"] if body.get("cwd") else self._options.base
-        out, err = await anyio.to_thread.run_sync(self._open_logs, name)
+        try:
+            out, err = await anyio.to_thread.run_sync(self._open_logs, name)
+        except OSError as exc:
+            # The run folder, not the job: every job would fail alike. Stop, rows kept.
+            msg = f"cannot create the job's log files in {self._logs}: {exc.strerror or exc}"
+            raise RunRefusedError(msg, job_name=name) from None
         try:
             process = await anyio.open_process(
                 argv,
@@ -214,11 +219,12 @@ class LocalBackend:
         return Receipt(name, name)
 
     def _open_logs(self, name: str) -> tuple[int, int]:
-        self._logs.mkdir(parents=True, exist_ok=True)
-        self._pids.mkdir(parents=True, exist_ok=True)
+        # Owner-only, like the run folder: job output may hold anything the job printed.
+        self._logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._pids.mkdir(mode=0o700, parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        out = os.open(self._logs / f"{name}.out", flags, 0o644)
-        err = os.open(self._logs / f"{name}.err", flags, 0o644)
+        out = os.open(self._logs / f"{name}.out", flags, 0o600)
+        err = os.open(self._logs / f"{name}.err", flags, 0o600)
         return out, err
 
     async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
@@ -333,7 +339,9 @@ def _start_time(pid: int) -> str | None:
 
 
 def _write_pid_file(path: Path, pid: int) -> None:
-    path.write_text(f"{pid} {_start_time(pid) or ''}\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{pid} {_start_time(pid) or ''}\n")
 
 
 def _kill_orphan(path: Path) -> None:
