@@ -332,6 +332,7 @@ def _execute(cfg: config.Config, journal: Journal, args: argparse.Namespace) -> 
         run=cfg.run.name,
         policy=Policy(cfg.limits, cfg.retry, cfg.track),
         metrics=metrics,
+        unique_names=kind.unique_names,
     )
     started = time.monotonic()
     state = _RunState()

@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = "1"
+# Meta key: the most submit workers of any run session since the last one that ended cleanly
+# ("0": the journal holds everything every session sent). See Journal.begin_session.
+_UNCLEAN = "unclean_workers"
 # How blocking journal work is run from async code: anyio.to_thread.run_sync in production.
 Offload = Callable[..., Awaitable[Any]]
 _FILL_BATCH = 5000
@@ -254,7 +257,7 @@ class Journal:
             conn.executescript(_SCHEMA)
             conn.executemany(
                 "INSERT INTO meta(k, v) VALUES (?, ?)",
-                [("schema", SCHEMA_VERSION), *meta.items()],
+                [("schema", SCHEMA_VERSION), (_UNCLEAN, "0"), *meta.items()],
             )
         return journal
 
@@ -418,6 +421,39 @@ class Journal:
         """Add or replace metadata entries."""
         with self._errors("write the journal"):
             self._conn.executemany("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", items.items())
+
+    # -- run sessions -----------------------------------------------------------------------
+
+    def begin_session(self, workers: int) -> int:
+        """Record, in the database file itself, that a run starts sending from this journal.
+
+        A committed record lives in the WAL until a checkpoint copies it into the file, so a
+        lost ``-wal`` loses the latest records: rows the lost session sent can read
+        ``pending`` again. A session that ends cleanly says so (:meth:`end_session`); this
+        marks the session unclean and checkpoints, so that the mark survives the loss of
+        the WAL even where the records do not.
+
+        Args:
+            workers: how many jobs this session may be sending at once (its submit workers).
+
+        Returns:
+            0 when every earlier session ended cleanly (the journal holds all they sent);
+            else the most submit workers of any session since the last clean end.
+        """
+        with self._errors("write the journal"):
+            earlier = self._conn.execute("SELECT v FROM meta WHERE k = ?", (_UNCLEAN,)).fetchone()
+            # A journal of an older bulk does not say: take it as unclean, with this
+            # session's workers as the best guess of its predecessors'.
+            unclean = int(earlier[0]) if earlier is not None else workers
+            self.set_meta({_UNCLEAN: str(max(unclean, workers))})
+            # Waits (busy_timeout, 5 s) for a reader such as `bulk status` to finish; one
+            # that outstays it leaves the mark in the WAL only (lost with it).
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return unclean
+
+    def end_session(self) -> None:
+        """Record that the session ended with every state change it made committed."""
+        self.set_meta({_UNCLEAN: "0"})
 
     # -- reading ----------------------------------------------------------------------------
 

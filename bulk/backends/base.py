@@ -131,6 +131,10 @@ class BackendKind(Protocol):
     default_limits: LimitsConfig  # what [limits] falls back to for this service
     default_track: TrackConfig  # what [track] falls back to (polling cadence)
     uvloop: bool  # whether runs are faster on uvloop (the CLI picks the event loop)
+    # Whether the service refuses (or answers "already exists" to) a second job of a name it
+    # has: then sending a job twice cannot create it twice. False makes a resume look up
+    # pending rows the journal may have lost track of before sending them (engine.py).
+    unique_names: bool
 
     def parse_options(self, table: Table, base: Path) -> Any:
         """Read this backend's keys from ``[backend]`` (``kind`` is already read)."""

@@ -228,6 +228,9 @@ class GongjiKind:
     )
     default_track = TrackConfig(first_s=10.0, factor=1.5, max_s=60.0, batch=1000)
     uvloop = True
+    # task_name is not documented as unique: a second create with the same name may make a
+    # second task (the simulator does so), so a resend is a duplicate.
+    unique_names = False
 
     def parse_options(self, table: Table, base: Path) -> GongjiOptions:
         """Read the ``[backend]`` keys (credentials by reference)."""

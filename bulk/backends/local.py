@@ -92,6 +92,8 @@ class LocalKind:
     # 6.7 ms per job against 0.9 ms on asyncio's loop (posix_spawn/vfork). Local runs are
     # spawn-bound, so they stay on asyncio.
     uvloop = False
+    # A name is one job while bulk runs it; after bulk died, its job is killed and run again.
+    unique_names = True
 
     def parse_options(self, table: Table, base: Path) -> LocalOptions:
         """Read ``shell`` and ``kill_grace_s``."""

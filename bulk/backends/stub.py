@@ -70,6 +70,7 @@ class StubKind:
     )
     default_track = TrackConfig(first_s=0.2, factor=1.5, max_s=2.0, batch=500)
     uvloop = True  # HTTP-bound: uvloop costs 20-25 % less CPU per request
+    unique_names = True  # a second create of a name is answered 409 with the first job's id
 
     def parse_options(self, table: Table, base: Path) -> StubOptions:
         """Read ``url`` (required) and ``timeout_s``."""
