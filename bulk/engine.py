@@ -355,7 +355,7 @@ class Engine:
         in index order (up to ``workers`` at a time) until the first ``window`` consecutive
         rows not on the service: no later row can have been sent. Later rows go out
         without a look-up. Cost: a look-up for each row the lost records had sent, plus
-        ``window``, plus at most ``workers`` looked up past the end of the scan.
+        ``window``, plus at most ``workers - 1`` looked up past the end of the scan.
 
         What this cannot see: more than ``window`` consecutive rows that ended without
         being created (refused outright) and whose records were lost too, followed by rows
