@@ -6,9 +6,13 @@
    writers), beside one raw SQLite transaction of the same updates;
 3. resume: from ``bulk run`` on a 10⁶-row journal with half the rows done to the first new
    job starting (target ≤ 3 s), beside ``bulk status`` on the same journal;
-4. local: 2,000 trivial jobs on the local backend beside GNU parallel, same parallelism.
+4. local: 2,000 trivial jobs on the local backend beside GNU parallel, same parallelism;
+5. lost: resuming a 10⁶-row Gongji journal (half done) against ``bulk sim gongji``, with the
+   backend's default limits, after a session that ended cleanly (the peer) and after one
+   that did not: then the first pending rows are looked up by name until a window of 8
+   misses (Gongji's default ``max_in_flight``), in case a lost ``-wal`` forgot them.
 
-    python -m benchmarks.bench_engine [overhead journal resume local]
+    python -m benchmarks.bench_engine [overhead journal resume local lost]
 """
 
 from __future__ import annotations
@@ -220,6 +224,105 @@ def bench_resume(rows: int = 1_000_000) -> list[list[object]]:
     ]
 
 
+def bench_lost(rows: int = 1_000_000, creates: int = 10) -> list[list[object]]:
+    import json
+
+    from benchmarks.bench_gongji import keys, ledger, start_sim
+    from bulk import config as config_module
+    from bulk import runs
+
+    folder = WORK / "lost"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "key.pem").exists():
+        keys(folder)
+    service = {
+        "service_name": "main",
+        "service_image": "ubuntu:22.04",
+        "env": [{"name": "I", "value": "{i}"}],
+        "resource_weight": {"cpu_weight": 1, "mem_weight": 1, "gpu_weight": 1},
+    }
+    (folder / "job.json").write_text(
+        json.dumps(
+            {
+                "task_name": "{_name}",
+                "points": 1,
+                "resources": [{"mark": "bench-mark"}],
+                "job_support": {"timeout_sec": 3600, "parallelism": 1, "mod_param": {}},
+                "services": [service],
+            }
+        )
+    )
+    config = folder / "run.toml"
+
+    def write_config(url: str) -> None:  # the URL may change between runs; the run may not
+        config.write_text(
+            textwrap.dedent(f"""
+            [run]
+            name = "lost"
+            [sweep]
+            files = ["sweep.csv"]
+            max_jobs = {rows}
+            [backend]
+            kind = "gongji"
+            url = "{url}"
+            private_key_file = "key.pem"
+            [job]
+            template_file = "job.json"
+            """)
+        )
+
+    csv_path = folder / "sweep.csv"  # a file: a 10⁶-value grid axis costs seconds to load
+    if not csv_path.exists():
+        with csv_path.open("w") as f:
+            f.write("i\n")
+            f.writelines(f"{i}\n" for i in range(rows))
+    journal_path = folder / ".bulk" / "lost" / "journal.sqlite"
+    if not journal_path.exists():
+        write_config("http://127.0.0.1:9")
+        journal, _ = runs.open_run(config_module.load(config))
+        journal.apply([Record(i, State.SUCCEEDED) for i in range(rows // 2)])
+        journal.close()
+    table: list[list[object]] = []
+    for label, unclean in (
+        (f"bulk run: resume {rows:,} rows (half done) after an unclean end (window 8)", "8"),
+        ("peer: the same resume after a clean end (no look-ups)", "0"),
+    ):
+        with Journal.open(journal_path) as journal:  # half done, as the last session left it
+            journal.apply([Record(i, State.PENDING) for i in range(rows // 2, rows // 2 + 100)])
+            journal.set_meta({"unclean_workers": unclean})
+        with start_sim(folder / "key.pub.pem") as url:
+            write_config(url)
+            start = time.monotonic()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bulk", "run", str(config)],
+                stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env={**os.environ, "GONGJI_TOKEN": "bench-token"},
+            )
+            deadline = start + 120
+            while _creates(data := ledger(url)) < creates:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    msg = f"lost-history benchmark: fewer than {creates} creates in 120 s"
+                    raise SystemExit(msg)
+                time.sleep(0.005)
+            nth = time.monotonic() - start
+            proc.terminate()
+            proc.wait()
+            first = float(str(data["first_create"])) - start
+            requests = data["requests"]
+            assert isinstance(requests, dict)
+            lookups = requests.get("/api/task/job/search", 0)
+        table.append([label, first, nth, lookups])
+    return table
+
+
+def _creates(ledger: dict[str, object]) -> int:
+    made = ledger["creates"]
+    assert isinstance(made, dict)
+    return len(made)
+
+
 def bench_local(n: int = 2000, jobs: int = 4) -> list[list[object]]:
     if shutil.which("parallel") is None:
         subprocess.run(
@@ -262,7 +365,7 @@ def bench_local(n: int = 2000, jobs: int = 4) -> list[list[object]]:
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"overhead", "journal", "resume", "local"}
+    which = set(sys.argv[1:]) or {"overhead", "journal", "resume", "local", "lost"}
     if "overhead" in which:
         print_table(
             "engine overhead with a no-op backend",
@@ -275,6 +378,12 @@ def main() -> None:
         print_table("resume", ["what", "seconds"], bench_resume())
     if "local" in which:
         print_table("local backend vs GNU parallel", ["what", "jobs", "jobs/s"], bench_local())
+    if "lost" in which:
+        print_table(
+            "resume on a service without unique names (Gongji simulator, default limits)",
+            ["what", "s to the first create", "s to the 10th create", "search requests"],
+            bench_lost(),
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import anyio
 import orjson
@@ -546,6 +546,7 @@ def _execute(
         policy=Policy(cfg.limits, cfg.retry, cfg.track),
         metrics=metrics,
         jobs_outlive_bulk=kind.jobs_outlive_bulk,
+        unique_names=kind.unique_names,
     )
     started = time.monotonic()
     state = _RunState()
@@ -786,7 +787,7 @@ _EXPORT_FIELDS = (
 def _cmd_export(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
     with _open_existing(cfg) as journal, _output(args.output):
-        out = args.output.open("w", newline="", encoding="utf-8") if args.output else sys.stdout
+        out = _create_output(args.output) if args.output else sys.stdout
         try:
             writer = csv.writer(out) if args.format == "csv" else None
             if writer is not None:
@@ -817,6 +818,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
             else:
                 out.flush()
     return EXIT_OK
+
+
+def _create_output(path: Path) -> TextIO:
+    """``path`` opened for writing text; a new file is owner-only (0600), like the journal
+    whose variables and errors it holds (an existing file keeps its mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise _output_error(exc, path) from None
+    return os.fdopen(fd, "w", newline="", encoding="utf-8")
 
 
 def _iso(ts: float | None) -> str | None:

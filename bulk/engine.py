@@ -33,6 +33,12 @@ Guarantees, and where they are kept:
   then flushed under a shield. Where jobs do not outlive bulk (local processes, ended when
   the backend closes), the jobs still active go back to ``pending`` with the reason
   :data:`INTERRUPTED`: they run again on resume, and the journal never calls them running.
+- *History lost.* A journal whose ``-wal`` was lost after a crash has forgotten its latest
+  records: rows sent just before the crash read ``pending``. A service that refuses a second
+  job of the same name makes that harmless (the resend is "already exists"); on one that
+  does not (``BackendKind.unique_names`` false: Gongji), a run that follows a session that
+  did not end cleanly looks its first pending rows up by name before sending them (see
+  :meth:`Engine._produce`).
 """
 
 from __future__ import annotations
@@ -129,6 +135,10 @@ class _Job:
     interval: float = 0.0  # current polling interval
     running: bool = False  # "running" recorded already
     lost: int = 0  # times the service said it did not know the job
+    # For a row the scan of a lost history looks up (_Scan): set once its name has been
+    # looked up, or once it left its worker without; ``found`` is that look-up's answer.
+    looked_up: anyio.Event | None = None
+    found: bool | None = None
 
     @property
     def receipt(self) -> Receipt:
@@ -203,6 +213,9 @@ class Engine:
         jobs_outlive_bulk: whether accepted jobs go on running when bulk stops (a service's
             do; local processes are ended when the backend closes, and jobs still active
             when the run stops are then recorded ``pending``, :data:`INTERRUPTED`).
+        unique_names: whether the service refuses a second job of the same name
+            (``BackendKind.unique_names``); if not, pending rows are looked up before they
+            are sent where an unclean end may have lost their records (see ``_produce``).
     """
 
     def __init__(
@@ -221,6 +234,7 @@ class Engine:
         workers: int | None = None,
         offload: Offload | None = None,
         jobs_outlive_bulk: bool = True,
+        unique_names: bool = True,
     ):
         self._backend = backend
         self._journal = journal
@@ -235,6 +249,8 @@ class Engine:
         self._workers = workers or policy.limits.max_in_flight
         self._offload = offload or anyio.to_thread.run_sync
         self._jobs_outlive_bulk = jobs_outlive_bulk
+        self._unique_names = unique_names
+        self._window = 0  # consecutive look-up misses that end the scan of pending rows
         self.stats = Stats()
         self.interrupted = False
         self.outage: UnreachableError | None = None  # set when an outage stopped the run
@@ -282,6 +298,8 @@ class Engine:
             self.metrics.rate_limit.labels(endpoint=endpoint).set(rate.rate_per_s)
         self._tracker = _Tracker(self)
 
+        unclean = await self._offload(self._journal.begin_session, self._workers)
+        self._window = 0 if self._unique_names else unclean
         counts, unsettled, tracked = await self._offload(self._load)
         # Rows the engine owns from the start. One of them may fall back to ``pending`` after
         # a transient error before the pager reaches its index: the pager must skip it, or a
@@ -309,6 +327,8 @@ class Engine:
             finally:
                 self._release_active()
                 await self._writer.aclose()
+        # Every state change of this session is committed: a lost WAL can lose no send now.
+        await self._offload(self._journal.end_session)
         if self.outage is not None and not self.interrupted:
             budget = self._policy.retry.budget_s
             msg = (
@@ -380,17 +400,38 @@ class Engine:
     async def _produce(
         self, send: anyio.abc.ObjectSendStream[_Job], unsettled: list[StoredJob]
     ) -> None:
+        """Hand every row to the workers: unsettled ones to look up, then pending ones.
+
+        Pending rows go in index order, and each worker holds one job at a time. So when an
+        earlier session sent a row, every pending row before it had been handed out, and at
+        most ``workers - 1`` of those could still be unsent (held by the other workers).
+        Where the records of such a session may be lost (``self._window`` > 0: the most
+        workers of any session since the last clean end), pending rows are looked up by name
+        in index order (up to ``workers`` at a time) until the first ``window`` consecutive
+        rows not on the service: no later row can have been sent. Later rows go out
+        without a look-up. Cost: a look-up for each row the lost records had sent, plus
+        ``window``, plus at most ``workers - 1`` looked up past the end of the scan.
+
+        What this cannot see: more than ``window`` consecutive rows that ended without
+        being created (refused outright) and whose records were lost too, followed by rows
+        that were sent.
+        """
         async with send:
             for stored in unsettled:
                 job = self._job(stored)
                 job.reconcile = True
                 await send.send(job)
+            scan = _Scan(self._window, self._workers)
             after = -1
             while True:
                 rows = await self._offload(self._pending_page, after)
                 for stored in rows:
-                    if stored.index not in self._owned:
-                        await send.send(self._job(stored))
+                    if stored.index in self._owned:
+                        continue
+                    job = self._job(stored)
+                    if await scan.needs_lookup(job):
+                        job.reconcile = True
+                    await send.send(job)
                 if len(rows) < _PAGE:
                     return
                 after = rows[-1].index
@@ -411,6 +452,9 @@ class Engine:
         except BaseException:
             self._slots.release()
             raise
+        finally:
+            if job.looked_up is not None:
+                job.looked_up.set()  # the producer waits for nothing more from this job
         if accepted:
             self._tracker.add(job)
         else:
@@ -431,6 +475,9 @@ class Engine:
                 if job.reconcile:
                     receipt = await self._call("lookup", self._backend.lookup, submission)
                     job.reconcile = False
+                    if job.looked_up is not None and not job.looked_up.is_set():
+                        job.found = receipt is not None  # the first answer is the evidence
+                        job.looked_up.set()
                     if receipt is not None:
                         await self._accepted(job, receipt, adopted=True)
                         return True
@@ -648,6 +695,38 @@ class Engine:
 
 class _UnexpectedError(BulkError):
     """Internal: a backend's submit or look-up raised something that is not a bulk error."""
+
+
+class _Scan:
+    """Which pending rows to look up before sending, after a session that may have lost
+    records: rows in index order until ``window`` consecutive ones are not on the service.
+
+    Up to ``concurrency`` look-ups run at once; answers are counted in index order, so the
+    scan ends at the same row as one look-up at a time would, having started at most
+    ``concurrency - 1`` more.
+    """
+
+    def __init__(self, window: int, concurrency: int):
+        self._window = window
+        self._concurrency = max(1, concurrency)
+        self._misses = 0  # consecutive misses among the answered rows, in index order
+        self._waiting: deque[tuple[_Job, anyio.Event]] = deque()  # not counted yet, in order
+
+    async def needs_lookup(self, job: _Job) -> bool:
+        """Whether ``job`` must be looked up (if so, it is counted once answered)."""
+        while True:
+            while self._waiting and self._waiting[0][1].is_set():
+                answered, _ = self._waiting.popleft()
+                # Not looked up (it failed, or the look-up gave up): no evidence, go on.
+                self._misses = self._misses + 1 if answered.found is False else 0
+            if self._misses >= self._window:
+                return False
+            if len(self._waiting) < self._concurrency:
+                break
+            await self._waiting[0][1].wait()
+        job.looked_up = anyio.Event()
+        self._waiting.append((job, job.looked_up))
+        return True
 
 
 def _outcome(exc: BackendError) -> str:

@@ -1,8 +1,11 @@
 """A run's files on disk: create its journal, or resume it if nothing that matters changed.
 
-A run lives in its folder (``[run] dir``, default ``.bulk/<name>/`` beside the config)::
+A run lives in its folder (``[run] dir``, default ``.bulk/<name>/`` beside the config),
+created owner-only (0700: it holds variables, request bodies and job output)::
 
     journal.sqlite     every point and its job's state (see journal.py)
+    run.json           written before a run's first job is sent: the highest attempt number
+                       any job of this folder may have been sent with
     lock               held (flock) by the bulk process working on the run
     logs/, pids/       the local backend's job output and process ids
     journal-N.sqlite   journals of earlier runs, kept by ``bulk run --restart``
@@ -14,14 +17,25 @@ tracking policy may change freely.
 ``bulk retry --template-changed`` is the one way to change the template of a run: the rows
 it sends again get a new template version (see journal.py), every other row keeps the
 version it was planned with, and the run's template fingerprint becomes the new one.
+
+A folder with traces of an earlier run (``run.json``, logs, pid files, archived journals, a
+``-wal`` or ``-shm`` left without its database) but no journal has lost its history: starting
+afresh there would send every job again, so it is refused. ``--restart`` then starts a new
+run anyway, numbering attempts past every one the folder records (new job names, so nothing
+of the lost run is mistaken for the new one's). A stray ``-wal`` is never left beside a new
+journal: SQLite would replay it into the new file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+
+import orjson
 
 from bulk import __version__, plan
 from bulk.backends import get_kind
@@ -31,7 +45,19 @@ from bulk.journal import Journal, State
 from bulk.spec import Template, compile_template
 from bulk.validate import Problems
 
-__all__ = ["fingerprints", "open_retry", "open_run", "require_journal", "templates"]
+__all__ = [
+    "fingerprints",
+    "missing_journal",
+    "note_attempt",
+    "open_retry",
+    "open_run",
+    "require_journal",
+    "templates",
+    "traces",
+]
+
+_MARKER = "run.json"
+_SIDES = ("-wal", "-shm")
 
 # What each fingerprint covers, in the words of the refusal message.
 _WHAT = {
@@ -69,23 +95,24 @@ def open_run(cfg: Config, *, restart: bool = False) -> tuple[Journal, bool]:
 
     Args:
         cfg: the run's config.
-        restart: archive an existing journal and start a new run; its jobs get attempt
-            numbers past every earlier one, so no job name is ever reused.
+        restart: archive an existing journal (or the traces of a lost one) and start a new
+            run; its jobs get attempt numbers past every earlier one, so no job name is ever
+            reused.
 
     Returns:
         The journal, and whether it was resumed.
 
     Raises:
         InputErrors: a new run's sweep has problems (nothing is created).
-        JournalError: the existing journal does not match the config (and no restart).
+        JournalError: the existing journal does not match the config or is damaged, or it
+            is missing from a folder that shows an earlier run (and no restart).
     """
     path = cfg.journal_path
     current = fingerprints(cfg)
-    first_attempt = 1
-    if path.exists():
-        old = Journal.open(path)
-        if not restart:
-            changed = _changes(old, current)
+    if path.exists() and not restart:
+        journal = Journal.open(path)
+        try:
+            changed = _changes(journal, current)
             if changed:
                 advice = (
                     f"Undo the change to resume, or start a new run: bulk run --restart "
@@ -96,14 +123,19 @@ def open_run(cfg: Config, *, restart: bool = False) -> tuple[Journal, bool]:
                         f"; or send the failed rows again with the changed template: "
                         f"bulk retry --template-changed {cfg.path}"
                     )
-                error = _refusal(cfg, old, changed, "resuming would mix two different runs", advice)
-                old.close()
-                raise error
-            _record_current_template(cfg, old, current)
-            return old, True
-        first_attempt = old.max_attempt() + 1
-        old.close()
-        _archive(path)
+                why = "resuming would mix two different runs"
+                raise _refusal(cfg, journal, changed, why, advice)
+            _record_current_template(cfg, journal, current)
+        except BaseException:
+            journal.close()
+            raise
+        return journal, True
+    first_attempt = 1
+    if traces(cfg.run.dir):
+        if not restart:
+            raise missing_journal(cfg)
+        first_attempt = _highest_attempt(cfg.run.dir) + 1
+        _archive(cfg.run.dir)
     return _create(cfg, current, first_attempt), False
 
 
@@ -111,11 +143,11 @@ def require_journal(cfg: Config) -> None:
     """Refuse a command that needs a started run when the run has no journal.
 
     Raises:
-        JournalError: the run has not been started (nothing was created by checking).
+        JournalError: the run has not been started, or its journal was lost (nothing was
+            created by checking).
     """
     if not cfg.journal_path.exists():
-        msg = f"{cfg.journal_path}: no journal: this run has not been started (bulk run {cfg.path})"
-        raise JournalError(msg)
+        raise missing_journal(cfg)
 
 
 def open_retry(
@@ -156,8 +188,10 @@ def open_retry(
                 f"bulk run --restart {cfg.path} (the old journal is kept)"
             )
             raise _refusal(cfg, journal, changed, "retrying would mix two templates", advice)
+        runs_next = journal.max_attempt() + 1
         if not changed:
             _record_current_template(cfg, journal, current)
+            note_attempt(cfg.run.dir, runs_next)  # before any job is sent with it
             return journal, journal.reset_failed(states, template=journal.template_version())
         _check_retried_rows(cfg, journal, states)
         held = journal.template_sources()
@@ -172,6 +206,7 @@ def open_retry(
             raise JournalError(msg)
         version = journal.template_version() + 1
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        note_attempt(cfg.run.dir, runs_next)
         with journal.transaction():
             journal.add_template(version, current["fp_job"], cfg.template.source, now)
             journal.set_meta({"fp_job": current["fp_job"], "template_changed": now})
@@ -251,15 +286,126 @@ def _check_retried_rows(cfg: Config, journal: Journal, states: Sequence[State]) 
     result.raise_if_errors()
 
 
-def _archive(path: Path) -> None:
+def traces(run_dir: Path) -> list[str]:
+    """What in ``run_dir`` shows that a run has sent jobs from it (empty: nothing does).
+
+    Neither ``lock`` (a run refused for bad input takes it too) nor a journal still being
+    built (nothing is sent before it is complete) counts.
+    """
+    if not run_dir.is_dir():
+        return []
+    try:
+        names = set(os.listdir(run_dir))
+        found = [
+            n for n in ("journal.sqlite", *(f"journal.sqlite{s}" for s in _SIDES)) if n in names
+        ]
+        if _MARKER in names:
+            found.append(_MARKER)
+        archived = sorted(n for n in names if n.startswith("journal-") and ".sqlite" in n)
+        if archived:
+            found.append(f"{len(archived)} archived journal file(s)")
+        found.extend(f"{sub}/" for sub in ("logs", "pids") if _has_files(run_dir / sub))
+    except OSError as exc:
+        msg = f"{run_dir}: cannot read the run folder: {exc.strerror}"
+        raise JournalError(msg) from None
+    return found
+
+
+def _has_files(folder: Path) -> bool:
+    if not folder.is_dir():
+        return False
+    with os.scandir(folder) as entries:
+        return any(True for _ in entries)
+
+
+def missing_journal(cfg: Config) -> JournalError:
+    """The error for a command that needs the run's journal and finds none."""
+    found = traces(cfg.run.dir)
+    if not found:
+        msg = f"{cfg.journal_path}: no journal: this run has not been started (bulk run {cfg.path})"
+        return JournalError(msg)
+    where = cfg.run.dir
+    msg = (
+        f"{cfg.journal_path}: the run's journal is missing, but {where} holds traces of an "
+        f"earlier run ({', '.join(found)}): its history was lost, and starting afresh would "
+        f"send its jobs again. Put the journal back to resume; or start a new run with "
+        f"bulk run --restart (every job runs again, under new names); or move or delete "
+        f"{where} to start afresh"
+    )
+    return JournalError(msg)
+
+
+def note_attempt(run_dir: Path, attempt: int) -> None:
+    """Record, before jobs are sent with it, that ``attempt`` may be used in ``run_dir``.
+
+    ``run.json`` keeps the highest such number, outside the journal: if the journal is lost,
+    ``--restart`` still numbers its attempts past every one used here.
+    """
+    if attempt <= _noted_attempt(run_dir):
+        return
+    data = orjson.dumps({"attempt": attempt})
+    target = run_dir / _MARKER
+    temporary = run_dir / f"{_MARKER}.new"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        temporary.replace(target)
+        _fsync_dir(run_dir)
+    except OSError as exc:
+        msg = f"{target}: cannot record the run's attempt number: {exc.strerror}"
+        raise JournalError(msg) from None
+
+
+def _noted_attempt(run_dir: Path) -> int:
+    try:
+        value = orjson.loads((run_dir / _MARKER).read_bytes()).get("attempt", 0)
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return 0
+    return value if isinstance(value, int) else 0
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _highest_attempt(run_dir: Path) -> int:
+    """The highest attempt number the folder records: run.json, the journal, the archives."""
+    highest = _noted_attempt(run_dir)
+    journals = [run_dir / "journal.sqlite", *sorted(run_dir.glob("journal-*.sqlite"))]
+    for path in journals:
+        if path.exists():
+            # A damaged or foreign file says nothing: run.json still covers what was sent.
+            with contextlib.suppress(JournalError), Journal.open(path, check=False) as journal:
+                highest = max(highest, journal.max_attempt())
+    return highest
+
+
+def _archive(run_dir: Path) -> None:
+    """Move the journal and its side files aside, as ``journal-N.sqlite`` (first free N)."""
+    path = run_dir / "journal.sqlite"
     n = 1
-    while (target := path.with_name(f"journal-{n}.sqlite")).exists():
+    while any(_with_side(run_dir / f"journal-{n}.sqlite", side).exists() for side in ("", *_SIDES)):
         n += 1
-    path.rename(target)
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            side.rename(target.with_name(target.name + suffix))
+    target = run_dir / f"journal-{n}.sqlite"
+    try:
+        for side in ("", *_SIDES):  # a -wal without its journal too: never replayed into a new one
+            if _with_side(path, side).exists():
+                _with_side(path, side).rename(_with_side(target, side))
+    except OSError as exc:
+        msg = f"{run_dir}: cannot move the old journal aside to restart: {exc.strerror}"
+        raise JournalError(msg) from None
+
+
+def _with_side(path: Path, side: str) -> Path:
+    return path.with_name(path.name + side)
 
 
 def _create(cfg: Config, current: dict[str, str], first_attempt: int) -> Journal:
@@ -285,14 +431,29 @@ def _create(cfg: Config, current: dict[str, str], first_attempt: int) -> Journal
         if first_attempt > 1:
             journal.set_first_attempt(first_attempt)
     except BaseException:
-        journal.close()
+        with contextlib.suppress(JournalError):
+            journal.close()
         _remove_database(building)
         raise
     journal.close()  # checkpoints the WAL into the file before it is renamed
-    building.rename(final)
-    return Journal.open(final)
+    for side in _SIDES:
+        if _with_side(final, side).exists():  # SQLite would replay it into the new journal
+            _remove_database(building)
+            msg = f"{_with_side(final, side)}: left from an earlier journal; move it aside"
+            raise JournalError(msg)
+    note_attempt(cfg.run.dir, first_attempt)
+    try:
+        building.rename(final)
+    except OSError as exc:
+        msg = f"{final}: cannot put the new journal in place: {exc.strerror}"
+        raise JournalError(msg) from None
+    return Journal.open(final, check=False)  # just built: no need to read it all again
 
 
 def _remove_database(path: Path) -> None:
-    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        file.unlink(missing_ok=True)
+    try:
+        for file in (path, *(_with_side(path, side) for side in _SIDES)):
+            file.unlink(missing_ok=True)
+    except OSError as exc:
+        msg = f"{path}: cannot remove an unfinished journal: {exc.strerror}"
+        raise JournalError(msg) from None

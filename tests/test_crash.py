@@ -218,13 +218,9 @@ def gongji_service() -> Iterator[str]:
         yield url
 
 
-def test_gongji_sees_one_create_per_task_name_across_kills(
-    tmp_path: Path, gongji_service: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Signed requests, faults and kill -9: one create per task name, every row succeeded."""
-    monkeypatch.setenv("GONGJI_TOKEN", "crash-token")
-    rows = 200
-    job = tmp_path / "job.json"
+def gongji_config(folder: Path, url: str, run: str, rows: int) -> Path:
+    """A run of `rows` signed Gongji jobs against `url`, with fast retries and tracking."""
+    job = folder / "job.json"
     job.write_text(
         '{"task_name": "{_name}", "points": 1, '
         '"resources": [{"gpu_name": "4090", "gpu_count": 1, "region": "chengde-p1"}], '
@@ -233,16 +229,16 @@ def test_gongji_sees_one_create_per_task_name_across_kills(
         '"env": [{"name": "I", "value": "{i}"}], '
         '"resource_weight": {"cpu_weight": 1, "mem_weight": 1, "gpu_weight": 1}}]}'
     )
-    config = tmp_path / "run.toml"
+    config = folder / "run.toml"
     config.write_text(
         f"""
 [run]
-name = "gjcrash"
+name = "{run}"
 [sweep]
 grid.i = {{range = [0, {rows}]}}
 [backend]
 kind = "gongji"
-url = "{gongji_service}"
+url = "{url}"
 private_key_file = "{DATA / "test-key-pkcs8.pem"}"
 [limits]
 submit_rate_per_s = 500
@@ -258,10 +254,57 @@ max_s = 0.3
 template_file = "job.json"
 """
     )
+    return config
+
+
+def test_gongji_sees_one_create_per_task_name_across_kills(
+    tmp_path: Path, gongji_service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signed requests, faults and kill -9: one create per task name, every row succeeded."""
+    monkeypatch.setenv("GONGJI_TOKEN", "crash-token")
+    rows = 200
+    config = gongji_config(tmp_path, gongji_service, "gjcrash", rows)
 
     crash_and_resume(config, rows, seed=4)
 
     assert_exactly_once(f"{gongji_service}/_sim/ledger", config, "gjcrash", rows)
+
+
+def test_gongji_wal_lost_after_kill_9_creates_each_task_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9, then the -wal deleted: the journal forgets 100+ sends; none is sent twice.
+
+    Gongji accepts a second task with the same name, so the resume looks the first pending
+    rows up by name (until a window of misses) instead of trusting "pending". Commit-then-
+    fail faults only: throttles and 5xx would slow it down and are tested above.
+    """
+    monkeypatch.setenv("GONGJI_TOKEN", "crash-token")
+    rows = 300
+    with simulator(
+        "gongji",
+        "--rsa-token",
+        f"crash-token={DATA / 'test-key.pub.pem'}",
+        "--pending-s",
+        "0",
+        "--run-s",
+        "0.05",
+        "--commit-fail-rate",
+        "0.2",
+        "--seed",
+        "9",
+    ) as url:
+        config = gongji_config(tmp_path, url, "gjwal", rows)
+
+        assert -signal.SIGKILL == run_and_kill(config, 100)
+        journal_path = tmp_path / ".bulk" / "gjwal" / "journal.sqlite"
+        journal_path.with_name("journal.sqlite-wal").unlink()
+        with Journal.open(journal_path) as journal:
+            forgotten = journal.counts()
+
+        assert {"pending": rows} == forgotten  # every record of the killed run was in the WAL
+        assert 0 == run_and_kill(config, None)
+        assert_exactly_once(f"{url}/_sim/ledger", config, "gjwal", rows)
 
 
 def test_metrics_endpoint_serves_the_runs_counters(tmp_path: Path) -> None:

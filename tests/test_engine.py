@@ -88,7 +88,7 @@ async def inline(func: Callable[..., Any], *args: Any) -> Any:
     return func(*args)
 
 
-def engine(backend: FakeBackend, journal: Journal, pol: Policy | None = None) -> Engine:
+def engine(backend: FakeBackend, journal: Journal, pol: Policy | None = None, **kw: Any) -> Engine:
     clock = AnyioClock()
     return Engine(
         backend,
@@ -100,6 +100,7 @@ def engine(backend: FakeBackend, journal: Journal, pol: Policy | None = None) ->
         limiter_factory=ClockLimiter.factory(clock),
         rng=random.Random(7),
         offload=inline,
+        **kw,
     )
 
 
@@ -366,6 +367,84 @@ class TestExactlyOnce:
         assert 3 == stats.succeeded
         assert set(backend.ledger.values()) == {1}
         assert 4 == len(backend.calls_to("submit"))
+
+
+class TestLostHistory:
+    """A lost -wal forgets the latest records: rows sent just before a crash read pending."""
+
+    @staticmethod
+    def sent_before(backend: FakeBackend, rows: list[int]) -> None:
+        """The service has these rows' jobs, though the journal says they are pending."""
+        for i in rows:
+            backend.accept(Submission(name(i), b"{}"))
+
+    @pytest.mark.rows(40)
+    @pytest.mark.parametrize("workers", [pytest.param(1, id="one"), pytest.param(8, id="eight")])
+    async def test_pending_rows_are_looked_up_until_a_window_of_misses(
+        self, journal: Journal, workers: int
+    ) -> None:
+        """After an unclean session of 4 workers: look-ups up to 4 misses in a row, no more
+        (a few more when several run at once: at most workers - 1)."""
+        await inline(journal.begin_session, 4)  # a session that never ended
+        backend = FakeBackend(clock=AnyioClock())
+        hits = [0, 1, 2, 6, 7]  # 3, 4, 5: held by workers when it died (3 misses < 4)
+        self.sent_before(backend, hits)
+
+        stats = await engine(backend, journal, unique_names=False, workers=workers).run()
+
+        submitted = {c.name for c in backend.calls_to("submit")}
+        looked_up = [c.name for c in backend.calls_to("lookup")]
+        assert 40 == stats.succeeded
+        assert {name(i) for i in range(40) if i not in hits} == submitted
+        assert {name(i) for i in range(12)} <= set(looked_up)  # 8, 9, 10, 11: four misses
+        assert len(set(looked_up)) == len(looked_up) <= 12 + workers - 1
+        if workers == 1:
+            assert [name(i) for i in range(12)] == looked_up
+
+    @pytest.mark.rows(10)
+    async def test_no_look_ups_after_a_clean_end(self, journal: Journal) -> None:
+        """A session that ended cleanly left every record in the journal: nothing to check."""
+        await inline(journal.begin_session, 4)
+        await inline(journal.end_session)
+        backend = FakeBackend(clock=AnyioClock())
+
+        await engine(backend, journal, unique_names=False).run()
+
+        assert [] == backend.calls_to("lookup")
+
+    @pytest.mark.rows(10)
+    async def test_no_look_ups_where_names_are_unique(self, journal: Journal) -> None:
+        """A service that refuses a second job of a name makes a resend harmless."""
+        await inline(journal.begin_session, 4)
+        backend = FakeBackend(clock=AnyioClock())
+
+        await engine(backend, journal).run()
+
+        assert [] == backend.calls_to("lookup")
+
+    @pytest.mark.rows(10)
+    async def test_a_run_marks_its_session_then_its_clean_end(self, journal: Journal) -> None:
+        """While a run works the journal file says "unclean"; after it ends, "clean"."""
+        seen: list[str] = []
+        copies = itertools.count()
+
+        async def note(backend: FakeBackend, sub: Submission) -> None:
+            # The database file alone, as a lost -wal would leave it.
+            copy = journal.path.with_name(f"copy-{next(copies)}.sqlite")
+            seen.append(await anyio.to_thread.run_sync(meta_without_wal, journal.path, copy))
+            backend.accept(sub)
+
+        await engine(FakeBackend(note, clock=AnyioClock()), journal, workers=3).run()
+
+        assert {"3"} == set(seen)
+        assert "0" == (await inline(journal.meta))["unclean_workers"]
+
+
+def meta_without_wal(path: Path, copy: Path) -> str:
+    """unclean_workers as read from a copy of the database file without its -wal."""
+    copy.write_bytes(path.read_bytes())
+    with Journal.open(copy, check=False) as journal:
+        return journal.meta()["unclean_workers"]
 
 
 class TestTracking:

@@ -80,6 +80,14 @@ class TestStates:
 
         assert list(range(25)) == [j.index for j in journal.iter_jobs(page=7)]
 
+    def test_a_journal_deleted_while_open_refuses_writes(self, tmp_path: Path) -> None:
+        """SQLite would go on writing to the deleted file: bulk stops at the next commit."""
+        journal, _ = filled(tmp_path, [1, 2])
+        journal.path.unlink()
+
+        with pytest.raises(JournalError, match="deleted or replaced while this run was using"):
+            journal.apply([Record(0, State.SUBMITTING, attempt=1)])
+
 
 class TestWriter:
     async def test_write_returns_once_committed(self, tmp_path: Path) -> None:

@@ -143,6 +143,10 @@ class BackendKind(Protocol):
     # Whether accepted jobs go on running when bulk stops (a service's do; local processes
     # are ended with the backend, so the engine records them pending again).
     jobs_outlive_bulk: bool
+    # Whether the service refuses (or answers "already exists" to) a second job of a name it
+    # has: then sending a job twice cannot create it twice. False makes a resume look up
+    # pending rows the journal may have lost track of before sending them (engine.py).
+    unique_names: bool
 
     def parse_options(self, table: Table, base: Path) -> Any:
         """Read this backend's keys from ``[backend]`` (``kind`` is already read)."""

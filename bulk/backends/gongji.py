@@ -236,6 +236,9 @@ class GongjiKind:
     uvloop = True
     quoted_fields = NO_QUOTING  # bodies are JSON fields, never parsed by a shell here
     jobs_outlive_bulk = True
+    # task_name is not documented as unique: a second create with the same name may make a
+    # second task (the simulator does so), so a resend is a duplicate.
+    unique_names = False
 
     def parse_options(self, table: Table, base: Path) -> GongjiOptions:
         """Read the ``[backend]`` keys (credentials by reference)."""

@@ -137,6 +137,8 @@ class LocalKind:
     )
     # The backend ends its jobs when it closes (bulk stopping): they run again on resume.
     jobs_outlive_bulk = False
+    # A name is one job while bulk runs it; after bulk died, its job is killed and run again.
+    unique_names = True
 
     def parse_options(self, table: Table, base: Path) -> LocalOptions:
         """Read ``shell`` and ``kill_grace_s``."""
@@ -355,7 +357,12 @@ class LocalBackend:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             msg = f"not a local job body ({type(exc).__name__}: {exc}); nothing was started"
             raise PermanentBackendError(msg, job_name=name) from None
-        out, err = await anyio.to_thread.run_sync(self._open_logs, name)
+        try:
+            out, err = await anyio.to_thread.run_sync(self._open_logs, name)
+        except OSError as exc:
+            # The run folder, not the job: every job would fail alike. Stop, rows kept.
+            msg = f"cannot create the job's log files in {self._logs}: {exc.strerror or exc}"
+            raise RunRefusedError(msg, job_name=name) from None
         try:
             process = await anyio.open_process(
                 argv,
@@ -390,11 +397,12 @@ class LocalBackend:
         return Receipt(name, name)
 
     def _open_logs(self, name: str) -> tuple[int, int]:
-        self._logs.mkdir(parents=True, exist_ok=True)
-        self._pids.mkdir(parents=True, exist_ok=True)
+        # Owner-only, like the run folder: job output may hold anything the job printed.
+        self._logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._pids.mkdir(mode=0o700, parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        out = os.open(self._logs / f"{name}.out", flags, 0o644)
-        err = os.open(self._logs / f"{name}.err", flags, 0o644)
+        out = os.open(self._logs / f"{name}.out", flags, 0o600)
+        err = os.open(self._logs / f"{name}.err", flags, 0o600)
         return out, err
 
     async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
@@ -609,7 +617,9 @@ def _write_pid_file(path: Path, pid: int) -> str | None:
     """Record the leader's pid and start time (for a later bulk, if this one dies)."""
     proc = stat(pid)
     start = proc.start if proc is not None else None
-    path.write_text(f"{pid} {start or ''}\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{pid} {start or ''}\n")
     return start
 
 

@@ -78,6 +78,7 @@ class StubKind:
     uvloop = True  # HTTP-bound: uvloop costs 20-25 % less CPU per request
     quoted_fields = NO_QUOTING
     jobs_outlive_bulk = True
+    unique_names = True  # a second create of a name is answered 409 with the first job's id
 
     def parse_options(self, table: Table, base: Path) -> StubOptions:
         """Read ``url`` (required), ``timeout_s`` and the token's reference, if any."""
