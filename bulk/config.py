@@ -49,8 +49,12 @@ __all__ = [
     "load",
 ]
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-_VAR_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Patterns validate with fullmatch, never match + "$": "$" also matches before a final "\n",
+# which let a run name "abc\n" through into directory and job names.
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+_VAR_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_.-]+")  # dotted: callers pass key paths too
+_VARIABLE_NAMES = "variable names are letters, digits and '_', starting with a letter"
 # Keys that would hold a secret inline. Each backend reads its secrets by reference instead
 # (``token_env``, ``private_key_file``); these names are refused wherever they appear in
 # ``[backend]`` so a pasted token never reaches the journal, a log or an error message.
@@ -201,7 +205,7 @@ class Table:
         self.known: list[str] = []
 
     def fail(self, key: str, problem: str) -> NoReturn:
-        raise ConfigError(problem, where=self.where, field=f"{self.prefix}{key}")
+        raise ConfigError(problem, where=self.where, field=f"{self.prefix}{_key_text(key)}")
 
     def get(self, key: str, kind: type[_T] | tuple[type, ...], default: Any = _REQUIRED) -> Any:
         self.known.append(key)
@@ -235,6 +239,15 @@ class Table:
         if unknown:
             valid = ", ".join(sorted(self.known))
             self.fail(unknown[0], f"unknown key; valid keys here: {valid}")
+
+
+def _key_text(key: str) -> str:
+    """A TOML key as a message shows it: bare, or quoted as TOML would (``grid."a b"``).
+
+    Quoting escapes control characters, so a key holding a newline never splits the one-line
+    error in two.
+    """
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
 def _type_name(kind: type) -> str:
@@ -303,7 +316,7 @@ def _load_run(t: Table, base: Path) -> RunConfig:
     if not t.data:
         t.fail("name", "missing required key (the [run] table needs a name)")
     name = t.get("name", str)
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         t.fail(
             "name",
             f"{name!r} is not a valid run name; use 1-40 lower-case letters, digits and '-', "
@@ -366,8 +379,8 @@ def _load_sweep(t: Table, base: Path) -> SweepConfig:
 def _axes(t: Table) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     axes = []
     for name in list(t.data):
-        if not _VAR_RE.match(name):
-            t.fail(name, "variable names are letters, digits and '_', starting with a letter")
+        if not _VAR_RE.fullmatch(name):
+            t.fail(name, _VARIABLE_NAMES)
         value = t.get(name, (list, dict))
         values = _range(t, name, value) if isinstance(value, dict) else tuple(value)
         if not values:
@@ -422,8 +435,8 @@ def _distributions(t: Table) -> tuple[tuple[str, Distribution], ...]:
     )
     out = []
     for name in list(t.data):
-        if not _VAR_RE.match(name):
-            t.fail(name, "variable names are letters, digits and '_', starting with a letter")
+        if not _VAR_RE.fullmatch(name):
+            t.fail(name, _VARIABLE_NAMES)
         value = t.get(name, dict)
         if len(value) != 1:
             t.fail(name, f"give exactly one distribution; one of {allowed}")

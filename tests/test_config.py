@@ -84,6 +84,29 @@ class TestLoad:
             id="bad-name",
         ),
         pytest.param(
+            MINIMAL.replace('name = "demo"', 'name = "demo\\n"'),
+            "run.name: 'demo\\n' is not a valid run name",
+            id="name-with-trailing-newline",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", 'grid."x\\n" = [1, 2, 3]'),
+            'sweep.grid."x\\n": variable names are letters, digits and',
+            id="variable-with-trailing-newline",
+        ),
+        pytest.param(
+            MINIMAL.replace(
+                "grid.x = [1, 2, 3]",
+                'random.samples = 1\nrandom.params."x\\n" = {uniform = [0, 1]}',
+            ),
+            'sweep.random.params."x\\n": variable names are letters, digits and',
+            id="random-variable-with-trailing-newline",
+        ),
+        pytest.param(
+            MINIMAL + '\n[limits]\n"max\\ninflight" = 1\n',
+            'limits."max\\ninflight": unknown key; valid keys here:',
+            id="unknown-key-with-newline-stays-one-line",
+        ),
+        pytest.param(
             MINIMAL + "\n[retry]\nattempts = 0\n",
             "retry.attempts: 0 must be greater than 0",
             id="non-positive",
