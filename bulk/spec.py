@@ -13,6 +13,7 @@ Pure and synchronous: no I/O, no awaiting.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,10 +23,61 @@ import orjson
 
 from bulk.errors import ConfigError
 
-__all__ = ["Template", "compile_template", "to_text"]
+__all__ = [
+    "MAX_NESTING",
+    "Template",
+    "compile_template",
+    "int_too_big",
+    "shorten",
+    "to_text",
+    "value_problem",
+]
+
+# How deep tables and arrays may nest, in a template and in a sweep value alike. A value
+# rendered into a template nests up to twice this deep, well inside orjson's limit of 254
+# (past which it refuses to write the body, or the point's key), and inside Python's
+# recursion limit for the code that walks a body.
+MAX_NESTING = 64
+_INT_MIN, _INT_END = -(2**63), 2**64  # JSON numbers orjson writes: 64-bit integers
 
 _Render = Callable[[Mapping[str, Any]], Any]
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}|\{|\}")
+
+
+def value_problem(value: Any) -> str | None:
+    """What makes ``value`` impossible to send as JSON exactly, or None when nothing does.
+
+    JSON (as bulk writes it) has no NaN or infinity and no integers beyond 64 bits, and bulk
+    caps nesting at :data:`MAX_NESTING`. The walk is iterative: a value nested deeper than
+    Python's recursion limit is reported, not crashed on.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping | list | tuple):
+            if depth >= MAX_NESTING:
+                return f"nested more than {MAX_NESTING} levels deep; the limit is {MAX_NESTING}"
+            children = node.values() if isinstance(node, Mapping) else node
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(node, bool):
+            continue
+        elif isinstance(node, int) and not _INT_MIN <= node < _INT_END:
+            return int_too_big(shorten(str(node)) if node.bit_length() < 1000 else "an integer")
+        elif isinstance(node, float) and not math.isfinite(node):
+            return f"{node} is not a finite number; JSON has no NaN or infinity"
+    return None
+
+
+def int_too_big(shown: str) -> str:
+    """The problem with an integer (written ``shown``) beyond what JSON carries exactly."""
+    return (
+        f"{shown} does not fit in 64 bits; JSON integers are 64-bit (quote it to keep it as text)"
+    )
+
+
+def shorten(text: str, limit: int = 32) -> str:
+    """``text`` cut to ``limit`` characters (with ``...``) for a one-line message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _MissingVariableError(Exception):
@@ -98,9 +150,13 @@ def compile_template(body: Any) -> Template:
     """Compile a template once.
 
     Raises:
-        ConfigError: a string has a bad placeholder or an unescaped brace, or a value is of a
-            type that cannot be JSON (a TOML date); ``field`` is the key path (``job.x.y``).
+        ConfigError: a string has a bad placeholder or an unescaped brace, or a value cannot
+            be JSON (a TOML date, NaN, an integer beyond 64 bits, nesting past
+            :data:`MAX_NESTING`); ``field`` is the key path (``job.x.y``), or ``job``.
     """
+    problem = value_problem(body)
+    if problem is not None:
+        raise ConfigError(problem, field="job")
     names: set[str] = set()
     render = _compile(body, "job", names)
     return Template(

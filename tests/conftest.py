@@ -1,8 +1,12 @@
-"""Shared fixtures: asyncio under the anyio plugin, and no blocking calls on the event loop."""
+"""Shared fixtures: asyncio under the anyio plugin, no blocking calls on the event loop, and
+the CLI run with bounded memory and time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
@@ -18,3 +22,35 @@ def blockbuster() -> Iterator[BlockBuster]:
     """Fail any test whose async code blocks the event loop (file I/O, time.sleep, ...)."""
     with blockbuster_ctx() as bb:
         yield bb
+
+
+BOUNDED_MEMORY_MB = 256  # `bulk plan` on a small sweep peaks near 100 MB of address space
+BOUNDED_TIMEOUT_S = 60  # a refusal takes well under a second; this only stops a runaway
+
+
+@pytest.fixture
+def bounded_bulk() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the bulk CLI in a subprocess capped in address space and in time.
+
+    For inputs that once exhausted memory or hung: a regression fails the test (MemoryError,
+    a kill, or the timeout) instead of taking the machine down.
+    """
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        limit = BOUNDED_MEMORY_MB << 20
+        code = (
+            "import resource, sys\n"
+            f"resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
+            "from bulk.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=BOUNDED_TIMEOUT_S,
+            check=False,
+        )
+
+    return run

@@ -112,3 +112,41 @@ def test_generated_renderer_agrees_with_the_reference() -> None:
     assert t._render(row) == t._fast(row) == t.render(row)
     assert "--seed=007" == t.render(row)["cmd"][2]
     assert t.render(row)["fixed"] is t.render(row)["fixed"]  # constants are shared
+
+
+def nested(depth: int) -> list[Any]:
+    """A list nested ``depth`` levels deep (built without recursion)."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param({"x": float("nan")}, "job: nan is not a finite number", id="nan"),
+        pytest.param({"x": [1, float("-inf")]}, "job: -inf is not a finite number", id="inf"),
+        pytest.param({"x": 2**64}, "job: 18446744073709551616 does not fit in 64 bits", id="int"),
+        pytest.param(
+            {"x": -(2**63) - 1}, "job: -9223372036854775809 does not fit in 64 bits", id="neg-int"
+        ),
+        pytest.param({"x": nested(64)}, "job: nested more than 64 levels deep", id="deep"),
+        pytest.param({"x": nested(100_000)}, "job: nested more than 64", id="past-recursion"),
+    ],
+)
+def test_values_json_cannot_carry_are_refused(body: Any, expected: str) -> None:
+    """NaN, infinity, integers past 64 bits and deep nesting are refused at compile time."""
+    with pytest.raises(ConfigError) as info:
+        compile_template(body)
+
+    assert str(info.value).startswith(expected)
+
+
+def test_values_at_the_limits_are_kept() -> None:
+    """The 64-bit integer bounds and nesting up to the limit compile and render exactly."""
+    body = {"lo": -(2**63), "hi": 2**64 - 1, "deep": nested(63), "s": "{s}"}
+
+    rendered = compile_template(body).render_bytes({"s": "x"})
+
+    assert {**body, "s": "x"} == orjson.loads(rendered)
