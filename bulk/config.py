@@ -21,12 +21,14 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import orjson
 
@@ -48,10 +50,12 @@ __all__ = [
     "Table",
     "TrackConfig",
     "fingerprint_of",
+    "is_variable_name",
     "json_nesting_column",
     "load",
     "loads_exact_json",
     "number_problem",
+    "open_regular",
 ]
 
 # Patterns validate with fullmatch, never match + "$": "$" also matches before a final "\n",
@@ -67,6 +71,9 @@ _INLINE_SECRET_KEYS = frozenset(
     {"token", "private_key", "password", "secret", "api_key", "key", "auth", "authorization"}
 )
 DEFAULT_MAX_JOBS = 100_000
+# A config or template file larger than this is not one (bulk plan /dev/zero once grew without
+# end); long lists of values belong in a sweep file, which is streamed.
+MAX_CONFIG_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +267,11 @@ def _key_text(key: str) -> str:
     return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
+def is_variable_name(name: str) -> bool:
+    """Whether ``name`` can be a sweep variable (a template writes it as ``{name}``)."""
+    return _VAR_RE.fullmatch(name) is not None
+
+
 def _type_name(kind: type) -> str:
     return {
         str: "a string",
@@ -441,6 +453,59 @@ def _parse_json(text: str, where: str) -> Any:
         raise ConfigError(msg, where=where) from None
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened to read its bytes, if it is a regular file.
+
+    Anything else is refused before a byte is read: a device such as ``/dev/zero`` never
+    ends, a FIFO or a terminal may never answer (the open itself does not wait: it is
+    non-blocking), and a resumed run must read the same bytes again.
+
+    Raises:
+        ConfigError: the path is not a regular file.
+        OSError: it cannot be opened (``FileNotFoundError`` when it does not exist).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+            msg = f"not a regular file ({kind}); bulk reads regular files only"
+            raise ConfigError(msg, where=str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_text(path: Path) -> str:
+    """A config or template file's text: a regular file of at most ``MAX_CONFIG_BYTES``.
+
+    Raises:
+        ConfigError: not a regular file, too large, or not UTF-8.
+        OSError: it cannot be read.
+    """
+    with open_regular(path) as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        msg = f"the file is too large; the limit is {MAX_CONFIG_BYTES:,} bytes"
+        raise ConfigError(msg, where=str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"cannot read: {exc}"
+        raise ConfigError(msg, where=str(path)) from None
+
+
 def load(path: str | Path) -> Config:
     """Read and check a run config.
 
@@ -456,11 +521,11 @@ def load(path: str | Path) -> Config:
     path = Path(path)
     where = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
     except FileNotFoundError:
         msg = "no such file"
         raise ConfigError(msg, where=where) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         msg = f"cannot read: {exc}"
         raise ConfigError(msg, where=where) from None
     raw = _parse_toml(text, where)
@@ -794,10 +859,10 @@ def _load_template(top: Table, base: Path) -> tuple[spec.Template, str]:
         file = base / name
         where = str(file)
         try:
-            text = file.read_text(encoding="utf-8")
+            text = _read_text(file)
         except FileNotFoundError:
             top.fail("job.template_file", f"{str(file)!r} does not exist")
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             msg = f"cannot read template: {exc}"
             raise ConfigError(msg, where=where) from None
         body = _parse_json(text, where) if file.suffix == ".json" else _parse_toml(text, where)

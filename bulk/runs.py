@@ -22,6 +22,7 @@ from bulk import __version__, plan
 from bulk.config import Config, fingerprint_of
 from bulk.errors import ConfigError, JournalError
 from bulk.journal import Journal
+from bulk.sweep import open_sweep_file
 
 __all__ = ["fingerprints", "open_run"]
 
@@ -40,7 +41,8 @@ def fingerprints(cfg: Config) -> dict[str, str]:
     for path in cfg.sweep.files:
         files.update(str(path.name).encode() + b"\0")
         try:
-            with path.open("rb") as f:
+            # Regular files only: /dev/zero would be hashed forever, a FIFO block the run.
+            with open_sweep_file(path) as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     files.update(chunk)
         except OSError as exc:
