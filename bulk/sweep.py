@@ -16,7 +16,6 @@ import csv
 import functools
 import gzip
 import hashlib
-import itertools
 import math
 import random
 from collections.abc import Iterable, Iterator
@@ -192,31 +191,70 @@ def _rows(cfg: SweepConfig) -> Iterator[Row]:
         yield from read_rows(path, cfg.strings, max_blank_lines=cfg.max_jobs)
 
 
-def _static_points(cfg: SweepConfig) -> list[dict[str, Any]]:
-    """The grid × zip × random combinations (small: bounded by ``max_jobs``)."""
-    axes: list[list[dict[str, Any]]] = [[{name: v} for v in values] for name, values in cfg.grid]
-    if cfg.zip:
-        names = [name for name, _ in cfg.zip]
-        columns = [values for _, values in cfg.zip]
-        axes.append([dict(zip(names, combo, strict=True)) for combo in zip(*columns, strict=True)])
-    if cfg.random_samples:
-        rng = random.Random(cfg.random_seed)
-        axes.append(
-            [
-                {name: _draw(rng, dist) for name, dist in cfg.random_params}
-                for _ in range(cfg.random_samples)
-            ]
-        )
+# Up to this many grid × zip × random combinations are built once and shared by every file
+# row (the common case: a few dozen). Past it they are generated afresh for each row, in
+# memory independent of their number: a grid of 10⁶ points no longer holds 10⁶ dicts.
+_SHARED_COMBINATIONS = 10_000
+
+
+def _static_points(cfg: SweepConfig) -> Iterable[dict[str, Any]]:
+    """The grid × zip × random combinations, each a dict of their variables, in order."""
     size = static_axis_size(cfg)
     if size > cfg.max_jobs:
-        raise guard_error(size, cfg.max_jobs)  # before building a huge list
-    out = []
-    for combo in itertools.product(*axes):
-        merged: dict[str, Any] = {}
-        for part in combo:
-            merged.update(part)
-        out.append(merged)
-    return out
+        raise guard_error(size, cfg.max_jobs)  # before anything is built
+    combinations = _Combinations(cfg)
+    return list(combinations) if size <= _SHARED_COMBINATIONS else combinations
+
+
+class _Combinations:
+    """grid × zip × random (last fastest), generated afresh by each iteration.
+
+    Random draws restart from the seed for every grid × zip combination, so each sees the
+    same samples, as when they were drawn once and shared.
+    """
+
+    __slots__ = ("cfg",)
+
+    def __init__(self, cfg: SweepConfig):
+        self.cfg = cfg
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        cfg = self.cfg
+        axes: list[tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]] = [
+            ((name,), (values,)) for name, values in cfg.grid
+        ]
+        if cfg.zip:
+            axes.append((tuple(n for n, _ in cfg.zip), tuple(v for _, v in cfg.zip)))
+        for index in _odometer([len(columns[0]) for _, columns in axes]):
+            merged: dict[str, Any] = {}
+            for (names, columns), i in zip(axes, index, strict=True):
+                for name, column in zip(names, columns, strict=True):
+                    merged[name] = column[i]
+            if not cfg.random_samples:
+                yield merged
+                continue
+            rng = random.Random(cfg.random_seed)
+            for _ in range(cfg.random_samples):
+                yield {**merged, **{name: _draw(rng, dist) for name, dist in cfg.random_params}}
+
+
+def _odometer(sizes: list[int]) -> Iterator[tuple[int, ...]]:
+    """Every index tuple over ``sizes``, last fastest: ``itertools.product`` of ranges,
+    without it building each range as a tuple first."""
+    if 0 in sizes:
+        return
+    index = [0] * len(sizes)
+    while True:
+        yield tuple(index)
+        pos = len(sizes) - 1
+        while pos >= 0:
+            index[pos] += 1
+            if index[pos] < sizes[pos]:
+                break
+            index[pos] = 0
+            pos -= 1
+        if pos < 0:
+            return
 
 
 def guard_error(total: int, max_jobs: int) -> ConfigError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -37,20 +37,29 @@ def bounded_bulk() -> Callable[..., subprocess.CompletedProcess[str]]:
     """
 
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        limit = BOUNDED_MEMORY_MB << 20
-        code = (
-            "import resource, sys\n"
-            f"resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
-            "from bulk.cli import main\n"
-            "sys.exit(main(sys.argv[1:]))\n"
-        )
-        return subprocess.run(
-            [sys.executable, "-c", code, *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=BOUNDED_TIMEOUT_S,
-            check=False,
-        )
+        return run_bounded("from bulk.cli import main\nsys.exit(main(sys.argv[1:]))\n", args, cwd)
 
     return run
+
+
+@pytest.fixture
+def bounded_python() -> Callable[[str, Path], subprocess.CompletedProcess[str]]:
+    """Run Python ``code`` in a subprocess capped as :func:`bounded_bulk` is."""
+
+    def run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return run_bounded(code, (), cwd)
+
+    return run
+
+
+def run_bounded(code: str, args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    limit = BOUNDED_MEMORY_MB << 20
+    prelude = f"import resource, sys\nresource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=BOUNDED_TIMEOUT_S,
+        check=False,
+    )

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bulk import sweep
 from bulk.config import Distribution, SweepConfig
 from bulk.errors import ConfigError
 from bulk.sweep import (
@@ -310,6 +311,48 @@ class TestExpand:
 
         with pytest.raises(ConfigError, match=r"s\.csv:2: g: is defined both"):
             list(points(SweepConfig(files=(f,), grid=(("g", (1, 2)),))))
+
+
+class TestCombinations:
+    def test_generated_combinations_equal_shared_ones(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past the sharing threshold, each row regenerates the same points, in order."""
+        f = tmp_path / "s.csv"
+        f.write_text("r\n1\n2\n")
+        cfg = SweepConfig(
+            files=(f,),
+            grid=(("g", (1, 2, 3)), ("h", ("x", "y"))),
+            zip=(("a", (1, 2)), ("b", (3, 4))),
+            random_samples=3,
+            random_seed=7,
+            random_params=(("u", Distribution("uniform", (0, 1))),),
+        )
+        shared = list(points(cfg))
+
+        monkeypatch.setattr(sweep, "_SHARED_COMBINATIONS", 0)
+        generated = list(points(cfg))
+
+        assert 2 * 6 * 2 * 3 == len(shared)
+        assert shared == generated
+
+    def test_a_large_grid_is_not_held_in_memory(self, tmp_path: Path, bounded_python: Any) -> None:
+        """A grid of 1.5 million points streams in a process capped at 256 MB (the list of
+        every combination it once built took more than that)."""
+        code = (
+            "import itertools\n"
+            "from bulk.config import SweepConfig\n"
+            "from bulk.sweep import points\n"
+            "cfg = SweepConfig(grid=(('a', tuple(range(1_500_000))),), max_jobs=1_500_000)\n"
+            "last = None\n"
+            "for last in itertools.islice(points(cfg), 100_000, 100_003): pass\n"
+            "print(last.index, last.variables)\n"
+        )
+
+        result = bounded_python(code, tmp_path)
+
+        assert 0 == result.returncode, result.stderr[-2000:]
+        assert "100002 {'a': 100002}" == result.stdout.strip()
 
 
 axis_values = st.lists(st.integers(-5, 50), min_size=1, max_size=4, unique=True)
