@@ -18,14 +18,17 @@ This module reads files and never awaits.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import orjson
 
@@ -39,6 +42,7 @@ __all__ = [
     "BackendConfig",
     "Config",
     "Distribution",
+    "JSONValueError",
     "LimitsConfig",
     "RetryConfig",
     "RunConfig",
@@ -46,11 +50,20 @@ __all__ = [
     "Table",
     "TrackConfig",
     "fingerprint_of",
+    "is_variable_name",
+    "json_nesting_column",
     "load",
+    "loads_exact_json",
+    "number_problem",
+    "open_regular",
 ]
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-_VAR_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Patterns validate with fullmatch, never match + "$": "$" also matches before a final "\n",
+# which let a run name "abc\n" through into directory and job names.
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+_VAR_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_.-]+")  # dotted: callers pass key paths too
+_VARIABLE_NAMES = "variable names are letters, digits and '_', starting with a letter"
 # Keys that would hold a secret inline. Each backend reads its secrets by reference instead
 # (``token_env``, ``private_key_file``); these names are refused wherever they appear in
 # ``[backend]`` so a pasted token never reaches the journal, a log or an error message.
@@ -58,6 +71,9 @@ _INLINE_SECRET_KEYS = frozenset(
     {"token", "private_key", "password", "secret", "api_key", "key", "auth", "authorization"}
 )
 DEFAULT_MAX_JOBS = 100_000
+# A config or template file larger than this is not one (bulk plan /dev/zero once grew without
+# end); long lists of values belong in a sweep file, which is streamed.
+MAX_CONFIG_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +217,7 @@ class Table:
         self.known: list[str] = []
 
     def fail(self, key: str, problem: str) -> NoReturn:
-        raise ConfigError(problem, where=self.where, field=f"{self.prefix}{key}")
+        raise ConfigError(problem, where=self.where, field=f"{self.prefix}{_key_text(key)}")
 
     def get(self, key: str, kind: type[_T] | tuple[type, ...], default: Any = _REQUIRED) -> Any:
         self.known.append(key)
@@ -218,6 +234,11 @@ class Table:
         if not ok:
             names = " or ".join(_type_name(k) for k in kinds)
             self.fail(key, f"expected {names}, got {_type_name(type(value))} {value!r}")
+        # TOML takes integers JSON cannot carry. A table is checked key by key, as it is read
+        # (so that the message names the key).
+        problem = None if isinstance(value, dict) else spec.value_problem(value)
+        if problem is not None:
+            self.fail(key, problem)
         return value
 
     def positive(self, key: str, kind: type, default: Any) -> Any:
@@ -237,6 +258,20 @@ class Table:
             self.fail(unknown[0], f"unknown key; valid keys here: {valid}")
 
 
+def _key_text(key: str) -> str:
+    """A TOML key as a message shows it: bare, or quoted as TOML would (``grid."a b"``).
+
+    Quoting escapes control characters, so a key holding a newline never splits the one-line
+    error in two.
+    """
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
+def is_variable_name(name: str) -> bool:
+    """Whether ``name`` can be a sweep variable (a template writes it as ``{name}``)."""
+    return _VAR_RE.fullmatch(name) is not None
+
+
 def _type_name(kind: type) -> str:
     return {
         str: "a string",
@@ -246,6 +281,229 @@ def _type_name(kind: type) -> str:
         list: "an array",
         dict: "a table",
     }.get(kind, kind.__name__)
+
+
+class JSONValueError(ValueError):
+    """JSON that parses but would not come out as it went in: NaN, a number beyond 64 bits
+    (integer) or a 64-bit float, a key repeated in one object, nesting past the limit.
+
+    Attributes:
+        problem: what is wrong and what is allowed, for a one-line message.
+    """
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__(problem)
+
+
+def number_problem(text: str) -> str | None:
+    """What is wrong with a number written as ``text`` (TOML or JSON float syntax), if bulk
+    could not send it as JSON exactly: NaN or infinity, or a value a 64-bit float turns into
+    infinity (``1e400``) or zero (``1e-400``).
+    """
+    value = float(text)
+    shown = spec.shorten(text)
+    if not math.isfinite(value):
+        if any(c.isdigit() for c in text):
+            return f"{shown} is too large for a 64-bit float (it would be infinity)"
+        return f"{shown} is not a finite number; JSON has no NaN or infinity"
+    if value == 0.0 and any(c in "123456789" for c in text.lower().partition("e")[0]):
+        return (
+            f"{shown} is too small for a 64-bit float (it would be 0.0); "
+            "the smallest is about 5e-324"
+        )
+    return None
+
+
+def _int_problem(text: str) -> str | None:
+    # More than 20 digits is past 2**64 whatever they are: no int() of a huge text.
+    if len(text.lstrip("+-")) <= 20 and -(2**63) <= int(text) < 2**64:
+        return None
+    return spec.int_too_big(spec.shorten(text))
+
+
+class _NumberError(Exception):
+    def __init__(self, text: str, problem: str):
+        self.text = text
+        self.problem = problem
+
+
+def _exact_float(text: str) -> float:
+    problem = number_problem(text)
+    if problem is not None:
+        raise _NumberError(text, problem)
+    return float(text)
+
+
+def _parse_toml(text: str, where: str) -> dict[str, Any]:
+    """TOML, with every float exact and finite (TOML itself allows nan, inf and 1e400)."""
+    try:
+        return tomllib.loads(text, parse_float=_exact_float)
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"invalid TOML: {exc}"
+    except _NumberError as exc:
+        raise ConfigError(exc.problem, where=_line_of(text, exc.text, where)) from None
+    except RecursionError:
+        msg = f"invalid TOML: nested too deeply (the limit is {spec.MAX_NESTING} levels)"
+    except ValueError:  # tomllib's int() of an integer past Python's 4,300-digit limit
+        msg = "invalid TOML: an integer too long to read; JSON integers are 64-bit"
+    raise ConfigError(msg, where=where) from None
+
+
+def _line_of(text: str, token: str, where: str) -> str:
+    """``where:line`` of the first place ``token`` stands alone in ``text`` (``where`` if none)."""
+    found = re.search(rf"(?<![\w.+-]){re.escape(token)}(?![\w.])", text)
+    return f"{where}:{text.count(chr(10), 0, found.start()) + 1}" if found else where
+
+
+_JSON_SIGNIFICANT = re.compile(r'["\[\]{}]')
+_JSON_STRING_REST = re.compile(r'(?:[^"\\]|\\.)*+"')
+
+
+def json_nesting_column(text: str) -> int | None:
+    """The column where JSON ``text`` nests past :data:`spec.MAX_NESTING`, or None.
+
+    Read from the text, strings skipped, in one pass (linear even on malformed input), so it
+    is safe on input too deep to parse.
+    """
+    depth = 0
+    pos = 0
+    while (m := _JSON_SIGNIFICANT.search(text, pos)) is not None:
+        token = m.group()
+        pos = m.end()
+        if token == '"':
+            rest = _JSON_STRING_REST.match(text, pos)
+            if rest is None:
+                return None  # an unterminated string: the rest of the text is inside it
+            pos = rest.end()
+        elif token in "[{":
+            depth += 1
+            if depth > spec.MAX_NESTING:
+                return m.start() + 1
+        else:
+            depth -= 1
+    return None
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                problem = f"key {key!r} appears twice in one object; each key appears once"
+                raise JSONValueError(problem)
+            seen.add(key)
+    return out
+
+
+def _json_constant(text: str) -> float:
+    problem = f"{text} is not a finite number; JSON has no NaN or infinity"
+    raise JSONValueError(problem)
+
+
+def _json_float(text: str) -> float:
+    problem = number_problem(text)
+    if problem is not None:
+        raise JSONValueError(problem)
+    return float(text)
+
+
+def _json_int(text: str) -> int:
+    problem = _int_problem(text)
+    if problem is not None:
+        raise JSONValueError(problem)
+    return int(text)
+
+
+def loads_exact_json(text: str) -> Any:
+    """Parse JSON, refusing what would not come out as it went in.
+
+    Slower than orjson (it is Python's ``json`` with hooks): for input that must be exact
+    and is small or rare, such as a template file or a suspect sweep line.
+
+    Raises:
+        JSONValueError: NaN or Infinity, a number beyond 64 bits, a repeated key, or nesting
+            past :data:`spec.MAX_NESTING`.
+        ValueError: the text is not JSON.
+    """
+    column = json_nesting_column(text)
+    if column is not None:
+        problem = (
+            f"nested more than {spec.MAX_NESTING} levels deep at column {column}; "
+            f"the limit is {spec.MAX_NESTING}"
+        )
+        raise JSONValueError(problem)
+    return json.loads(
+        text,
+        object_pairs_hook=_json_pairs,
+        parse_constant=_json_constant,
+        parse_float=_json_float,
+        parse_int=_json_int,
+    )
+
+
+def _parse_json(text: str, where: str) -> Any:
+    try:
+        return loads_exact_json(text)
+    except JSONValueError as exc:
+        raise ConfigError(exc.problem, where=where) from None
+    except ValueError as exc:
+        msg = f"cannot read template: {exc}"
+        raise ConfigError(msg, where=where) from None
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """``path`` opened to read its bytes, if it is a regular file.
+
+    Anything else is refused before a byte is read: a device such as ``/dev/zero`` never
+    ends, a FIFO or a terminal may never answer (the open itself does not wait: it is
+    non-blocking), and a resumed run must read the same bytes again.
+
+    Raises:
+        ConfigError: the path is not a regular file.
+        OSError: it cannot be opened (``FileNotFoundError`` when it does not exist).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+            msg = f"not a regular file ({kind}); bulk reads regular files only"
+            raise ConfigError(msg, where=str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_text(path: Path) -> str:
+    """A config or template file's text: a regular file of at most ``MAX_CONFIG_BYTES``.
+
+    Raises:
+        ConfigError: not a regular file, too large, or not UTF-8.
+        OSError: it cannot be read.
+    """
+    with open_regular(path) as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        msg = f"the file is too large; the limit is {MAX_CONFIG_BYTES:,} bytes"
+        raise ConfigError(msg, where=str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"cannot read: {exc}"
+        raise ConfigError(msg, where=str(path)) from None
 
 
 def load(path: str | Path) -> Config:
@@ -263,16 +521,14 @@ def load(path: str | Path) -> Config:
     path = Path(path)
     where = str(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = _read_text(path)
     except FileNotFoundError:
         msg = "no such file"
         raise ConfigError(msg, where=where) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         msg = f"cannot read: {exc}"
         raise ConfigError(msg, where=where) from None
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"invalid TOML: {exc}"
-        raise ConfigError(msg, where=where) from None
+    raw = _parse_toml(text, where)
     # Not resolved: origins in messages then read as the user wrote them (configs/data.csv).
     base = path.parent
 
@@ -303,7 +559,7 @@ def _load_run(t: Table, base: Path) -> RunConfig:
     if not t.data:
         t.fail("name", "missing required key (the [run] table needs a name)")
     name = t.get("name", str)
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         t.fail(
             "name",
             f"{name!r} is not a valid run name; use 1-40 lower-case letters, digits and '-', "
@@ -324,10 +580,11 @@ def _load_sweep(t: Table, base: Path) -> SweepConfig:
     strings = t.get("strings", list, [])
     max_jobs = t.positive("max_jobs", int, DEFAULT_MAX_JOBS)
     allow_duplicates = t.get("allow_duplicates", bool, False)
-    grid = _axes(t.table("grid"))
-    zipped = _axes(t.table("zip"))
+    grid_t, zip_t = t.table("grid"), t.table("zip")
+    grid = _axes(grid_t)
+    zipped = _axes(zip_t)
     if zipped:
-        lengths = {name: len(values) for name, values in zipped}
+        lengths = {axis.name: axis.count for axis in zipped}
         if len(set(lengths.values())) > 1:
             shown = ", ".join(f"{n} has {k}" for n, k in lengths.items())
             t.fail("zip", f"lists must have equal lengths; {shown}")
@@ -343,18 +600,31 @@ def _load_sweep(t: Table, base: Path) -> SweepConfig:
     t.finish()
 
     names: dict[str, str] = {}
-    for axis, entries in (("grid", grid), ("zip", zipped), ("random.params", params)):
-        for name, _ in entries:
+    for axis_kind, entries in (
+        ("grid", [a.name for a in grid]),
+        ("zip", [a.name for a in zipped]),
+        ("random.params", [name for name, _ in params]),
+    ):
+        for name in entries:
             if name in names:
-                t.fail(f"{axis}.{name}", f"variable is already declared in sweep.{names[name]}")
-            names[name] = axis
+                t.fail(
+                    f"{axis_kind}.{name}", f"variable is already declared in sweep.{names[name]}"
+                )
+            names[name] = axis_kind
     if not files and not grid and not zipped and not samples:
         t.fail("files", "the sweep is empty; give files, grid, zip or random")
+    # Count before expanding: ranges are counted by arithmetic, and nothing is built until
+    # the static part of the sweep (grid × zip × random) is known to fit under the guard.
+    static = math.prod(axis.count for axis in grid)
+    static *= zipped[0].count if zipped else 1
+    static *= samples if params else 1
+    if static > max_jobs:
+        t.fail("max_jobs", _guard_problem(static, max_jobs, per_row=bool(files)))
     return SweepConfig(
         files=tuple(base / f for f in files),
         strings=frozenset(strings),
-        grid=grid,
-        zip=zipped,
+        grid=tuple((axis.name, _expand(grid_t, axis)) for axis in grid),
+        zip=tuple((axis.name, _expand(zip_t, axis)) for axis in zipped),
         random_samples=samples if params else 0,
         random_seed=seed,
         random_params=params,
@@ -363,23 +633,53 @@ def _load_sweep(t: Table, base: Path) -> SweepConfig:
     )
 
 
-def _axes(t: Table) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+def _guard_problem(static: int, max_jobs: int, *, per_row: bool) -> str:
+    if per_row:
+        return (
+            f"each row of the sweep files expands to {static:,} jobs (grid × zip × random), "
+            f"above the guard of {max_jobs:,}; if that is intended, raise max_jobs in [sweep]"
+        )
+    return (
+        f"the sweep expands to {static:,} jobs, above the guard of {max_jobs:,}; "
+        f"if that is intended, raise it: max_jobs = {static} in [sweep]"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Axis:
+    """A grid or zip axis as declared: checked and counted, its values not built yet.
+
+    Attributes:
+        name: the variable.
+        kind: ``list`` (``values`` holds them), ``range`` or ``linspace`` (``args``).
+        count: how many values the axis has.
+    """
+
+    name: str
+    kind: str
+    count: int
+    values: tuple[Any, ...] = ()
+    args: tuple[Any, ...] = ()
+
+
+def _axes(t: Table) -> list[_Axis]:
     axes = []
     for name in list(t.data):
-        if not _VAR_RE.match(name):
-            t.fail(name, "variable names are letters, digits and '_', starting with a letter")
+        if not _VAR_RE.fullmatch(name):
+            t.fail(name, _VARIABLE_NAMES)
         value = t.get(name, (list, dict))
-        values = _range(t, name, value) if isinstance(value, dict) else tuple(value)
-        if not values:
+        if isinstance(value, dict):
+            axis = _range(t, name, value)
+        else:
+            axis = _Axis(name, "list", len(value), values=tuple(value))
+        if not axis.count:
             t.fail(name, "an axis needs at least one value")
-        if len({orjson.dumps(v, option=orjson.OPT_SORT_KEYS) for v in values}) < len(values):
-            t.fail(name, "an axis repeats a value, which would make identical jobs")
-        axes.append((name, values))
-    return tuple(axes)
+        axes.append(axis)
+    return axes
 
 
-def _range(t: Table, name: str, spec_: Mapping[str, Any]) -> tuple[Any, ...]:
-    """``{range = [start, stop, step]}`` (stop excluded) or ``{linspace = [a, b, n]}``."""
+def _range(t: Table, name: str, spec_: Mapping[str, Any]) -> _Axis:
+    """``{range = [start, stop, step]}`` (stop excluded) or ``{linspace = [a, b, n]}``, counted."""
     allowed = "use {range = [start, stop, step]} or {linspace = [first, last, count]}"
     if len(spec_) != 1:
         t.fail(name, f"a numeric range has exactly one key; {allowed}")
@@ -394,18 +694,55 @@ def _range(t: Table, name: str, spec_: Mapping[str, Any]) -> tuple[Any, ...]:
         start, stop, step = (*args, 1) if len(args) == 2 else args
         if step == 0:
             t.fail(name, "range step must not be 0")
-        count = max(0, math.ceil((stop - start) / step - 1e-9))
-        if count > DEFAULT_MAX_JOBS * 100:
-            t.fail(name, f"range has {count} values, too many for an axis")
         if all(isinstance(a, int) for a in (start, stop, step)):
-            return tuple(range(start, stop, step))
-        return tuple(_round(start + i * step) for i in range(count))
+            count = max(0, -((start - stop) // step))  # ceil((stop - start) / step), exactly
+        else:
+            steps = (stop - start) / step
+            if not math.isfinite(steps):
+                t.fail(name, f"range [{start}, {stop}, {step}] has too many values to count")
+            count = max(0, math.ceil(steps - 1e-9))
+        return _Axis(name, kind, count, args=(start, stop, step))
     if len(args) != 3 or not isinstance(args[2], int) or args[2] < 1:
         t.fail(name, "linspace takes [first, last, count] with an integer count >= 1")
     first, last, n = args
-    if n == 1:
-        return (first,)
-    return tuple(_round(first + (last - first) * i / (n - 1)) for i in range(n))
+    if not math.isfinite(last - first):
+        t.fail(name, "linspace: last - first is beyond the range of a 64-bit float")
+    return _Axis(name, kind, n, args=(first, last, n))
+
+
+def _expand(t: Table, axis: _Axis) -> tuple[Any, ...]:
+    """An axis's values (called once the sweep fits under the guard), checked for repeats.
+
+    The repeat check holds a 16-byte digest per listed value; a range's values are ordered,
+    so its repeats (floats rounded together) are neighbours and need no memory at all.
+    """
+    if axis.kind == "list":
+        values = axis.values
+        seen = {
+            hashlib.blake2b(orjson.dumps(v, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+            for v in values
+        }
+        if len(seen) < len(values):
+            t.fail(axis.name, "an axis repeats a value, which would make identical jobs")
+        return values
+    if axis.kind == "range":
+        start, stop, step = axis.args
+        if all(isinstance(a, int) for a in axis.args):
+            values = tuple(range(start, stop, step))
+        else:
+            values = tuple(_round(start + i * step) for i in range(axis.count))
+    else:
+        first, last, n = axis.args
+        if n == 1:
+            values = (first,)
+        else:
+            values = tuple(_round(first + (last - first) * i / (n - 1)) for i in range(n))
+    problem = spec.value_problem([values[0], values[-1]])  # the extremes of an ordered axis
+    if problem is not None:
+        t.fail(axis.name, problem)
+    if any(a == b for a, b in itertools.pairwise(values)):
+        t.fail(axis.name, f"{axis.kind} values repeat once rounded to 12 significant digits")
+    return values
 
 
 def _round(x: float) -> float:
@@ -422,14 +759,17 @@ def _distributions(t: Table) -> tuple[tuple[str, Distribution], ...]:
     )
     out = []
     for name in list(t.data):
-        if not _VAR_RE.match(name):
-            t.fail(name, "variable names are letters, digits and '_', starting with a letter")
+        if not _VAR_RE.fullmatch(name):
+            t.fail(name, _VARIABLE_NAMES)
         value = t.get(name, dict)
         if len(value) != 1:
             t.fail(name, f"give exactly one distribution; one of {allowed}")
         ((kind, args),) = value.items()
         if kind not in _DISTRIBUTIONS or not isinstance(args, list):
             t.fail(name, f"unknown distribution {kind!r}; one of {allowed}")
+        problem = spec.value_problem(args)
+        if problem is not None:
+            t.fail(name, problem)
         if kind == "choice":
             if not args:
                 t.fail(name, "choice needs at least one option")
@@ -437,6 +777,8 @@ def _distributions(t: Table) -> tuple[tuple[str, Distribution], ...]:
             nums = all(isinstance(a, int | float) and not isinstance(a, bool) for a in args)
             if len(args) != 2 or not nums or not args[0] < args[1]:
                 t.fail(name, f"{kind} takes [low, high] with low < high")
+            if kind == "uniform" and not math.isfinite(args[1] - args[0]):
+                t.fail(name, "uniform: high - low is beyond the range of a 64-bit float")
             if kind == "loguniform" and args[0] <= 0:
                 t.fail(name, "loguniform needs low > 0")
             if kind == "randint" and not all(isinstance(a, int) for a in args):
@@ -519,13 +861,13 @@ def _load_template(
         file = base / name
         where = str(file)
         try:
-            text = file.read_text(encoding="utf-8")
-            body = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
+            text = _read_text(file)
         except FileNotFoundError:
             top.fail("job.template_file", f"{str(file)!r} does not exist")
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except OSError as exc:
             msg = f"cannot read template: {exc}"
             raise ConfigError(msg, where=where) from None
+        body = _parse_json(text, where) if file.suffix == ".json" else _parse_toml(text, where)
     else:
         body = job
     if not body:

@@ -43,6 +43,7 @@ from bulk.config import Config, fingerprint_of
 from bulk.errors import ConfigError, JournalError
 from bulk.journal import Journal, State
 from bulk.spec import Template, compile_template
+from bulk.sweep import open_sweep_file
 from bulk.validate import Problems
 
 __all__ = [
@@ -74,7 +75,8 @@ def fingerprints(cfg: Config) -> dict[str, str]:
     for path in cfg.sweep.files:
         files.update(str(path.name).encode() + b"\0")
         try:
-            with path.open("rb") as f:
+            # Regular files only: /dev/zero would be hashed forever, a FIFO block the run.
+            with open_sweep_file(path) as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     files.update(chunk)
         except OSError as exc:

@@ -16,6 +16,7 @@ Pure and synchronous: no I/O, no awaiting.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +27,24 @@ import orjson
 from bulk.errors import ConfigError
 from bulk.validate import short_repr
 
-__all__ = ["Template", "compile_template", "has_placeholder", "to_json", "to_text"]
+__all__ = [
+    "MAX_NESTING",
+    "Template",
+    "compile_template",
+    "has_placeholder",
+    "int_too_big",
+    "shorten",
+    "to_json",
+    "to_text",
+    "value_problem",
+]
+
+# How deep tables and arrays may nest, in a template and in a sweep value alike. A value
+# rendered into a template nests up to twice this deep, well inside orjson's limit of 254
+# (past which it refuses to write the body, or the point's key), and inside Python's
+# recursion limit for the code that walks a body.
+MAX_NESTING = 64
+_INT_MIN, _INT_END = -(2**63), 2**64  # JSON numbers orjson writes: 64-bit integers
 
 _Render = Callable[[Mapping[str, Any]], Any]
 _Escape = Callable[[str], str]
@@ -34,6 +52,57 @@ _PLACEHOLDER = re.compile(
     r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?:!([A-Za-z]*))?(?::([^{}]*))?\}|\{|\}"
 )
 _Part = str | tuple[str, str | None, bool]  # a literal, or (name, format spec, raw)
+
+
+def value_problem(value: Any) -> str | None:
+    """What makes ``value`` impossible to send as JSON exactly, or None when nothing does.
+
+    JSON (as bulk writes it) has no NaN or infinity and no integers beyond 64 bits, and bulk
+    caps nesting at :data:`MAX_NESTING`. The walk is iterative: a value nested deeper than
+    Python's recursion limit is reported, not crashed on.
+    """
+    found = value_problem_at(value, "")
+    return None if found is None else found[1]
+
+
+def value_problem_at(value: Any, path: str) -> tuple[str, str] | None:
+    """As :func:`value_problem`, with the key path (below ``path``) of the part at fault.
+
+    Too deep a nesting is blamed on the outermost key below ``path`` (the full path would
+    be as long as the nesting).
+    """
+    stack: list[tuple[Any, str, str, int]] = [(value, path, path, 0)]
+    while stack:
+        node, where, top, depth = stack.pop()
+        if isinstance(node, Mapping | list | tuple):
+            if depth >= MAX_NESTING:
+                limit = MAX_NESTING
+                return top, f"nested more than {limit} levels deep; the limit is {limit}"
+            if isinstance(node, Mapping):
+                keys = [(f"{where}.{k}" if where else str(k), v) for k, v in node.items()]
+            else:
+                keys = [(f"{where}[{i}]", v) for i, v in enumerate(node)]
+            stack.extend((v, key, key if depth == 0 else top, depth + 1) for key, v in keys)
+        elif isinstance(node, bool):
+            continue
+        elif isinstance(node, int) and not _INT_MIN <= node < _INT_END:
+            shown = shorten(str(node)) if node.bit_length() < 1000 else "an integer"
+            return where, int_too_big(shown)
+        elif isinstance(node, float) and not math.isfinite(node):
+            return where, f"{node} is not a finite number; JSON has no NaN or infinity"
+    return None
+
+
+def int_too_big(shown: str) -> str:
+    """The problem with an integer (written ``shown``) beyond what JSON carries exactly."""
+    return (
+        f"{shown} does not fit in 64 bits; JSON integers are 64-bit (quote it to keep it as text)"
+    )
+
+
+def shorten(text: str, limit: int = 32) -> str:
+    """``text`` cut to ``limit`` characters (with ``...``) for a one-line message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _MissingVariableError(Exception):
@@ -110,44 +179,16 @@ def to_json(body: Any) -> bytes:
     """A rendered body as the compact JSON bytes that are sent.
 
     orjson escapes every string (quotes, newlines, NUL as ``\\u0000``), so no value can break
-    the JSON; what it refuses is what JSON cannot hold: integers beyond 64 bits.
+    the JSON; what it refuses is what JSON cannot hold (see :func:`value_problem`).
 
     Raises:
-        ConfigError: the body cannot be written as JSON.
+        ConfigError: the body cannot be written as JSON; ``field`` is the part at fault.
     """
     try:
         return orjson.dumps(body)
     except orjson.JSONEncodeError as exc:
-        field, value = _unencodable(body, "job") or ("job", None)
-        if isinstance(value, int):
-            msg = (
-                f"{value} does not fit in a 64-bit integer, the most a JSON number may carry "
-                "here; write it as a string"
-            )
-        else:
-            msg = f"cannot be written as JSON: {exc}"
+        field, msg = value_problem_at(body, "job") or ("job", f"cannot be written as JSON: {exc}")
         raise ConfigError(msg, field=field) from None
-
-
-def _unencodable(node: Any, path: str) -> tuple[str, Any] | None:
-    """The path and value of the first part of ``node`` that JSON cannot carry."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            found = _unencodable(v, f"{path}.{k}")
-            if found:
-                return found
-        return None
-    if isinstance(node, list | tuple):
-        for i, v in enumerate(node):
-            found = _unencodable(v, f"{path}[{i}]")
-            if found:
-                return found
-        return None
-    try:
-        orjson.dumps(node)
-    except orjson.JSONEncodeError:
-        return path, node
-    return None
 
 
 def compile_template(body: Any, quoted: Mapping[str, _Escape] | None = None) -> Template:
@@ -160,9 +201,13 @@ def compile_template(body: Any, quoted: Mapping[str, _Escape] | None = None) -> 
             placeholder alone is the whole value, never escaped.
 
     Raises:
-        ConfigError: a string has a bad placeholder or an unescaped brace, or a value is of a
-            type that cannot be JSON (a TOML date); ``field`` is the key path (``job.x.y``).
+        ConfigError: a string has a bad placeholder or an unescaped brace, or a value cannot
+            be JSON (a TOML date, NaN, an integer beyond 64 bits, nesting past
+            :data:`MAX_NESTING`); ``field`` is the key path (``job.x.y``), or ``job``.
     """
+    found = value_problem_at(body, "job")
+    if found is not None:
+        raise ConfigError(found[1], field=found[0])
     names: set[str] = set()
     quoted = quoted or {}
     render = _compile(body, "job", names, quoted)

@@ -11,10 +11,11 @@ Pure and synchronous: this module reads its input files and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import gzip
 import hashlib
-import itertools
 import math
 import random
 from collections.abc import Iterable, Iterator
@@ -24,14 +25,27 @@ from typing import IO, Any, cast
 
 import orjson
 
-from bulk.config import Distribution, SweepConfig
+from bulk.config import (
+    DEFAULT_MAX_JOBS,
+    Distribution,
+    JSONValueError,
+    SweepConfig,
+    is_variable_name,
+    loads_exact_json,
+    open_regular,
+)
 from bulk.errors import ConfigError
+from bulk.spec import MAX_NESTING, shorten
 
 __all__ = [
+    "COUNT_FACTOR",
+    "MAX_LINE_BYTES",
+    "MAX_VALUE_CHARS",
     "Point",
     "Row",
     "count_points",
     "guard_error",
+    "open_sweep_file",
     "point_key",
     "points",
     "read_rows",
@@ -40,6 +54,19 @@ __all__ = [
 
 _BOM = b"\xef\xbb\xbf"
 _MISSING = object()
+
+# Bounds on what one row may hold, so that reading stays bounded whatever the file (a gzip
+# bomb, a file of zeros without a newline, a quoted CSV cell that never closes).
+MAX_LINE_BYTES = 1 << 20  # a line, and a CSV row with its quoted newlines (in characters)
+# A CSV cell or a JSON string. The csv module's own field limit (which enforces it for CSV),
+# and the longest single argument Linux passes to a program (MAX_ARG_STRLEN): data larger
+# than this belongs in a file whose path is the value.
+MAX_VALUE_CHARS = 128 * 1024
+# Past the guard, the error counts the whole sweep for its message, but only this many times
+# the guard: a huge file (or a bomb) is not read to its end to say how far past it is.
+COUNT_FACTOR = 10
+_RESERVED = "names starting with '_' are reserved for bulk (_key, _index, _run, ...)"
+_NAMES = "names are letters, digits and '_', starting with a letter (a template writes {name})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +148,39 @@ def points(cfg: SweepConfig) -> Iterator[Point]:
 
 
 def count_points(cfg: SweepConfig) -> int:
-    """How many points the sweep expands to, reading its files once without expanding."""
-    rows = sum(1 for _ in _rows(cfg))
-    return rows * static_axis_size(cfg)
+    """How many points the sweep expands to, reading its files once without expanding.
+
+    Counting stops once past ``COUNT_FACTOR × max_jobs`` (a sweep that large is not read to
+    its end only to be refused): any result above that bound means "more than the bound".
+    """
+    static = static_axis_size(cfg)
+    bound = cfg.max_jobs * COUNT_FACTOR
+    if not cfg.files:
+        return static
+    total = 0
+    for path in cfg.files:
+        # Rows only, neither parsed nor typed: a third of the cost of reading them. A row
+        # that would not read is reported once the sweep fits under the guard.
+        blank = 0
+        lines = _lines(path)
+        reader = None if _is_jsonl(path) else csv.reader(lines, strict=True)
+        records: Iterator[Any] = (line.strip() for line in lines) if reader is None else reader
+        try:
+            if reader is not None:
+                next(reader, None)  # the header
+            for number, record in enumerate(records, 1):
+                if record:
+                    total += static
+                    if total > bound:
+                        return total
+                else:
+                    blank += 1
+                    if blank > cfg.max_jobs:
+                        line = number if reader is None else reader.line_num
+                        raise _blank_lines_error(path, line, cfg.max_jobs)
+        except csv.Error:
+            return total  # reported as such once the sweep fits under the guard
+    return total
 
 
 def _rows(cfg: SweepConfig) -> Iterator[Row]:
@@ -131,42 +188,92 @@ def _rows(cfg: SweepConfig) -> Iterator[Row]:
         yield Row("sweep", {})
         return
     for path in cfg.files:
-        yield from read_rows(path, cfg.strings)
+        yield from read_rows(path, cfg.strings, max_blank_lines=cfg.max_jobs)
 
 
-def _static_points(cfg: SweepConfig) -> list[dict[str, Any]]:
-    """The grid × zip × random combinations (small: bounded by ``max_jobs``)."""
-    axes: list[list[dict[str, Any]]] = [[{name: v} for v in values] for name, values in cfg.grid]
-    if cfg.zip:
-        names = [name for name, _ in cfg.zip]
-        columns = [values for _, values in cfg.zip]
-        axes.append([dict(zip(names, combo, strict=True)) for combo in zip(*columns, strict=True)])
-    if cfg.random_samples:
-        rng = random.Random(cfg.random_seed)
-        axes.append(
-            [
-                {name: _draw(rng, dist) for name, dist in cfg.random_params}
-                for _ in range(cfg.random_samples)
-            ]
-        )
+# Up to this many grid × zip × random combinations are built once and shared by every file
+# row (the common case: a few dozen). Past it they are generated afresh for each row, in
+# memory independent of their number: a grid of 10⁶ points no longer holds 10⁶ dicts.
+_SHARED_COMBINATIONS = 10_000
+
+
+def _static_points(cfg: SweepConfig) -> Iterable[dict[str, Any]]:
+    """The grid × zip × random combinations, each a dict of their variables, in order."""
     size = static_axis_size(cfg)
     if size > cfg.max_jobs:
-        raise guard_error(size, cfg.max_jobs)  # before building a huge list
-    out = []
-    for combo in itertools.product(*axes):
-        merged: dict[str, Any] = {}
-        for part in combo:
-            merged.update(part)
-        out.append(merged)
-    return out
+        raise guard_error(size, cfg.max_jobs)  # before anything is built
+    combinations = _Combinations(cfg)
+    return list(combinations) if size <= _SHARED_COMBINATIONS else combinations
+
+
+class _Combinations:
+    """grid × zip × random (last fastest), generated afresh by each iteration.
+
+    Random draws restart from the seed for every grid × zip combination, so each sees the
+    same samples, as when they were drawn once and shared.
+    """
+
+    __slots__ = ("cfg",)
+
+    def __init__(self, cfg: SweepConfig):
+        self.cfg = cfg
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        cfg = self.cfg
+        axes: list[tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]] = [
+            ((name,), (values,)) for name, values in cfg.grid
+        ]
+        if cfg.zip:
+            axes.append((tuple(n for n, _ in cfg.zip), tuple(v for _, v in cfg.zip)))
+        for index in _odometer([len(columns[0]) for _, columns in axes]):
+            merged: dict[str, Any] = {}
+            for (names, columns), i in zip(axes, index, strict=True):
+                for name, column in zip(names, columns, strict=True):
+                    merged[name] = column[i]
+            if not cfg.random_samples:
+                yield merged
+                continue
+            rng = random.Random(cfg.random_seed)
+            for _ in range(cfg.random_samples):
+                yield {**merged, **{name: _draw(rng, dist) for name, dist in cfg.random_params}}
+
+
+def _odometer(sizes: list[int]) -> Iterator[tuple[int, ...]]:
+    """Every index tuple over ``sizes``, last fastest: ``itertools.product`` of ranges,
+    without it building each range as a tuple first."""
+    if 0 in sizes:
+        return
+    index = [0] * len(sizes)
+    while True:
+        yield tuple(index)
+        pos = len(sizes) - 1
+        while pos >= 0:
+            index[pos] += 1
+            if index[pos] < sizes[pos]:
+                break
+            index[pos] = 0
+            pos -= 1
+        if pos < 0:
+            return
 
 
 def guard_error(total: int, max_jobs: int) -> ConfigError:
-    """The error for a sweep that expands past ``sweep.max_jobs``."""
-    msg = (
-        f"the sweep expands to {total:,} jobs, above the guard of {max_jobs:,}; "
-        f"if that is intended, raise it: max_jobs = {total} in [sweep]"
-    )
+    """The error for a sweep that expands past ``sweep.max_jobs``.
+
+    A ``total`` past ``COUNT_FACTOR × max_jobs`` is where :func:`count_points` stopped
+    counting: the message then says "more than" that bound.
+    """
+    bound = max_jobs * COUNT_FACTOR
+    if total > bound:
+        msg = (
+            f"the sweep expands to more than {bound:,} jobs (counting stopped there), above "
+            f"the guard of {max_jobs:,}; if that is intended, raise max_jobs in [sweep]"
+        )
+    else:
+        msg = (
+            f"the sweep expands to {total:,} jobs, above the guard of {max_jobs:,}; "
+            f"if that is intended, raise it: max_jobs = {total} in [sweep]"
+        )
     return ConfigError(msg, field="sweep.max_jobs")
 
 
@@ -181,31 +288,43 @@ def _draw(rng: random.Random, dist: Distribution) -> Any:
     return rng.choice(dist.args)
 
 
-def read_rows(path: Path, strings: Iterable[str] = ()) -> Iterator[Row]:
+def read_rows(
+    path: Path, strings: Iterable[str] = (), *, max_blank_lines: int = DEFAULT_MAX_JOBS
+) -> Iterator[Row]:
     """Stream the rows of one CSV or JSONL file (``.gz`` allowed), with their origins.
 
     The format comes from the suffix before any ``.gz``: ``.jsonl``/``.ndjson`` is JSONL,
-    anything else CSV.
+    anything else CSV. Reading is bounded: a line holds at most ``MAX_LINE_BYTES``, a value
+    ``MAX_VALUE_CHARS``, and a file at most ``max_blank_lines`` blank lines (they make no
+    job, so the guard alone would not stop a file of nothing but newlines).
 
     Raises:
-        ConfigError: the file is missing, not UTF-8, or has a malformed row.
+        ConfigError: the file is missing, not a regular file, not UTF-8, or has a malformed
+            or oversized row.
     """
+    lines = _lines(path)
+    if _is_jsonl(path):
+        yield from _read_jsonl(path, lines, max_blank_lines)
+    else:
+        yield from _read_csv(path, lines, frozenset(strings), max_blank_lines)
+
+
+def _is_jsonl(path: Path) -> bool:
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes.pop()
-    is_jsonl = bool(suffixes) and suffixes[-1] in (".jsonl", ".ndjson")
-    lines = _lines(path)
-    if is_jsonl:
-        yield from _read_jsonl(path, lines)
-    else:
-        yield from _read_csv(path, lines, frozenset(strings))
+    return bool(suffixes) and suffixes[-1] in (".jsonl", ".ndjson")
 
 
-def _open(path: Path) -> IO[bytes]:
+def open_sweep_file(path: Path) -> IO[bytes]:
+    """A sweep file's raw bytes (still compressed if it is ``.gz``), if it is a regular file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, or not a regular file (a FIFO, a
+            device such as ``/dev/zero``, a directory).
+    """
     try:
-        if path.suffix.lower() == ".gz":
-            return cast("IO[bytes]", gzip.open(path, "rb"))
-        return path.open("rb")
+        return open_regular(path)
     except FileNotFoundError:
         msg = "no such sweep file"
         raise ConfigError(msg, where=str(path)) from None
@@ -215,10 +334,20 @@ def _open(path: Path) -> IO[bytes]:
 
 
 def _lines(path: Path) -> Iterator[str]:
-    """Decoded lines, each checked as UTF-8 on its own so an error names its line."""
-    with _open(path) as f:
+    """Decoded lines, each checked as UTF-8 on its own so an error names its line.
+
+    A line is read with a limit: a longer one is an error, not a line held in memory whole.
+    """
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(open_sweep_file(path))
+        if path.suffix.lower() == ".gz":
+            f = cast("IO[bytes]", stack.enter_context(gzip.GzipFile(fileobj=f, mode="rb")))
+        readline = functools.partial(f.readline, MAX_LINE_BYTES + 1)
         try:
-            for number, raw in enumerate(f, 1):
+            for number, raw in enumerate(iter(readline, b""), 1):
+                if len(raw) > MAX_LINE_BYTES:
+                    msg = f"the line is too long; the limit is {MAX_LINE_BYTES:,} bytes"
+                    raise ConfigError(msg, where=f"{path}:{number}")
                 if number == 1 and raw.startswith(_BOM):
                     raw = raw[len(_BOM) :]
                 try:
@@ -231,30 +360,123 @@ def _lines(path: Path) -> Iterator[str]:
             raise ConfigError(msg, where=str(path)) from None
 
 
-def _read_jsonl(path: Path, lines: Iterator[str]) -> Iterator[Row]:
+def _blank_lines_error(path: Path, line: int, limit: int) -> ConfigError:
+    msg = (
+        f"more than {limit:,} blank lines; the limit is the guard, max_jobs = {limit} "
+        "(blank lines make no jobs)"
+    )
+    return ConfigError(msg, where=f"{path}:{line}")
+
+
+def _maybe_inexact(obj: dict[str, Any]) -> bool:
+    """Whether orjson may have read a number of ``obj`` inexactly, without a word.
+
+    It reads an integer past 64 bits as a float, and a number past a 64-bit float's range
+    (``1e-400``) as 0.0: a float that is 0.0 or past ±2**63 may be either, and sends the line
+    to the exact (slower) reader. Most rows have neither.
+    """
+    stack = list(obj.values())
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is float:
+            if value == 0.0 or not -9.2e18 < value < 1.8e19:
+                return True
+        elif kind is list:
+            stack.extend(value)
+        elif kind is dict:
+            stack.extend(value.values())
+    return False
+
+
+def _read_jsonl(path: Path, lines: Iterator[str], max_blank: int) -> Iterator[Row]:
+    names: set[str] = set()  # keys already checked: the check runs once per new key
+    blank = 0
     for number, line in enumerate(lines, 1):
         if not line.strip():
+            blank += 1
+            if blank > max_blank:
+                raise _blank_lines_error(path, number, max_blank)
             continue
         where = f"{path}:{number}"
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            # Our own words: orjson's message text changes between versions.
-            msg = f"invalid JSON at column {exc.colno}; each line must be one JSON object"
-            raise ConfigError(msg, where=where) from None
+            raise ConfigError(_jsonl_problem(line, exc), where=where) from None
         if not isinstance(obj, dict):
             kind = "an array" if isinstance(obj, list) else type(obj).__name__
             msg = f"expected a JSON object, got {kind}"
             raise ConfigError(msg, where=where)
         for name in obj:
-            if name.startswith("_"):
-                msg = "names starting with '_' are reserved for bulk (_key, _index, _run, ...)"
-                raise ConfigError(msg, where=where, field=name)
+            if name not in names:
+                problem = _name_problem(name)
+                if problem is not None:
+                    raise ConfigError(problem, where=where)
+                names.add(name)
+        # orjson takes the last of repeated keys, and some numbers inexactly, in silence.
+        # Each key is followed by one colon: as many colons as top-level keys means no
+        # repeated key anywhere. Anything else (nested objects, colons in strings, suspect
+        # numbers, deep or long lines) is read again, exactly. The nesting test is loose
+        # (brackets in strings count): it only decides who reads the line again.
+        if (
+            line.count(":") != len(obj)
+            or line.count("[") + line.count("{") > MAX_NESTING
+            or len(line) > MAX_VALUE_CHARS
+            or _maybe_inexact(obj)
+        ):
+            _check_exact(line, obj, where)
         yield Row(where, obj)
 
 
-def _read_csv(path: Path, lines: Iterator[str], strings: frozenset[str]) -> Iterator[Row]:
-    reader = csv.reader(lines, strict=True)
+def _jsonl_problem(line: str, exc: orjson.JSONDecodeError) -> str:
+    """Why a line is not JSON bulk reads, in our own words (orjson's change between versions)."""
+    try:
+        loads_exact_json(line)
+    except JSONValueError as named:
+        return named.problem  # NaN, 1e400, nesting: the exact reader says what it is
+    except ValueError:
+        pass
+    return f"invalid JSON at column {exc.colno}; each line must be one JSON object"
+
+
+def _check_exact(line: str, obj: dict[str, Any], where: str) -> None:
+    try:
+        loads_exact_json(line)
+    except JSONValueError as exc:
+        raise ConfigError(exc.problem, where=where) from None
+    except ValueError:
+        pass  # orjson read it; only the exactness checks matter here
+    if len(line) > MAX_VALUE_CHARS:
+        stack: list[Any] = [obj]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                stack.extend(node)
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+            elif isinstance(node, str) and len(node) > MAX_VALUE_CHARS:
+                msg = f"a value is too long; the limit is {MAX_VALUE_CHARS:,} characters"
+                raise ConfigError(msg, where=where)
+
+
+def _read_csv(
+    path: Path, lines: Iterator[str], strings: frozenset[str], max_blank: int
+) -> Iterator[Row]:
+    first_line, size = 1, 0  # the row being read: its first line, and its size so far
+
+    def row_lines() -> Iterator[str]:
+        # csv.reader pulls one line at a time, so this sees a row's lines as it reads them:
+        # a quoted cell that never closes stops here, not at the end of the file.
+        nonlocal size
+        for line in lines:
+            size += len(line)
+            if size > MAX_LINE_BYTES:
+                msg = f"the row is too long; the limit is {MAX_LINE_BYTES:,} characters"
+                raise ConfigError(msg, where=f"{path}:{first_line}")
+            yield line
+
+    reader = csv.reader(row_lines(), strict=True)
     try:
         header = next(reader, None)
         if header is None:
@@ -263,24 +485,40 @@ def _read_csv(path: Path, lines: Iterator[str], strings: frozenset[str]) -> Iter
         _check_header(path, header)
         width = len(header)
         typed = [name not in strings for name in header]
-        last = reader.line_num
+        blank = 0
+        first_line, size = reader.line_num + 1, 0
         for record in reader:
-            first_line = last + 1
-            last = reader.line_num
+            where = f"{path}:{first_line}"
+            first_line, size = reader.line_num + 1, 0
             if not record:
+                blank += 1
+                if blank > max_blank:
+                    raise _blank_lines_error(path, reader.line_num, max_blank)
                 continue
             if len(record) != width:
                 msg = f"expected {width} columns (from header), got {len(record)}"
-                raise ConfigError(msg, where=f"{path}:{first_line}")
+                raise ConfigError(msg, where=where)
             variables: dict[str, Any] = {}
             for name, cell, convert in zip(header, record, typed, strict=True):
                 if not cell:
                     continue  # an empty cell is a missing variable
                 variables[name] = _typed(cell) if convert else cell
-            yield Row(f"{path}:{first_line}", variables)
+            yield Row(where, variables)
     except csv.Error as exc:
+        if str(exc).startswith("field larger than field limit"):  # = MAX_VALUE_CHARS
+            msg = f"a value is too long; the limit is {MAX_VALUE_CHARS:,} characters"
+            raise ConfigError(msg, where=f"{path}:{first_line}") from None
         msg = f"malformed CSV: {exc}"
         raise ConfigError(msg, where=f"{path}:{reader.line_num}") from None
+
+
+def _name_problem(name: str) -> str | None:
+    """What is wrong with a sweep file's variable name: bulk's own, or not an identifier."""
+    if name.startswith("_"):
+        return f"{shorten(repr(name))}: {_RESERVED}"
+    if not is_variable_name(name):
+        return f"{shorten(repr(name))} is not a valid variable name; {_NAMES}"
+    return None
 
 
 def _check_header(path: Path, header: list[str]) -> None:
@@ -290,9 +528,10 @@ def _check_header(path: Path, header: list[str]) -> None:
         if not name.strip():
             msg = f"column {i} has an empty name"
             raise ConfigError(msg, where=where)
-        if name.startswith("_"):
-            msg = "names starting with '_' are reserved for bulk (_key, _index, _run, ...)"
-            raise ConfigError(msg, where=where, field=name)
+        problem = _name_problem(name)
+        if problem is not None:
+            msg = f"column {i}: {problem}"
+            raise ConfigError(msg, where=where)
         if name in seen:
             msg = f"duplicate column {name!r} in header"
             raise ConfigError(msg, where=where)
@@ -303,8 +542,9 @@ def _typed(cell: str) -> Any:
     """A CSV cell as int, float or bool when it reads as one exactly, else the string.
 
     Strings that would lose information as numbers stay strings: leading zeros (``007``),
-    digit separators (``1_000``), surrounding spaces, integers beyond 64 bits, and non-finite
-    values.
+    digit separators (``1_000``), surrounding spaces, integers beyond 64 bits, and numbers a
+    64-bit float cannot hold (``nan``, ``inf``, ``1e400``, and ``1e-400``, which it would read
+    as 0.0).
     """
     first = cell[0]
     if first.isdigit() or first in "+-.":
@@ -324,7 +564,11 @@ def _typed(cell: str) -> Any:
             value = float(cell)
         except ValueError:
             return cell
-        return value if math.isfinite(value) else cell
+        if not math.isfinite(value):
+            return cell  # inf, nan, 1e400: JSON has no such number
+        if value == 0.0 and any(c in "123456789" for c in cell.lower().partition("e")[0]):
+            return cell  # 1e-400: a 64-bit float would make it 0.0
+        return value
     lower = cell.lower()
     if lower == "true":
         return True

@@ -1,8 +1,12 @@
-"""Shared fixtures: asyncio under the anyio plugin, and no blocking calls on the event loop."""
+"""Shared fixtures: asyncio under the anyio plugin, no blocking calls on the event loop, and
+the CLI run with bounded memory and time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
@@ -18,3 +22,44 @@ def blockbuster() -> Iterator[BlockBuster]:
     """Fail any test whose async code blocks the event loop (file I/O, time.sleep, ...)."""
     with blockbuster_ctx() as bb:
         yield bb
+
+
+BOUNDED_MEMORY_MB = 256  # `bulk plan` on a small sweep peaks near 100 MB of address space
+BOUNDED_TIMEOUT_S = 60  # a refusal takes well under a second; this only stops a runaway
+
+
+@pytest.fixture
+def bounded_bulk() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the bulk CLI in a subprocess capped in address space and in time.
+
+    For inputs that once exhausted memory or hung: a regression fails the test (MemoryError,
+    a kill, or the timeout) instead of taking the machine down.
+    """
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return run_bounded("from bulk.cli import main\nsys.exit(main(sys.argv[1:]))\n", args, cwd)
+
+    return run
+
+
+@pytest.fixture
+def bounded_python() -> Callable[[str, Path], subprocess.CompletedProcess[str]]:
+    """Run Python ``code`` in a subprocess capped as :func:`bounded_bulk` is."""
+
+    def run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return run_bounded(code, (), cwd)
+
+    return run
+
+
+def run_bounded(code: str, args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    limit = BOUNDED_MEMORY_MB << 20
+    prelude = f"import resource, sys\nresource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=BOUNDED_TIMEOUT_S,
+        check=False,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,29 @@ class TestLoad:
             id="bad-name",
         ),
         pytest.param(
+            MINIMAL.replace('name = "demo"', 'name = "demo\\n"'),
+            "run.name: 'demo\\n' is not a valid run name",
+            id="name-with-trailing-newline",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", 'grid."x\\n" = [1, 2, 3]'),
+            'sweep.grid."x\\n": variable names are letters, digits and',
+            id="variable-with-trailing-newline",
+        ),
+        pytest.param(
+            MINIMAL.replace(
+                "grid.x = [1, 2, 3]",
+                'random.samples = 1\nrandom.params."x\\n" = {uniform = [0, 1]}',
+            ),
+            'sweep.random.params."x\\n": variable names are letters, digits and',
+            id="random-variable-with-trailing-newline",
+        ),
+        pytest.param(
+            MINIMAL + '\n[limits]\n"max\\ninflight" = 1\n',
+            'limits."max\\ninflight": unknown key; valid keys here:',
+            id="unknown-key-with-newline-stays-one-line",
+        ),
+        pytest.param(
             MINIMAL + "\n[retry]\nattempts = 0\n",
             "retry.attempts: 0 must be greater than 0",
             id="non-positive",
@@ -119,6 +143,116 @@ class TestLoad:
             MINIMAL.replace("[sweep]\ngrid.x = [1, 2, 3]", "[sweep]"),
             "sweep.files: the sweep is empty",
             id="empty-sweep",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = [1.5,\n  nan]"),
+            "run.toml:7: nan is not a finite number; JSON has no NaN or infinity",
+            id="toml-nan-names-its-line",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = [-inf]"),
+            "run.toml:6: -inf is not a finite number",
+            id="toml-inf",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = [1e400]"),
+            "run.toml:6: 1e400 is too large for a 64-bit float (it would be infinity)",
+            id="toml-float-overflow",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = [1e-400]"),
+            "run.toml:6: 1e-400 is too small for a 64-bit float (it would be 0.0)",
+            id="toml-float-underflow",
+        ),
+        pytest.param(
+            MINIMAL + "\n[retry]\nbudget_s = inf\n",
+            "run.toml:12: inf is not a finite number",
+            id="toml-inf-in-a-setting",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = [18446744073709551616]"),
+            "sweep.grid.x: 18446744073709551616 does not fit in 64 bits",
+            id="integer-past-64-bits",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = [1]\nrandom.seed = 2e0\n"),
+            "sweep.random.seed: expected an integer, got a number 2.0",
+            id="float-seed",
+        ),
+        pytest.param(
+            MINIMAL.replace(
+                "grid.x = [1, 2, 3]", "grid.x = [1]\nrandom.seed = 100000000000000000000000"
+            ),
+            "sweep.random.seed: 100000000000000000000000 does not fit in 64 bits",
+            id="seed-past-64-bits",
+        ),
+        pytest.param(
+            MINIMAL.replace(
+                "grid.x = [1, 2, 3]",
+                "random.samples = 2\nrandom.params.x = {choice = [-9223372036854775809]}",
+            ),
+            "sweep.random.params.x: -9223372036854775809 does not fit in 64 bits",
+            id="choice-past-64-bits",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = [1" + "0" * 5000 + "]"),
+            "invalid TOML: an integer too long to read",
+            id="integer-past-python-digit-limit",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", f"grid.x = [{'[' * 65}{']' * 65}]"),
+            "sweep.grid.x: nested more than 64 levels deep; the limit is 64",
+            id="value-nested-too-deep",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", f"grid.x = [{'[' * 5000}{']' * 5000}]"),
+            "invalid TOML: nested too deeply (the limit is 64 levels)",
+            id="toml-nested-past-recursion",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = {linspace = [-1.7e308, 1.7e308, 3]}"),
+            "sweep.grid.x: linspace: last - first is beyond the range of a 64-bit float",
+            id="linspace-span-overflows",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = {range = [-1.7e308, 1.7e308, 1e-300]}"),
+            "sweep.grid.x: range [-1.7e+308, 1.7e+308, 1e-300] has too many values to count",
+            id="range-count-overflows",
+        ),
+        pytest.param(
+            MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = {range = [1, 1.0000000000001, 1e-14]}"),
+            "sweep.grid.x: range values repeat once rounded to 12 significant digits",
+            id="range-values-round-together",
+        ),
+        pytest.param(
+            MINIMAL.replace(
+                "grid.x = [1, 2, 3]",
+                "grid.x = {range = [18446744073709551610, 18446744073709551620]}",
+            ),
+            "sweep.grid.x: 18446744073709551619 does not fit in 64 bits",
+            id="range-past-64-bits",
+        ),
+        pytest.param(
+            MINIMAL.replace(
+                "grid.x = [1, 2, 3]",
+                "random.samples = 2\nrandom.params.x = {uniform = [-1.7e308, 1.7e308]}",
+            ),
+            "sweep.random.params.x: uniform: high - low is beyond the range of a 64-bit float",
+            id="uniform-span-overflows",
+        ),
+        pytest.param(
+            MINIMAL.replace(
+                'command = "echo {x}"', 'command = "echo {x}"\nn = 18446744073709551616'
+            ),
+            "job.n: 18446744073709551616 does not fit in 64 bits",
+            id="template-integer-past-64-bits",
+        ),
+        pytest.param(
+            MINIMAL.replace(
+                'command = "echo {x}"', f'command = "echo {{x}}"\nn = {"[" * 65}{"]" * 65}'
+            ),
+            "job.n: nested more than 64 levels deep; the limit is 64",
+            id="template-nested-too-deep",
         ),
         pytest.param("[run\n", "invalid TOML", id="bad-toml"),
         pytest.param(
@@ -158,3 +292,119 @@ def test_missing_file(tmp_path: Path) -> None:
     """A missing config is a ConfigError, not a traceback."""
     with pytest.raises(ConfigError, match="no such file"):
         config.load(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param('{"command": "echo {x}", "n": NaN}', "NaN is not a finite number", id="nan"),
+        pytest.param(
+            '{"command": "echo {x}", "n": -Infinity}',
+            "-Infinity is not a finite number",
+            id="infinity",
+        ),
+        pytest.param(
+            '{"command": "echo {x}", "n": 1e400}',
+            "1e400 is too large for a 64-bit float",
+            id="overflow",
+        ),
+        pytest.param(
+            '{"command": "echo {x}", "n": 1e-400}',
+            "1e-400 is too small for a 64-bit float (it would be 0.0)",
+            id="underflow",
+        ),
+        pytest.param(
+            '{"command": "echo {x}", "n": 123456789012345678901234567890}',
+            "123456789012345678901234567890 does not fit in 64 bits",
+            id="integer-past-64-bits",
+        ),
+        pytest.param(
+            '{"command": "echo {x}", "env": {"A": "1", "A": "2"}}',
+            "key 'A' appears twice in one object; each key appears once",
+            id="duplicate-key",
+        ),
+        pytest.param(
+            '{"command": "echo {x}", "n": ' + "[" * 5000 + "]" * 5000 + "}",
+            "nested more than 64 levels deep at column 93; the limit is 64",
+            id="nested-past-recursion",
+        ),
+    ],
+)
+def test_json_template_file_is_read_exactly(tmp_path: Path, body: str, expected: str) -> None:
+    """A JSON template file with a value JSON would not carry back unchanged is refused."""
+    (tmp_path / "job.json").write_text(body)
+    text = MINIMAL.replace('command = "echo {x}"', 'template_file = "job.json"')
+
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, text))
+
+    assert f"{tmp_path / 'job.json'}: {expected}" in str(info.value)
+
+
+class TestCountBeforeExpanding:
+    """A sweep is counted by arithmetic and checked against the guard before anything is
+    built: each case once took gigabytes (or the OOM killer); here it runs in a process
+    capped at a few hundred MB."""
+
+    @pytest.mark.parametrize(
+        ("sweep", "total"),
+        [
+            pytest.param("grid.x = {range = [0, 9999999]}", "9,999,999", id="range"),
+            pytest.param(
+                "grid.x = {linspace = [0, 1, 1000000000]}", "1,000,000,000", id="linspace"
+            ),
+            pytest.param(
+                "grid.x = {range = [0, 1000000]}\ngrid.y = {range = [0, 1000000]}",
+                "1,000,000,000,000",
+                id="two-axes",
+            ),
+            pytest.param(
+                "zip.x = {range = [0, 1000000000]}\nzip.y = {linspace = [0, 1, 1000000000]}",
+                "1,000,000,000",
+                id="zip",
+            ),
+            pytest.param(
+                "grid.x = [1, 2]\nrandom.samples = 1000000000000\n"
+                "random.params.y = {uniform = [0, 1]}",
+                "2,000,000,000,000",
+                id="random",
+            ),
+        ],
+    )
+    @pytest.mark.parametrize("command", ["plan", "run"])
+    def test_guard_refuses_before_expanding(
+        self, tmp_path: Path, bounded_bulk: Any, sweep: str, total: str, command: str
+    ) -> None:
+        """Past the guard: exit 2 with the count, in bounded memory and time; nothing made."""
+        write(tmp_path, MINIMAL.replace("grid.x = [1, 2, 3]", sweep))
+
+        result = bounded_bulk(command, "run.toml", cwd=tmp_path)
+
+        first = result.stderr.splitlines()[0] if result.stderr else ""
+        assert 2 == result.returncode, result.stderr[-2000:]
+        assert (
+            f"run.toml: sweep.max_jobs: the sweep expands to {total} jobs, above the guard "
+            "of 100,000" in first
+        )
+        assert not (tmp_path / ".bulk").exists()
+
+    def test_per_row_expansion_past_the_guard(self, tmp_path: Path) -> None:
+        """With sweep files, the guard names what each row expands to."""
+        text = MINIMAL.replace(
+            "grid.x = [1, 2, 3]", 'files = "s.csv"\ngrid.x = {range = [0, 200000]}'
+        )
+
+        with pytest.raises(
+            ConfigError, match="each row of the sweep files expands to 200,000 jobs"
+        ):
+            config.load(write(tmp_path, text))
+
+    def test_within_the_guard_expands(self, tmp_path: Path) -> None:
+        """Raising the guard lets the same sweep through, expanded exactly."""
+        text = MINIMAL.replace(
+            "grid.x = [1, 2, 3]", "max_jobs = 1000000\ngrid.x = {range = [0, 1000000, 1]}"
+        )
+
+        values = config.load(write(tmp_path, text)).sweep.grid[0][1]
+
+        assert (1_000_000, 0, 999_999) == (len(values), values[0], values[-1])

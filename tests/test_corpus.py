@@ -44,7 +44,7 @@ def test_bad_input_exits_2_with_expected_line(
 
 
 def test_corpus_covers_the_required_cases() -> None:
-    """The corpus holds at least the cases the foundation issue names."""
+    """The corpus holds at least the cases the foundation issue and issue 7 name."""
     required = {
         "ragged_csv",
         "invalid_utf8",
@@ -60,6 +60,26 @@ def test_corpus_covers_the_required_cases() -> None:
         "zip_unequal",
         "guard_exceeded",
         "inline_secret",
+        # issue 7: bounded, well-formed sweep input (a FIFO cannot be committed: it is
+        # tested in test_sweep.py::TestBoundedInput)
+        "run_name_newline",
+        "range_past_guard",
+        "linspace_past_guard",
+        "two_axes_past_guard",
+        "dev_zero",
+        "gzip_bomb",
+        "blank_line_bomb",
+        "long_jsonl_value",
+        "long_csv_value",
+        "deep_jsonl",
+        "csv_column_name",
+        "jsonl_key_name",
+        "jsonl_nan",
+        "toml_nan",
+        "jsonl_float_underflow",
+        "toml_float_underflow",
+        "jsonl_duplicate_key",
+        "jsonl_integer_past_64_bits",
     }
 
     assert required <= set(CASES)

@@ -165,3 +165,41 @@ class TestQuotedFields:
         """`{a!r}` is not Python's repr here: the only conversion is named."""
         with pytest.raises(ConfigError, match=r"unknown conversion !r .* the only one is !raw"):
             compile_template({"command": "echo {a!r}"}, QUOTED)
+
+
+def nested(depth: int) -> list[Any]:
+    """A list nested ``depth`` levels deep (built without recursion)."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param({"x": float("nan")}, "job.x: nan is not a finite number", id="nan"),
+        pytest.param({"x": [1, float("-inf")]}, "job.x[1]: -inf is not a finite number", id="inf"),
+        pytest.param({"x": 2**64}, "job.x: 18446744073709551616 does not fit in 64 bits", id="int"),
+        pytest.param(
+            {"x": -(2**63) - 1}, "job.x: -9223372036854775809 does not fit in 64 bits", id="neg-int"
+        ),
+        pytest.param({"x": nested(64)}, "job.x: nested more than 64 levels deep", id="deep"),
+        pytest.param({"x": nested(100_000)}, "job.x: nested more than 64", id="past-recursion"),
+    ],
+)
+def test_values_json_cannot_carry_are_refused(body: Any, expected: str) -> None:
+    """NaN, infinity, integers past 64 bits and deep nesting are refused at compile time."""
+    with pytest.raises(ConfigError) as info:
+        compile_template(body)
+
+    assert str(info.value).startswith(expected)
+
+
+def test_values_at_the_limits_are_kept() -> None:
+    """The 64-bit integer bounds and nesting up to the limit compile and render exactly."""
+    body = {"lo": -(2**63), "hi": 2**64 - 1, "deep": nested(63), "s": "{s}"}
+
+    rendered = compile_template(body).render_bytes({"s": "x"})
+
+    assert {**body, "s": "x"} == orjson.loads(rendered)

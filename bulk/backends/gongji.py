@@ -703,7 +703,8 @@ class GongjiBackend:
                 break
             page += 1
         for remote_id in wanted - out.keys():
-            if not remote_id.isdigit():
+            # isdigit() alone accepts "²" and other Unicode digits, which int() refuses.
+            if not (remote_id.isascii() and remote_id.isdigit()):
                 continue  # not a task id of this service: never reported at all
             try:
                 out[remote_id] = map_status(await self.client.detail(int(remote_id)))

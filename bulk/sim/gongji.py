@@ -462,7 +462,8 @@ def _authenticate(
     if request.headers.get("version") != "1.0.0":
         return "C002", "version 错误"
     stamp = request.headers.get("timestamp", "")
-    if len(stamp) != 13 or not stamp.isdigit():
+    # isdigit() alone accepts Unicode digits ("²" raises in int(), "١" parses): ASCII only.
+    if len(stamp) != 13 or not (stamp.isascii() and stamp.isdigit()):
         return "C004", "timestamp 格式错误"
     if abs(time.time() * 1000 - int(stamp)) > sim.config.skew_s * 1000:
         return "C004", "timestamp 已过期"

@@ -7,6 +7,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import anyio
 import orjson
 import pytest
@@ -177,6 +178,33 @@ class TestClientAgainstSimulator:
         assert {r.remote_id for r in receipts} == set(answer)
         assert backend.client.requests["/api/task/job/search"] == 3  # 8 tasks / 3 per page
         await backend.aclose()
+
+    async def test_status_leaves_out_ids_that_are_not_task_ids(
+        self, sim_url: tuple[str, GongjiSim]
+    ) -> None:
+        """A remote id of Unicode digits ("²" passes str.isdigit, not int) is left out."""
+        from bulk.backends.base import Receipt
+
+        url, _ = sim_url
+        backend = backend_for(url, token="simple-token")
+
+        answer = await backend.status([Receipt("x", "²")])
+        await backend.aclose()
+
+        assert {} == answer
+
+    async def test_simulator_refuses_a_timestamp_of_unicode_digits(
+        self, sim_url: tuple[str, GongjiSim]
+    ) -> None:
+        """A timestamp of 13 non-ASCII digits is a malformed timestamp (C004), not a crash."""
+        url, _ = sim_url
+        async with aiohttp.ClientSession() as session:
+            for stamp in ("²" * 13, "١" * 13):
+                headers = {"token": "simple-token", "version": "1.0.0", "timestamp": stamp}
+                async with session.post(f"{url}/api/task/job/detail", headers=headers) as resp:
+                    answer = (resp.status, (await resp.json())["code"])
+
+                assert (200, "C004") == answer
 
     async def test_resources_and_marks(self, sim_url: tuple[str, GongjiSim]) -> None:
         """A resource given by name is resolved to its mark before the create."""

@@ -22,10 +22,10 @@ from bulk.backends.local import KIND, LocalBackend, LocalOptions
 from bulk.clock import AnyioClock
 from bulk.config import LimitsConfig, RetryConfig, TrackConfig
 from bulk.engine import Engine, Policy
-from bulk.errors import PermanentBackendError
+from bulk.errors import ConfigError, PermanentBackendError
 from bulk.journal import Journal, State
 from bulk.plan import job_name
-from bulk.spec import compile_template
+from bulk.spec import compile_template, to_json
 from bulk.sweep import Point, point_key
 from bulk.testing import ClockLimiter, FakeBackend
 from bulk.validate import Problems
@@ -187,17 +187,16 @@ async def test_real_local_backend_fails_only_the_unsendable_row(
     assert "one\n" == await out.read_text()
 
 
-@values(1, 2)
-async def test_a_body_json_cannot_carry_fails_without_sending(journal: Journal) -> None:
-    """An integer beyond 64 bits in the template fails each row before anything is sent."""
-    backend = FakeBackend(clock=AnyioClock())
+def test_a_body_json_cannot_carry_names_the_part_at_fault() -> None:
+    """The last guard before sending: a body orjson refuses is a ConfigError with its path.
 
-    await engine(backend, journal, {"n": "{x}", "big": 2**70}).run()
+    (Templates and sweep values are checked before a run, so a run does not reach this.)
+    """
+    with pytest.raises(ConfigError) as info:
+        to_json({"a": [1, {"big": 2**70}]})
 
-    rows = await by_value(journal)
-    assert {State.FAILED} == {state for state, _ in rows.values()}
-    assert "job.big: 1180591620717411303424 does not fit in a 64-bit integer" in (rows[1][1] or "")
-    assert [] == backend.calls
+    assert "job.a[1].big" == info.value.field
+    assert "1180591620717411303424 does not fit in 64 bits" in info.value.problem
 
 
 @values(1, 2, 3)
