@@ -471,23 +471,27 @@ def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
-    with _metrics(args) as metrics, RunLock(cfg.run.dir):
+    # Credentials are read before the run's folder is touched: a missing token or key
+    # leaves nothing behind that a later run would take for a started one.
+    kind, backend = _backend(cfg)
+    with _closed_if_refused(backend), _metrics(args) as metrics, RunLock(cfg.run.dir):
         journal, resumed = runs.open_run(cfg, restart=args.restart)
         with journal:
             if resumed:
                 _err(f"bulk: resuming run {cfg.run.name} from {cfg.journal_path}")
-            return _execute(cfg, journal, args, metrics)
+            return _execute(cfg, kind, backend, journal, args, metrics)
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
     runs.require_journal(cfg)  # before the lock: a run never started gets no folder
     states = [State.FAILED, State.STOPPED] if args.stopped else [State.FAILED]
-    with _metrics(args) as metrics, RunLock(cfg.run.dir):
+    kind, backend = _backend(cfg)  # credentials first, as for run
+    with _closed_if_refused(backend), _metrics(args) as metrics, RunLock(cfg.run.dir):
         journal, count = runs.open_retry(cfg, states, template_changed=args.template_changed)
         with journal:
-            _err(f"bulk: sending {count:,} rows again")
-            return _execute(cfg, journal, args, metrics)
+            _err(f"bulk: sending {count:,} {'row' if count == 1 else 'rows'} again")
+            return _execute(cfg, kind, backend, journal, args, metrics)
 
 
 @contextlib.contextmanager
@@ -534,9 +538,13 @@ def _listen_error(prog: str, option: str, host: str, port: int, exc: OSError) ->
 
 
 def _execute(
-    cfg: config.Config, journal: Journal, args: argparse.Namespace, metrics: Metrics
+    cfg: config.Config,
+    kind: BackendKind,
+    backend: Backend,
+    journal: Journal,
+    args: argparse.Namespace,
+    metrics: Metrics,
 ) -> int:
-    kind, backend = _backend(cfg)
     engine = Engine(
         backend,
         journal,
@@ -668,12 +676,26 @@ def _print_summary(
         _err(f"  {job.origin} #{job.index} {_short(job.variables)}: {job.state}: {job.error}")
     if failures:
         _err(f"  (all of them: bulk status {cfg.path})")
+    if counts.get(State.STOPPED) and not interrupted:
+        _err(f"  (to run the stopped jobs again: bulk retry --stopped {cfg.path})")
 
 
 def _backend(cfg: config.Config) -> tuple[BackendKind, Backend]:
     """The run's backend kind and a live backend for it (credentials are read here)."""
     kind = get_kind(cfg.backend.kind)
     return kind, kind.create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
+
+
+@contextlib.contextmanager
+def _closed_if_refused(backend: Backend) -> Iterator[None]:
+    """Close ``backend`` when the command is refused (a changed config, a held lock, a
+    damaged journal) before or after its run. A run closes it in its own event loop;
+    closing again does nothing."""
+    try:
+        yield
+    except BulkError:
+        _run_async(backend.aclose(), uvloop=False)
+        raise
 
 
 # -- status / stop / export -------------------------------------------------------------------
@@ -729,10 +751,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 table.add_row(state.value, f"{counts[state.value]:,}")
         console.print(table)
         if failures:
-            table = Table("origin", "state", "attempt", "error", title="failures")
+            table = Table("#", "job", "origin", "state", "error", title="failures")
             for j in failures:
                 # Plain text: an error may quote a service's answer, and "[/x]" is not markup.
-                table.add_row(Text(j.origin), j.state.value, str(j.attempt), Text(j.error or ""))
+                name = plan.job_name(cfg.run.name, j.key, j.attempt)
+                table.add_row(
+                    str(j.index), name, Text(j.origin), j.state.value, Text(j.error or "")
+                )
             console.print(table)
     return EXIT_OK
 

@@ -245,3 +245,28 @@ def journal_counts(cfg_path: Path) -> dict[str, int]:
 
     with Journal.open(cfg_path.parent / ".bulk" / "edges" / "journal.sqlite") as journal:
         return journal.counts()
+
+
+def test_missing_credentials_are_refused_before_the_run_folder_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unset token: exit 2, one line, and no journal that a later run would "resume"."""
+    monkeypatch.delenv("BULK_TEST_UNSET_TOKEN", raising=False)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        '[run]\nname = "creds"\n[sweep]\ngrid.i = [1, 2]\n'
+        '[backend]\nkind = "gongji"\nurl = "http://127.0.0.1:9"\n'
+        'token_env = "BULK_TEST_UNSET_TOKEN"\nprivate_key_file = "missing.pem"\n'
+        '[job]\ntask_name = "{_name}"\npoints = 1\n'
+        'resources = [{mark = "m"}]\n'
+        'services = [{service_name = "s", service_image = "i", resource_weight = 1}]\n'
+        'job_support = {timeout_sec = 60, parallelism = 1, mod_param = "fixed"}\n'
+    )
+
+    code = main(["run", str(cfg)])
+    err = capsys.readouterr().err.splitlines()
+
+    assert 2 == code
+    assert 1 == len(err)
+    assert "BULK_TEST_UNSET_TOKEN" in err[0]
+    assert not (tmp_path / ".bulk").exists()

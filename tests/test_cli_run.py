@@ -84,6 +84,28 @@ class TestRun:
         assert (3, 3) == (data["counts"]["succeeded"], data["counts"]["failed"])
         assert {"exit code 1"} == {f["error"] for f in data["failures"]}
 
+    def test_status_table_names_each_failed_row(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The failures table says which row failed: its index and its job name."""
+        monkeypatch.setenv("COLUMNS", "200")
+        config = write_config(tmp_path, command="exit $(( {i} == 4 ))")
+        main(["run", str(config)])
+        capsys.readouterr()
+
+        assert 0 == main(["status", str(config)])
+        out = capsys.readouterr().out
+
+        from bulk.config import load
+        from bulk.journal import Journal, State
+
+        cfg = load(config)
+        with Journal.open(cfg.journal_path) as journal:
+            (failed,) = journal.jobs([State.FAILED])
+        row = next(line for line in out.splitlines() if "exit code 1" in line)
+        assert "4" == row.split("│")[1].strip()
+        assert f"demo-{failed.key}" in row
+
     def test_export_csv_and_jsonl(self, squares: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Export writes one record per row with identity, state, times and variables."""
         main(["run", str(squares)])

@@ -399,7 +399,7 @@ def _read_signer(options: GongjiOptions) -> Signer | None:
         try:
             pem = options.private_key_file.read_bytes()
         except OSError as exc:
-            msg = f"cannot read the private key: {exc.strerror}"
+            msg = f"cannot read the private key {str(options.private_key_file)!r}: {exc.strerror}"
             raise ConfigError(msg, field=field_name) from None
     elif options.private_key_env is not None:
         field_name = "backend.private_key_env"
