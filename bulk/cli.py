@@ -555,6 +555,7 @@ def _execute(
         metrics=metrics,
         jobs_outlive_bulk=kind.jobs_outlive_bulk,
         unique_names=kind.unique_names,
+        sent_mark=runs.SentMark(cfg.run.dir),
     )
     started = time.monotonic()
     state = _RunState()

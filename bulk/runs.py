@@ -34,6 +34,7 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -47,6 +48,7 @@ from bulk.sweep import open_sweep_file
 from bulk.validate import Problems
 
 __all__ = [
+    "SentMark",
     "fingerprints",
     "missing_journal",
     "note_attempt",
@@ -345,28 +347,73 @@ def note_attempt(run_dir: Path, attempt: int) -> None:
     """
     if attempt <= _noted_attempt(run_dir):
         return
-    data = orjson.dumps({"attempt": attempt})
+    _write_marker(
+        run_dir, {**_read_marker(run_dir), "attempt": attempt}, "the run's attempt number"
+    )
+
+
+class SentMark:
+    """How far a run may have sent, kept in ``run.json`` outside the journal.
+
+    A journal that loses its ``-wal`` after a crash forgets its latest records: rows sent
+    just before read ``pending`` again. On a service that does not refuse a second job of
+    the same name (Gongji) the engine raises this mark, durably, before it sends a row at or
+    past it, and clears it when a session ends with every record committed; after an
+    unclean end, every pending row below the mark is looked up by name before it is sent,
+    and no row at or past it can have been sent. (Kept in the journal, the mark would be
+    lost with the very records it stands for.)
+    """
+
+    def __init__(self, run_dir: Path):
+        self._run_dir = run_dir
+
+    def below(self) -> int | None:
+        """Every row sent since the last clean end has a smaller index (None: not known)."""
+        value = _read_marker(self._run_dir).get("sent_below")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def raise_to(self, value: int) -> None:
+        """Record (fsynced) that rows below ``value`` may be sent.
+
+        Raises:
+            JournalError: the mark cannot be written (nothing may be sent past the old one).
+        """
+        data = {**_read_marker(self._run_dir), "sent_below": value}
+        _write_marker(self._run_dir, data, "how far the run has sent")
+
+    def clear(self) -> None:
+        """Record that the journal holds every row sent (a session ended cleanly)."""
+        self.raise_to(0)
+
+
+def _read_marker(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = orjson.loads((run_dir / _MARKER).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_marker(run_dir: Path, data: dict[str, Any], what: str) -> None:
+    """Replace ``run.json`` atomically and durably (fsync of the file and of the folder)."""
     target = run_dir / _MARKER
     temporary = run_dir / f"{_MARKER}.new"
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, data)
+            os.write(fd, orjson.dumps(data))
             os.fsync(fd)
         finally:
             os.close(fd)
         temporary.replace(target)
         _fsync_dir(run_dir)
     except OSError as exc:
-        msg = f"{target}: cannot record the run's attempt number: {exc.strerror}"
+        msg = f"{target}: cannot record {what}: {exc.strerror}"
         raise JournalError(msg) from None
 
 
 def _noted_attempt(run_dir: Path) -> int:
-    try:
-        value = orjson.loads((run_dir / _MARKER).read_bytes()).get("attempt", 0)
-    except (OSError, orjson.JSONDecodeError, AttributeError):
-        return 0
+    value = _read_marker(run_dir).get("attempt", 0)
     return value if isinstance(value, int) else 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 import trio.testing
 
@@ -34,6 +35,7 @@ from bulk.journal import Journal, Record, State
 from bulk.plan import job_name
 from bulk.ratelimit import AdaptiveRate
 from bulk.retry import Backoff
+from bulk.runs import SentMark
 from bulk.spec import compile_template
 from bulk.sweep import Point, point_key
 from bulk.testing import ClockLimiter, FakeBackend, FakeClock
@@ -438,6 +440,62 @@ class TestLostHistory:
 
         assert {"3"} == set(seen)
         assert "0" == (await inline(journal.meta))["unclean_workers"]
+
+
+class TestSentMark:
+    """Where names are not unique, a mark outside the journal bounds what a run sent."""
+
+    @pytest.mark.rows(40)
+    async def test_after_an_unclean_end_every_pending_row_below_the_mark_is_looked_up(
+        self, journal: Journal, tmp_path: Path
+    ) -> None:
+        """Twenty rows that ended uncreated (records lost) before two that were sent: a
+        window of misses would stop before them; the mark sees them."""
+        mark = SentMark(tmp_path)
+        await inline(mark.raise_to, 30)
+        await inline(journal.begin_session, 4)  # a session that never ended
+        backend = FakeBackend(clock=AnyioClock())
+        TestLostHistory.sent_before(backend, [20, 21])
+
+        stats = await engine(backend, journal, unique_names=False, sent_mark=mark).run()
+
+        assert 40 == stats.succeeded
+        assert {1} == set(backend.ledger.values())
+        assert {name(i) for i in range(30)} == {c.name for c in backend.calls_to("lookup")}
+        assert 0 == (await inline(mark.below))  # the session ended cleanly
+
+    @pytest.mark.rows(600)
+    async def test_the_mark_is_durable_past_each_row_before_it_is_sent(
+        self, journal: Journal, tmp_path: Path
+    ) -> None:
+        """Every submit finds run.json already saying its row may have been sent."""
+        mark = SentMark(tmp_path)
+        late: list[int] = []
+
+        async def check(backend: FakeBackend, sub: Submission) -> None:
+            index = int(orjson.loads(sub.body)["command"].removeprefix("echo "))
+            below = SentMark(tmp_path).below()  # as a later bulk would read it
+            if below is None or index >= below:
+                late.append(index)
+            backend.accept(sub)
+
+        backend = FakeBackend(check, clock=AnyioClock())
+        await engine(backend, journal, unique_names=False, sent_mark=mark, workers=8).run()
+
+        assert [] == late
+        assert 600 == len(backend.calls_to("submit"))
+        assert {"succeeded": 600} == await inline(states, journal)
+
+    @pytest.mark.rows(10)
+    async def test_no_mark_is_kept_where_names_are_unique(
+        self, journal: Journal, tmp_path: Path
+    ) -> None:
+        """A service that refuses a second job of a name needs no mark (no file writes)."""
+        mark = SentMark(tmp_path)
+
+        await engine(FakeBackend(clock=AnyioClock()), journal, sent_mark=mark).run()
+
+        assert not (tmp_path / "run.json").exists()
 
 
 def meta_without_wal(path: Path, copy: Path) -> str:
