@@ -563,7 +563,24 @@ def _merge_literals(parts: list[_Part]) -> list[_Part]:
     return merged
 
 
+# The widest width or precision a format spec may ask for: `{x:>999999999}` would build a
+# gigabyte per row (and the probe below the first of them).
+_MAX_FORMAT_WIDTH = 1000
+# Python's format spec: [[fill]align][sign][z][#][0][width][grouping][.precision][type].
+_FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?[A-Za-z%]?", re.DOTALL)
+
+
 def _check_format_spec(spec: str, path: str) -> None:
+    m = _FORMAT_SPEC.fullmatch(spec)
+    if m is not None:
+        for what, digits in (("width", m.group(1)), ("precision", m.group(2))):
+            # (compared as text first: int() refuses numbers of more than 4,300 digits)
+            if digits and (len(digits) > 6 or int(digits) > _MAX_FORMAT_WIDTH):
+                msg = (
+                    f"format spec {shorten(spec)!r}: {what} {shorten(digits, 12)} is too large; "
+                    f"widths and precisions go up to {_MAX_FORMAT_WIDTH:,}"
+                )
+                raise ConfigError(msg, field=path)
     # Try the spec on a float and an int: a spec neither accepts is a typo worth catching now.
     for probe in (1.5, 1, "s"):
         try:

@@ -162,6 +162,24 @@ class TestQuotedFields:
         assert "job.env.A" == info.value.field
 
     @pytest.mark.parametrize(
+        ("spec", "what"),
+        [(">1001", "width 1001"), ("0>+,.1001f", "precision 1001"), (">" + "9" * 5000, "width 9")],
+        ids=["width", "precision", "5000-digits"],
+    )
+    def test_a_huge_width_or_precision_is_refused(self, spec: str, what: str) -> None:
+        """`{x:>999999999}` would build a gigabyte per row: refused above 1,000, at once."""
+        with pytest.raises(ConfigError, match=f"{what}.* is too large; .* up to 1,000") as info:
+            compile_template({"command": f"echo {{x:{spec}}}"}, QUOTED)
+
+        assert "job.command" == info.value.field
+
+    def test_a_width_of_1000_is_fine(self) -> None:
+        """The cap itself is allowed, fill digits and all."""
+        t = compile_template({"command": "echo {x:0>1000}"}, QUOTED)
+
+        assert "echo " + "0" * 999 + "7" == t.render({"x": 7})["command"]
+
+    @pytest.mark.parametrize(
         ("command", "where"),
         [
             pytest.param("printf '%s|' \"{v}\" > out", "is inside double quotes", id="double"),
