@@ -94,6 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BulkError as exc:
         _err(f"bulk: error: {exc}")
         return EXIT_INPUT
+    except MemoryError:
+        # Whatever ran out (a sweep, a value, a template bigger than the machine): one line,
+        # never a traceback. A run's journal holds what was committed; the command resumes.
+        _err(
+            "bulk: error: out of memory; lower [sweep] max_jobs or split the sweep into "
+            "several runs, or give bulk more memory (a run resumes where it stopped)"
+        )
+        return EXIT_INPUT
     except KeyboardInterrupt:
         _err("bulk: interrupted")
         return EXIT_INTERRUPTED
@@ -641,6 +649,8 @@ def _run_async(coro: Coroutine[Any, Any, None], *, uvloop: bool = True) -> None:
         # Task groups wrap what their tasks raise; a bulk error inside is the real message.
         error = _first_bulk_error(group)
         if error is None:
+            if group.subgroup(MemoryError) is not None:
+                raise MemoryError from None  # main() says it in one line
             raise
         raise error from None
 
