@@ -713,7 +713,7 @@ def _closed_if_refused(backend: Backend) -> Iterator[None]:
 
 def _open_existing(cfg: config.Config) -> Journal:
     runs.require_journal(cfg)
-    return Journal.open(cfg.journal_path)
+    return runs.open_journal(cfg)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
