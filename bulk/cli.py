@@ -693,7 +693,13 @@ def _print_summary(
 def _backend(cfg: config.Config) -> tuple[BackendKind, Backend]:
     """The run's backend kind and a live backend for it (credentials are read here)."""
     kind = get_kind(cfg.backend.kind)
-    return kind, kind.create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
+    try:
+        return kind, kind.create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
+    except ConfigError as exc:
+        # A kind names the key (backend.token_file); the config it is in is known here.
+        if exc.where is not None:
+            raise
+        raise ConfigError(exc.problem, where=str(cfg.path), field=exc.field) from None
 
 
 @contextlib.contextmanager

@@ -310,12 +310,14 @@ def _check_retried_rows(cfg: Config, journal: Journal, states: Sequence[State]) 
                 plan.render_context(row.point, cfg.run.name, row.attempt + 1)
             )
         except ConfigError as exc:
-            result.add_error(ConfigError(exc.problem, where=row.origin, field=exc.field))
+            origin = plan.origin_where(cfg, row.origin)
+            result.add_error(ConfigError(exc.problem, where=origin, field=exc.field))
             continue
         problems = Problems()
         kind.validate(body, problems)
+        origin = plan.origin_where(cfg, row.origin)
         for item in problems.items:
-            result.add_error(ConfigError(item.message, where=row.origin, field=item.field))
+            result.add_error(ConfigError(item.message, where=origin, field=item.field))
     result.raise_if_errors()
 
 

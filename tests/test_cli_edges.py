@@ -274,6 +274,42 @@ def test_missing_credentials_are_refused_before_the_run_folder_exists(
     assert not (tmp_path / ".bulk").exists()
 
 
+@pytest.mark.parametrize(
+    ("backend", "field"),
+    [
+        ('kind = "stub"\nurl = "http://127.0.0.1:9"\ntoken_file = "missing"', "token_file"),
+        ('kind = "gongji"\nurl = "http://127.0.0.1:9"\ntoken_file = "missing"', "token_file"),
+        (
+            'kind = "gongji"\nurl = "http://127.0.0.1:9"\ntoken_env = "BULK_TEST_UNSET_TOKEN"',
+            "token_env",
+        ),
+    ],
+    ids=["stub-token-file", "gongji-token-file", "gongji-token-env"],
+)
+def test_credential_errors_name_the_config_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    field: str,
+) -> None:
+    """A secret that cannot be read is reported as `config.toml: backend.KEY: ...`, like
+    every other config error (it had no file)."""
+    monkeypatch.delenv("BULK_TEST_UNSET_TOKEN", raising=False)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        f'[run]\nname = "creds"\n[sweep]\ngrid.i = [1, 2]\n[backend]\n{backend}\n'
+        '[job]\ntask_name = "{_name}"\ncommand = "echo {i}"\n'
+    )
+
+    code = main(["run", str(cfg)])
+    err = capsys.readouterr().err.splitlines()
+
+    assert 2 == code
+    assert 1 == len(err)
+    assert err[0].startswith(f"{cfg}: backend.{field}: "), err[0]
+
+
 def test_out_of_memory_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
