@@ -94,6 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BulkError as exc:
         _err(f"bulk: error: {exc}")
         return EXIT_INPUT
+    except MemoryError:
+        # Whatever ran out (a sweep, a value, a template bigger than the machine): one line,
+        # never a traceback. A run's journal holds what was committed; the command resumes.
+        _err(
+            "bulk: error: out of memory; lower [sweep] max_jobs or split the sweep into "
+            "several runs, or give bulk more memory (a run resumes where it stopped)"
+        )
+        return EXIT_INPUT
     except KeyboardInterrupt:
         _err("bulk: interrupted")
         return EXIT_INTERRUPTED
@@ -642,6 +650,8 @@ def _run_async(coro: Coroutine[Any, Any, None], *, uvloop: bool = True) -> None:
         # Task groups wrap what their tasks raise; a bulk error inside is the real message.
         error = _first_bulk_error(group)
         if error is None:
+            if group.subgroup(MemoryError) is not None:
+                raise MemoryError from None  # main() says it in one line
             raise
         raise error from None
 
@@ -684,7 +694,13 @@ def _print_summary(
 def _backend(cfg: config.Config) -> tuple[BackendKind, Backend]:
     """The run's backend kind and a live backend for it (credentials are read here)."""
     kind = get_kind(cfg.backend.kind)
-    return kind, kind.create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
+    try:
+        return kind, kind.create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
+    except ConfigError as exc:
+        # A kind names the key (backend.token_file); the config it is in is known here.
+        if exc.where is not None:
+            raise
+        raise ConfigError(exc.problem, where=str(cfg.path), field=exc.field) from None
 
 
 @contextlib.contextmanager
@@ -704,7 +720,7 @@ def _closed_if_refused(backend: Backend) -> Iterator[None]:
 
 def _open_existing(cfg: config.Config) -> Journal:
     runs.require_journal(cfg)
-    return Journal.open(cfg.journal_path)
+    return runs.open_journal(cfg)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -25,10 +25,10 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 import orjson
 
@@ -104,7 +104,9 @@ class SweepConfig:
     Attributes:
         files: CSV/JSONL sources (optionally ``.gz``), read in order; empty for a pure grid.
         strings: CSV columns kept as strings instead of being typed.
-        grid: axes of the cartesian product, in declaration order.
+        grid: axes of the cartesian product, in declaration order. A range or linspace axis
+            is a lazy sequence (``range``, or one computing each value from its index): its
+            values are never all held in memory.
         zip: lists advanced in lockstep (equal lengths).
         random_samples: how many random points to draw (0: no random axis).
         random_seed: the seed that makes random draws identical across reruns.
@@ -115,8 +117,8 @@ class SweepConfig:
 
     files: tuple[Path, ...] = ()
     strings: frozenset[str] = frozenset()
-    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    zip: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    grid: tuple[tuple[str, Sequence[Any]], ...] = ()
+    zip: tuple[tuple[str, Sequence[Any]], ...] = ()
     random_samples: int = 0
     random_seed: int = 0
     random_params: tuple[tuple[str, Distribution], ...] = ()
@@ -710,11 +712,53 @@ def _range(t: Table, name: str, spec_: Mapping[str, Any]) -> _Axis:
     return _Axis(name, kind, n, args=(first, last, n))
 
 
-def _expand(t: Table, axis: _Axis) -> tuple[Any, ...]:
+class _Steps(Sequence[float]):
+    """A float range or linspace as a lazy sequence: value ``i`` is computed when asked for,
+    rounded as :func:`_round` does, so an axis of 10⁹ values costs no memory."""
+
+    __slots__ = ("_count", "_first", "_value")
+
+    def __init__(self, count: int, first: float, value: Callable[[int], float]):
+        self._count, self._first, self._value = count, first, value
+
+    @classmethod
+    def range(cls, start: float, step: float, count: int) -> _Steps:
+        return cls(count, start, lambda i: _round(start + i * step))
+
+    @classmethod
+    def linspace(cls, first: float, last: float, n: int) -> _Steps:
+        if n == 1:
+            return cls(1, first, lambda _i: first)
+        return cls(n, first, lambda i: _round(first + (last - first) * i / (n - 1)))
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[float]: ...
+    def __getitem__(self, index: int | slice) -> float | Sequence[float]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(self._count)[index]]
+        i = index + self._count if index < 0 else index
+        if not 0 <= i < self._count:
+            msg = "axis index out of range"
+            raise IndexError(msg)
+        return self._value(i)
+
+    def __iter__(self) -> Iterator[float]:
+        return map(self._value, range(self._count))
+
+
+def _expand(t: Table, axis: _Axis) -> Sequence[Any]:
     """An axis's values (called once the sweep fits under the guard), checked for repeats.
 
-    The repeat check holds a 16-byte digest per listed value; a range's values are ordered,
-    so its repeats (floats rounded together) are neighbours and need no memory at all.
+    A range or linspace stays lazy (a ``range``, or :class:`_Steps`): memory does not grow
+    with it. The repeat check holds a 16-byte digest per listed value; a range's values are
+    ordered, so its repeats (floats rounded together) are neighbours and need no memory:
+    integers never repeat, and floats are only walked when their step is below the 12th
+    significant digit of their largest value (else no two can round together).
     """
     if axis.kind == "list":
         values = axis.values
@@ -725,24 +769,27 @@ def _expand(t: Table, axis: _Axis) -> tuple[Any, ...]:
         if len(seen) < len(values):
             t.fail(axis.name, "an axis repeats a value, which would make identical jobs")
         return values
+    ranged: Sequence[Any]
     if axis.kind == "range":
         start, stop, step = axis.args
         if all(isinstance(a, int) for a in axis.args):
-            values = tuple(range(start, stop, step))
+            ranged = range(start, stop, step)
         else:
-            values = tuple(_round(start + i * step) for i in range(axis.count))
+            ranged = _Steps.range(start, step, axis.count)
     else:
         first, last, n = axis.args
-        if n == 1:
-            values = (first,)
-        else:
-            values = tuple(_round(first + (last - first) * i / (n - 1)) for i in range(n))
-    problem = spec.value_problem([values[0], values[-1]])  # the extremes of an ordered axis
+        ranged = _Steps.linspace(first, last, n)
+        step = (last - first) / (n - 1) if n > 1 else 0
+    problem = spec.value_problem([ranged[0], ranged[-1]])  # the extremes of an ordered axis
     if problem is not None:
         t.fail(axis.name, problem)
-    if any(a == b for a, b in itertools.pairwise(values)):
-        t.fail(axis.name, f"{axis.kind} values repeat once rounded to 12 significant digits")
-    return values
+    if isinstance(ranged, _Steps) and len(ranged) > 1:
+        largest = max(abs(ranged[0]), abs(ranged[-1]))
+        unit = 10.0 ** (math.floor(math.log10(largest)) - 11) if largest else 0.0
+        could_repeat = abs(step) <= 1.01 * unit
+        if could_repeat and any(a == b for a, b in itertools.pairwise(ranged)):
+            t.fail(axis.name, f"{axis.kind} values repeat once rounded to 12 significant digits")
+    return ranged
 
 
 def _round(x: float) -> float:

@@ -34,7 +34,15 @@ from bulk.spec import has_placeholder, to_json
 from bulk.sweep import Point
 from bulk.validate import Problem, Problems
 
-__all__ = ["PlanErrors", "PlanResult", "check", "job_name", "preview", "render_context"]
+__all__ = [
+    "PlanErrors",
+    "PlanResult",
+    "check",
+    "job_name",
+    "origin_where",
+    "preview",
+    "render_context",
+]
 
 MAX_ERRORS = 20  # problem lines shown in all
 GROUP_SHOWN = 3  # exact lines shown of each kind of per-row problem, before "and N more"
@@ -200,7 +208,8 @@ def check(
             try:
                 body = render(render_context(point, run))
             except ConfigError as exc:
-                result.add_error(ConfigError(exc.problem, where=point.origin, field=exc.field))
+                origin = origin_where(config, point.origin)
+                result.add_error(ConfigError(exc.problem, where=origin, field=exc.field))
                 continue
             problems = Problems()
             validate(body, problems)
@@ -215,9 +224,8 @@ def check(
                         ConfigError(item.message, where=where, field=item.field)
                     )
                 else:
-                    result.add_error(
-                        ConfigError(item.message, where=point.origin, field=item.field)
-                    )
+                    origin = origin_where(config, point.origin)
+                    result.add_error(ConfigError(item.message, where=origin, field=item.field))
             if problems:
                 continue
             if len(result.samples) < samples:
@@ -232,7 +240,7 @@ def check(
             f"duplicate point: the same variables as {earlier}; remove one, or set "
             "allow_duplicates = true in [sweep] to run both"
         )
-        result.add_error(ConfigError(msg, where=origin))
+        result.add_error(ConfigError(msg, where=origin_where(config, origin)))
     if result.total == 0:
         result.add_error(ConfigError("the sweep has no rows", where=_sources(config)))
     result.complete = True
@@ -362,6 +370,13 @@ def _guarded(points: Iterator[Point], cfg: SweepConfig) -> Iterator[Point]:
         if n > cfg.max_jobs:
             raise sweep.guard_error(sweep.count_points(cfg), cfg.max_jobs)
         yield point
+
+
+def origin_where(config: Config, origin: str) -> str:
+    """Where a point's problem is reported: its row's ``file:line``, or, for a point of a
+    sweep without files (origin ``sweep``: grid, zip and random only), the config that
+    declares that sweep, so that every line starts with a file."""
+    return f"{config.path}: {origin}" if origin == "sweep" else origin
 
 
 def _sources(config: Config) -> str:

@@ -52,6 +52,7 @@ __all__ = [
     "fingerprints",
     "missing_journal",
     "note_attempt",
+    "open_journal",
     "open_retry",
     "open_run",
     "require_journal",
@@ -114,7 +115,7 @@ def open_run(cfg: Config, *, restart: bool = False) -> tuple[Journal, bool]:
     path = cfg.journal_path
     current = fingerprints(cfg)
     if path.exists() and not restart:
-        journal = Journal.open(path)
+        journal = open_journal(cfg)
         try:
             changed = _changes(journal, current)
             if changed:
@@ -141,6 +142,36 @@ def open_run(cfg: Config, *, restart: bool = False) -> tuple[Journal, bool]:
         first_attempt = _highest_attempt(cfg.run.dir) + 1
         _archive(cfg.run.dir)
     return _create(cfg, current, first_attempt), False
+
+
+def open_journal(cfg: Config) -> Journal:
+    """The run's existing journal, checked to be this run's: every command that reads or
+    resumes a run opens it here.
+
+    A journal copied or moved from another run's folder (``.bulk/j1/journal.sqlite`` put in
+    ``.bulk/j2/``) holds that run's rows, job names and remote ids: resuming, stopping or
+    retrying it as this run would act on the other run's jobs, so it is refused. (A journal
+    that records no run name, from an older bulk, cannot be checked and is accepted.)
+
+    Raises:
+        JournalError: the journal is damaged, or it records another run's name.
+    """
+    journal = Journal.open(cfg.journal_path)
+    try:
+        recorded = journal.meta().get("run")
+    except BaseException:
+        journal.close()
+        raise
+    if recorded is not None and recorded != cfg.run.name:
+        journal.close()
+        msg = (
+            f"{cfg.journal_path}: this journal belongs to run {recorded!r}, not to run "
+            f"{cfg.run.name!r} of {cfg.path} (was it copied or moved here?); using it would "
+            f"mix two runs: put it back in its own run's folder, or start a new run: "
+            f"bulk run --restart {cfg.path} (the journal is kept)"
+        )
+        raise JournalError(msg)
+    return journal
 
 
 def require_journal(cfg: Config) -> None:
@@ -174,7 +205,7 @@ def open_retry(
             template (nothing is changed).
     """
     require_journal(cfg)
-    journal = Journal.open(cfg.journal_path)
+    journal = open_journal(cfg)
     try:
         current = fingerprints(cfg)
         changed = _changes(journal, current)
@@ -281,12 +312,14 @@ def _check_retried_rows(cfg: Config, journal: Journal, states: Sequence[State]) 
                 plan.render_context(row.point, cfg.run.name, row.attempt + 1)
             )
         except ConfigError as exc:
-            result.add_error(ConfigError(exc.problem, where=row.origin, field=exc.field))
+            origin = plan.origin_where(cfg, row.origin)
+            result.add_error(ConfigError(exc.problem, where=origin, field=exc.field))
             continue
         problems = Problems()
         kind.validate(body, problems)
+        origin = plan.origin_where(cfg, row.origin)
         for item in problems.items:
-            result.add_error(ConfigError(item.message, where=row.origin, field=item.field))
+            result.add_error(ConfigError(item.message, where=origin, field=item.field))
     result.raise_if_errors()
 
 

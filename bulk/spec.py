@@ -409,6 +409,8 @@ def _compile_string(
                 raise ConfigError(problem, field=path)
     merged = _merge_literals(parts)
     escape = _escape_for(merged, escape)
+    if escape is not None:
+        _check_shell_context(merged, path)
 
     if len(merged) == 1 and isinstance(merged[0], tuple) and merged[0][1] is None:
         name = merged[0][0]
@@ -455,6 +457,99 @@ def _escape_for(merged: list[_Part], escape: _Escape | None) -> _Escape | None:
     return escape
 
 
+# Shell quoting contexts the lexer of :func:`_check_shell_context` tracks.
+_QUOTES_FIX = "remove the quotes (bulk quotes every value)"
+_CONTEXTS = {  # context: (where a placeholder would be, how to get it out)
+    "'": ("is inside single quotes", _QUOTES_FIX),
+    "$'": ("is inside $'...' quotes", _QUOTES_FIX),
+    '"': ("is inside double quotes", _QUOTES_FIX),
+    "`": ("is inside backticks", "write $(...) instead of `...`"),
+    "#": ("is inside a shell comment", "move it out of the comment"),
+}
+_WORD_BREAKS = frozenset(" \t\n;&|()<>")
+
+
+def _check_shell_context(parts: list[_Part], path: str) -> None:
+    """Refuse a quoted placeholder that its shell quoting cannot protect.
+
+    A value is shell-quoted for the top level of a command line: ``'...'`` with every ``'``
+    written ``'"'"'``. Inside double quotes those single quotes are literal and ``$(...)``
+    still expands; inside single quotes the quote's own ``'`` ends them; inside backticks the
+    first backtick of the value ends the substitution; in a comment a newline in the value
+    ends the comment; after a backslash or a ``$`` the quote's first character is escaped or
+    expanded. So the literal text is lexed (backslash escapes, ``'...'``, ``$'...'``,
+    ``"..."`` with ``$(...)`` inside it, backticks, comments) and a placeholder in any of
+    those places is refused. A ``$(...)`` inside double quotes starts afresh: a placeholder
+    there is at the top level of its own command line and is protected. ``{var!raw}`` is
+    never refused (its value is shell text: the lexer assumes it leaves the context as it was).
+
+    Raises:
+        ConfigError: naming the placeholder, where it sits, and the two ways out.
+    """
+    stack: list[str] = []  # open contexts, innermost last; "$(" is a substitution in "..."
+    escaped = False  # the previous character was an unescaped backslash
+    prev = ""  # the previous character at the top level (for `#` and `$`)
+    for part in parts:
+        if isinstance(part, tuple):
+            name, spec, raw = part
+            top = stack[-1] if stack else ""
+            shown = "{" + name + (f":{spec}" if spec is not None else "") + "}"
+            raw_form = "{" + name + "!raw" + (f":{spec}" if spec is not None else "") + "}"
+            found = _CONTEXTS.get(top)
+            if escaped:
+                found = ("follows a backslash", "remove the backslash")
+            elif prev == "$" and found is None:
+                found = ("follows a $", "remove the $")
+            if not raw and found is not None:
+                problem = (
+                    f"{shown} {found[0]}, where bulk's quoting cannot protect it; {found[1]} "
+                    f"or write {raw_form} to paste it as shell text"
+                )
+                raise ConfigError(problem, field=path)
+            escaped, prev = False, "x"
+            continue
+        i = 0
+        while i < len(part):
+            c = part[i]
+            top = stack[-1] if stack else ""
+            i += 1
+            if escaped:
+                escaped, prev = False, "x"
+            elif top == "'":
+                if c == "'":
+                    stack.pop()
+            elif top == "#":
+                if c == "\n":
+                    stack.pop()
+                    prev = c
+            elif c == "\\" and top != "'":
+                escaped = True
+            elif top in ("$'", "`"):
+                if c == top[-1]:
+                    stack.pop()
+            elif top == '"':
+                if c == '"':
+                    stack.pop()
+                elif c == "`":
+                    stack.append(c)
+                elif c == "$" and part.startswith("(", i):
+                    stack.append("$(")
+                    i += 1
+            else:  # the top level, or a $( ... ) inside double quotes
+                if c == "$" and part.startswith("'", i):
+                    stack.append("$'")
+                    i += 1
+                elif c in "'\"`":
+                    stack.append(c)
+                elif c == "#" and (prev == "" or prev in _WORD_BREAKS):
+                    stack.append("#")
+                elif top == "$(" and c == "(":
+                    stack.append("$(")
+                elif top == "$(" and c == ")":
+                    stack.pop()
+                prev = c
+
+
 def _merge_literals(parts: list[_Part]) -> list[_Part]:
     merged: list[_Part] = []
     for part in parts:
@@ -468,7 +563,24 @@ def _merge_literals(parts: list[_Part]) -> list[_Part]:
     return merged
 
 
+# The widest width or precision a format spec may ask for: `{x:>999999999}` would build a
+# gigabyte per row (and the probe below the first of them).
+_MAX_FORMAT_WIDTH = 1000
+# Python's format spec: [[fill]align][sign][z][#][0][width][grouping][.precision][type].
+_FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?[A-Za-z%]?", re.DOTALL)
+
+
 def _check_format_spec(spec: str, path: str) -> None:
+    m = _FORMAT_SPEC.fullmatch(spec)
+    if m is not None:
+        for what, digits in (("width", m.group(1)), ("precision", m.group(2))):
+            # (compared as text first: int() refuses numbers of more than 4,300 digits)
+            if digits and (len(digits) > 6 or int(digits) > _MAX_FORMAT_WIDTH):
+                msg = (
+                    f"format spec {shorten(spec)!r}: {what} {shorten(digits, 12)} is too large; "
+                    f"widths and precisions go up to {_MAX_FORMAT_WIDTH:,}"
+                )
+                raise ConfigError(msg, field=path)
     # Try the spec on a float and an int: a spec neither accepts is a typo worth catching now.
     for probe in (1.5, 1, "s"):
         try:

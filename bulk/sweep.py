@@ -18,7 +18,7 @@ import gzip
 import hashlib
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -220,7 +220,7 @@ class _Combinations:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         cfg = self.cfg
-        axes: list[tuple[tuple[str, ...], tuple[tuple[Any, ...], ...]]] = [
+        axes: list[tuple[tuple[str, ...], tuple[Sequence[Any], ...]]] = [
             ((name,), (values,)) for name, values in cfg.grid
         ]
         if cfg.zip:

@@ -13,11 +13,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
+import anyio
 import pytest
 
 from bulk import config, runs
-from bulk.cli import main
+from bulk.cli import _run_async, main
 from bulk.journal import Record, State
 
 BULK = [sys.executable, "-m", "bulk"]
@@ -270,3 +272,70 @@ def test_missing_credentials_are_refused_before_the_run_folder_exists(
     assert 1 == len(err)
     assert "BULK_TEST_UNSET_TOKEN" in err[0]
     assert not (tmp_path / ".bulk").exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "field"),
+    [
+        ('kind = "stub"\nurl = "http://127.0.0.1:9"\ntoken_file = "missing"', "token_file"),
+        ('kind = "gongji"\nurl = "http://127.0.0.1:9"\ntoken_file = "missing"', "token_file"),
+        (
+            'kind = "gongji"\nurl = "http://127.0.0.1:9"\ntoken_env = "BULK_TEST_UNSET_TOKEN"',
+            "token_env",
+        ),
+    ],
+    ids=["stub-token-file", "gongji-token-file", "gongji-token-env"],
+)
+def test_credential_errors_name_the_config_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    field: str,
+) -> None:
+    """A secret that cannot be read is reported as `config.toml: backend.KEY: ...`, like
+    every other config error (it had no file)."""
+    monkeypatch.delenv("BULK_TEST_UNSET_TOKEN", raising=False)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        f'[run]\nname = "creds"\n[sweep]\ngrid.i = [1, 2]\n[backend]\n{backend}\n'
+        '[job]\ntask_name = "{_name}"\ncommand = "echo {i}"\n'
+    )
+
+    code = main(["run", str(cfg)])
+    err = capsys.readouterr().err.splitlines()
+
+    assert 2 == code
+    assert 1 == len(err)
+    assert err[0].startswith(f"{cfg}: backend.{field}: "), err[0]
+
+
+def test_out_of_memory_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A MemoryError, whatever raised it, is one line and exit 2: never a traceback."""
+
+    def exhausted(_path: object) -> NoReturn:
+        raise MemoryError
+
+    monkeypatch.setattr(config, "load", exhausted)
+
+    assert 2 == main(["plan", str(tmp_path / "run.toml")])
+
+    err = capsys.readouterr().err
+    assert err.startswith("bulk: error: out of memory; lower [sweep] max_jobs")
+    assert 1 == len(err.splitlines())
+
+
+def test_out_of_memory_inside_a_task_group_is_unwrapped() -> None:
+    """A task group wraps a task's MemoryError in a group: it comes out as MemoryError."""
+
+    async def tasks() -> None:
+        async def exhausted() -> None:
+            raise MemoryError
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(exhausted)
+
+    with pytest.raises(MemoryError):
+        _run_async(tasks(), uvloop=False)

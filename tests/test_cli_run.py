@@ -287,7 +287,8 @@ class TestRetry:
         assert 2 == main(["retry", str(half_failed), "--template-changed"])
 
         err = capsys.readouterr().err.splitlines()
-        assert "sweep: job.command: variable 'j' is not defined; the row has: i" == err[0]
+        expected = "sweep: job.command: variable 'j' is not defined; the row has: i"
+        assert f"{half_failed}: {expected}" == err[0]
         with journal_of(half_failed) as journal:
             assert {"failed": 3, "succeeded": 3} == journal.counts()
             assert 1 == journal.template_version()

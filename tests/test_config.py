@@ -61,9 +61,42 @@ class TestLoad:
         ).replace("{x}", "{x} {y} {z}")
         cfg = config.load(write(tmp_path, text))
 
-        assert ("x", (0.0, 0.25, 0.5, 0.75)) == cfg.sweep.grid[0]
-        assert ("y", (0.0, 0.5, 1.0)) == cfg.sweep.grid[1]
-        assert ("z", (2, 3, 4)) == cfg.sweep.grid[2]
+        grid = [(name, tuple(values)) for name, values in cfg.sweep.grid]
+        assert [("x", (0.0, 0.25, 0.5, 0.75)), ("y", (0.0, 0.5, 1.0)), ("z", (2, 3, 4))] == grid
+        x = cfg.sweep.grid[0][1]
+        assert (4, 0.25, 0.75, [0.25, 0.5]) == (len(x), x[1], x[-1], x[1:3])
+
+    def test_ranges_are_lazy(self, tmp_path: Path, bounded_python: Any) -> None:
+        """Ranges and linspaces of 5×10⁷ values load in a process capped at 256 MB, at once
+        and without growing (they were built as tuples: a MemoryError, 862 MB for 2×10⁷)."""
+        (tmp_path / "run.toml").write_text(
+            '[run]\nname = "big"\n[sweep]\nmax_jobs = 50_000_000\n'
+            "zip.i = {range = [0, 50_000_000]}\n"
+            "zip.f = {range = [0.5, 50_000_000.5, 1.0]}\n"
+            "zip.l = {linspace = [0, 1, 50_000_000]}\n"
+            '[job]\ncommand = "echo {i} {f} {l}"\n'
+        )
+        code = (
+            "import resource, time\n"
+            "from bulk import config\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "start = time.perf_counter()\n"
+            "cfg = config.load('run.toml')\n"
+            "took = time.perf_counter() - start\n"
+            "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
+            "print([(n, len(v), v[1], v[-1]) for n, v in cfg.sweep.zip])\n"
+            "print(took < 5, grown < 20_000)\n"  # seconds, KiB
+        )
+
+        result = bounded_python(code, tmp_path)
+
+        assert 0 == result.returncode, result.stderr[-2000:]
+        ranges, bounded = result.stdout.splitlines()
+        assert "True True" == bounded
+        assert (
+            "[('i', 50000000, 1, 49999999), ('f', 50000000, 1.5, 49999999.5), "
+            "('l', 50000000, 2.00000004e-08, 1.0)]"
+        ) == ranges
 
     def test_limits_change_does_not_change_the_fingerprints(self, tmp_path: Path) -> None:
         """Slowing a run down must not block its resume; changing the template must."""
@@ -223,6 +256,13 @@ class TestLoad:
             MINIMAL.replace("grid.x = [1, 2, 3]", "grid.x = {range = [1, 1.0000000000001, 1e-14]}"),
             "sweep.grid.x: range values repeat once rounded to 12 significant digits",
             id="range-values-round-together",
+        ),
+        pytest.param(
+            MINIMAL.replace(
+                "grid.x = [1, 2, 3]", "grid.x = {linspace = [1e6, 1.00000000001e6, 3]}"
+            ),
+            "sweep.grid.x: linspace values repeat once rounded to 12 significant digits",
+            id="linspace-values-round-together",
         ),
         pytest.param(
             MINIMAL.replace(

@@ -80,6 +80,7 @@ def test_corpus_covers_the_required_cases() -> None:
         "toml_float_underflow",
         "jsonl_duplicate_key",
         "jsonl_integer_past_64_bits",
+        "format_width_huge",
     }
 
     assert required <= set(CASES)

@@ -212,7 +212,7 @@ class TestTemplateOrRow:
         code, lines, _ = plan_lines(tmp_path, monkeypatch, capsys)
 
         assert 2 == code
-        assert "sweep: job.job_support.estimated_exec_sec: is required" == lines[0]
+        assert "config.toml: sweep: job.job_support.estimated_exec_sec: is required" == lines[0]
 
 
 class CountingMapping(Mapping[str, Any]):

@@ -213,6 +213,48 @@ class TestLostJournal:
         assert "unrelated" not in tables
 
 
+class TestAnotherRunsJournal:
+    def test_a_journal_copied_from_another_run_is_refused_by_every_command(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """j1's journal copied into j2's folder would make j2 act on j1's rows and remote
+        ids: run, status, stop, retry and export refuse it (exit 2, one line), untouched."""
+        config_path = write_config(tmp_path, rows=3)
+        assert 0 == main(["run", str(config_path)])
+        other = tmp_path / "other.toml"
+        other.write_text(config_path.read_text().replace('name = "demo"', 'name = "other"'))
+        copied = tmp_path / ".bulk" / "other" / "journal.sqlite"
+        copied.parent.mkdir(mode=0o700)
+        shutil.copy(run_dir(config_path) / "journal.sqlite", copied)
+        before = copied.read_bytes()
+        capsys.readouterr()
+
+        for command in ("run", "status", "stop", "retry", "export"):
+            assert 2 == main([command, str(other)]), command
+            line = one_error_line(capsys.readouterr().err)
+            assert f"{copied}: this journal belongs to run 'demo', not to run 'other'" in line
+            assert "bulk run --restart" in line
+
+        assert before == copied.read_bytes()
+        assert 3 == len(done_lines(tmp_path))
+
+    def test_restart_starts_this_run_afresh(self, tmp_path: Path) -> None:
+        """The way out the message names: --restart keeps the copy aside, runs every job."""
+        config_path = write_config(tmp_path, rows=3)
+        assert 0 == main(["run", str(config_path)])
+        other = tmp_path / "other.toml"
+        other.write_text(config_path.read_text().replace('name = "demo"', 'name = "other"'))
+        copied = tmp_path / ".bulk" / "other" / "journal.sqlite"
+        copied.parent.mkdir(mode=0o700)
+        shutil.copy(run_dir(config_path) / "journal.sqlite", copied)
+
+        assert 0 == main(["run", "--restart", str(other)])
+
+        assert 6 == len(done_lines(tmp_path))
+        with Journal.open(copied) as journal:
+            assert "other" == journal.meta()["run"]
+
+
 def damage(path: Path) -> None:
     """Zero a run of pages in the middle of a SQLite file (keeping its header page)."""
     size = path.stat().st_size

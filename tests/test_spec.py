@@ -161,6 +161,70 @@ class TestQuotedFields:
 
         assert "job.env.A" == info.value.field
 
+    @pytest.mark.parametrize(
+        ("spec", "what"),
+        [(">1001", "width 1001"), ("0>+,.1001f", "precision 1001"), (">" + "9" * 5000, "width 9")],
+        ids=["width", "precision", "5000-digits"],
+    )
+    def test_a_huge_width_or_precision_is_refused(self, spec: str, what: str) -> None:
+        """`{x:>999999999}` would build a gigabyte per row: refused above 1,000, at once."""
+        with pytest.raises(ConfigError, match=f"{what}.* is too large; .* up to 1,000") as info:
+            compile_template({"command": f"echo {{x:{spec}}}"}, QUOTED)
+
+        assert "job.command" == info.value.field
+
+    def test_a_width_of_1000_is_fine(self) -> None:
+        """The cap itself is allowed, fill digits and all."""
+        t = compile_template({"command": "echo {x:0>1000}"}, QUOTED)
+
+        assert "echo " + "0" * 999 + "7" == t.render({"x": 7})["command"]
+
+    @pytest.mark.parametrize(
+        ("command", "where"),
+        [
+            pytest.param("printf '%s|' \"{v}\" > out", "is inside double quotes", id="double"),
+            pytest.param("echo '{v}'", "is inside single quotes", id="single"),
+            pytest.param("echo $'{v}'", r"is inside \$'...' quotes", id="ansi-c"),
+            pytest.param("echo `cat {v}`", "is inside backticks", id="backticks"),
+            pytest.param('echo "x `cat {v}`"', "is inside backticks", id="backticks-in-double"),
+            pytest.param("echo x # {v}", "is inside a shell comment", id="comment"),
+            pytest.param("echo \\{v}", "follows a backslash", id="backslash"),
+            pytest.param("echo ${v}", r"follows a \$", id="dollar"),
+            pytest.param('echo "a\\"{v}"', "is inside double quotes", id="escaped-quote"),
+            pytest.param("echo '\\' \"{v:>3}\"", "is inside double quotes", id="spec"),
+        ],
+    )
+    def test_a_placeholder_its_quoting_cannot_protect_is_refused(
+        self, command: str, where: str
+    ) -> None:
+        """Inside quotes, backticks or a comment, or after `\\` or `$`, a shell-quoted value
+        is not one word (`$(...)` in "..." still expands; `'` ends '...'): refused."""
+        with pytest.raises(ConfigError, match=where) as info:
+            compile_template({"command": command}, QUOTED)
+
+        assert "job.command" == info.value.field
+        assert "bulk's quoting cannot protect it" in str(info.value)
+        assert "!raw" in str(info.value)
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            pytest.param("echo \"a b\" {v} 'c d' `date` {v}", id="after-closed-quotes"),
+            pytest.param('echo "\\"" {v}', id="escaped-quote-in-double"),
+            pytest.param("echo 'a\\' {v}", id="backslash-in-single"),
+            pytest.param('echo "$(cat {v})"', id="substitution-in-double"),
+            pytest.param('echo "$(echo ")" (x))" {v}', id="nested-substitution"),
+            pytest.param("echo a#b {v}", id="hash-in-word"),
+            pytest.param("true # it's\necho {v}", id="after-a-comment"),
+            pytest.param("echo \"{v!raw}\" '{v!raw}'", id="raw"),
+        ],
+    )
+    def test_placeholders_at_the_top_level_are_accepted(self, command: str) -> None:
+        """Quotes that closed before the placeholder, and `$(...)` in "...", are fine."""
+        t = compile_template({"command": command}, QUOTED)
+
+        assert "v" in t.variables
+
     def test_an_unknown_conversion_is_refused(self) -> None:
         """`{a!r}` is not Python's repr here: the only conversion is named."""
         with pytest.raises(ConfigError, match=r"unknown conversion !r .* the only one is !raw"):

@@ -131,7 +131,8 @@ class LocalKind:
     # A string command is parsed by the shell: values pasted into it are shell-quoted, as
     # GNU parallel does, so that `it's` or `a; rm -rf ~` in a cell stays one argument.
     # ``{var!raw}`` pastes a value as it is; a command that is one placeholder alone
-    # (``command = "{cmd}"``) is the whole command line, taken as written.
+    # (``command = "{cmd}"``) is the whole command line, taken as written. A placeholder
+    # inside quotes, backticks or a comment is refused (bulk.spec._check_shell_context).
     quoted_fields: Mapping[str, Callable[[str], str]] = MappingProxyType(
         {"job.command": shlex.quote}
     )

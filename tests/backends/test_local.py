@@ -275,6 +275,51 @@ def test_shell_commands_get_values_quoted(tmp_path: Path) -> None:
     assert ["a; echo INJECTED|", "it's|", "a  b|"] == outputs
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        "printf '%s|' {text} > out-{i}",
+        'printf "%s|" {text} > "out-"{i}',
+        'printf "%s|" "$(printf %s {text})" > out-{i}',
+    ],
+    ids=["bare", "beside-quotes", "in-substitution-in-double-quotes"],
+)
+def test_shell_syntax_in_cells_stays_literal(tmp_path: Path, command: str) -> None:
+    """`$(...)`, backticks and `'; echo X; '` in a cell are printed, never run, in every
+    form of command bulk accepts."""
+    cells = ["$(echo INJ)", "`echo INJ`", "'; echo X; '", '"; echo Y; "']
+    rows = "".join(f"{i},{orjson.dumps(c).decode()}\n" for i, c in enumerate(cells))
+    (tmp_path / "cells.csv").write_text("i,text\n" + rows.replace('\\"', '""'))
+    (tmp_path / "run.toml").write_text(
+        '[run]\nname = "quoting"\n[sweep]\nfiles = ["cells.csv"]\n'
+        f"[job]\ncommand = {orjson.dumps(command).decode()}\n"
+    )
+
+    assert 0 == main(["run", str(tmp_path / "run.toml")])
+
+    outputs = [(tmp_path / f"out-{i}").read_text() for i in range(len(cells))]
+    assert [f"{c}|" for c in cells] == outputs
+
+
+def test_a_placeholder_in_double_quotes_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`"{v}"` would let `$(...)` in a cell run: refused at config time, exit 2, nothing run."""
+    (tmp_path / "run.toml").write_text(
+        '[run]\nname = "quoting"\n[sweep]\ngrid.v = ["$(touch ran)"]\n'
+        '[job]\ncommand = "printf \'%s|\' \\"{v}\\" > out"\n'
+    )
+
+    assert 2 == main(["run", str(tmp_path / "run.toml")])
+
+    err = capsys.readouterr().err
+    assert "run.toml:" in err
+    assert "job.command: {v} is inside double quotes" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "ran").exists()
+    assert not (tmp_path / "out").exists()
+
+
 def test_raw_placeholders_paste_shell_text(tmp_path: Path) -> None:
     """`{var!raw}` is the explicit opt-out: the value is shell text, expanded by the shell."""
     (tmp_path / "run.toml").write_text(
