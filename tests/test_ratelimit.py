@@ -1,0 +1,296 @@
+"""Adaptive rates, on virtual time.
+
+Two shapes of throttling, told apart by how they answer a slower rate: a real limit (a token
+bucket on the service) throttles less once the rate is below it; random throttles (a share of
+requests refused whatever the rate) do not. The engine runs under trio's
+``MockClock(autojump_threshold=0)`` as in ``test_engine.py``: minutes of virtual time take
+milliseconds, and every figure is exact and repeatable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import trio.testing
+
+from bulk.backends.base import Submission
+from bulk.clock import AnyioClock
+from bulk.config import LimitsConfig, RetryConfig, TrackConfig
+from bulk.engine import Engine, Policy
+from bulk.errors import ThrottledError
+from bulk.journal import Journal
+from bulk.ratelimit import AdaptiveRate
+from bulk.spec import compile_template
+from bulk.sweep import Point, point_key
+from bulk.testing import ClockLimiter, FakeBackend, FakeClock
+
+TEMPLATE = compile_template({"command": "echo {x}", "name": "{_name}"})
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return "trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}
+
+
+def make_journal(path: Path, n: int) -> Journal:
+    journal = Journal.create(path, {"run": "t"})
+    points = (Point(i, point_key({"x": i}), f"s.csv:{i + 2}", {"x": i}) for i in range(n))
+    for _ in journal.fill(points):
+        pass
+    journal.finish()
+    return journal
+
+
+@pytest.fixture
+def journals(tmp_path: Path) -> Iterator[list[Journal]]:
+    """Fresh journals on demand (a test may compare two runs)."""
+    made: list[Journal] = []
+    yield made
+    for journal in made:
+        journal.close()
+
+
+def new_journal(journals: list[Journal], tmp_path: Path, n: int) -> Journal:
+    journal = make_journal(tmp_path / f"journal-{len(journals)}.sqlite", n)
+    journals.append(journal)
+    return journal
+
+
+async def inline(func: Any, *args: Any) -> Any:
+    return func(*args)
+
+
+def engine(backend: Any, journal: Journal, limits: LimitsConfig, **track: Any) -> Engine:
+    clock = AnyioClock()
+    return Engine(
+        backend,
+        journal,
+        template=TEMPLATE,
+        run="t",
+        policy=Policy(
+            limits,
+            RetryConfig(attempts=5, budget_s=600.0, base_s=1.0, max_s=30.0),
+            TrackConfig(**{"first_s": 1.0, "factor": 2.0, "max_s": 4.0, **track}),
+        ),
+        clock=clock,
+        limiter_factory=ClockLimiter.factory(clock),
+        rng=random.Random(7),
+        offload=inline,
+    )
+
+
+class Bucket:
+    """A real limit on virtual time: ``rate_per_s``, up to one second's worth saved up."""
+
+    def __init__(self, rate_per_s: float):
+        self.rate_per_s = rate_per_s
+        self.tokens = rate_per_s
+        self.last = anyio.current_time()
+
+    def take(self) -> bool:
+        now = anyio.current_time()
+        self.tokens = min(self.rate_per_s, self.tokens + (now - self.last) * self.rate_per_s)
+        self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+async def answer(rate: AdaptiveRate, clock: FakeClock, n: int, *, every: int, per_s: float) -> None:
+    """``n`` answers at ``per_s`` a second, every ``every``-th a throttle (0: none)."""
+    for i in range(1, n + 1):
+        await clock.advance(1 / per_s)
+        if every and i % every == 0:
+            rate.throttled(retry_after=1.0)
+        else:
+            rate.succeeded()
+
+
+class TestAdaptiveRate:
+    """Windows and probes, answer by answer, without the engine."""
+
+    async def test_a_real_limit_is_cut_to_what_the_service_takes(self) -> None:
+        """At 100/s every other answer throttled: cut to the ~50/s taken; the throttles
+        stop below the limit, so the cut stands, and clean windows then add 5 %."""
+        clock = FakeClock()
+        rate = AdaptiveRate(100.0, clock)
+
+        await answer(rate, clock, 101, every=2, per_s=100)  # one window of 1.01 s
+        cut = rate.rate_per_s
+        await answer(rate, clock, 10, every=0, per_s=cut)  # the probe: no more throttles
+        stood = rate.rate_per_s
+        await answer(rate, clock, 60, every=0, per_s=cut)
+
+        assert cut == pytest.approx(50 / 1.01, rel=0.01)
+        assert stood == cut
+        assert rate.rate_per_s == pytest.approx(cut * 1.05)
+        assert 0.0 == rate.background
+
+    async def test_random_throttles_are_learnt_and_the_rate_restored(self) -> None:
+        """10 % throttled whatever the rate: after two cuts the share has not fallen, so the
+        rate goes back to 100/s, and 10 % is the background later windows are judged by."""
+        clock = FakeClock()
+        rate = AdaptiveRate(100.0, clock)
+
+        await answer(rate, clock, 100, every=10, per_s=99)  # one window of 1.01 s
+        first = rate.rate_per_s
+        seen = [first]
+        for _ in range(6):  # the probes: the same share of throttles at any rate
+            await answer(rate, clock, 50, every=10, per_s=rate.rate_per_s)
+            seen.append(rate.rate_per_s)
+        learnt = rate.background
+        await answer(rate, clock, 200, every=10, per_s=100)
+
+        assert first == pytest.approx(90, rel=0.02)
+        assert min(seen) < first  # cut a second time before concluding
+        assert 100.0 == seen[-1]
+        assert learnt == pytest.approx(0.1, abs=0.01)
+        assert 100.0 == rate.rate_per_s  # 10 % is the background now: no cut
+
+    async def test_clean_windows_past_a_known_limit_add_5_percent(self) -> None:
+        """Past the limit it found, the rate climbs 5 % per clean window, no faster."""
+        clock = FakeClock()
+        rate = AdaptiveRate(1000.0, clock)
+        await answer(rate, clock, 200, every=2, per_s=199)  # cut to the ~100/s taken
+        await answer(rate, clock, 10, every=0, per_s=100)  # the probe: it stands
+        seen = [rate.rate_per_s]
+        for _ in range(4):
+            await answer(rate, clock, 110, every=0, per_s=100)
+            seen.append(rate.rate_per_s)
+
+        growth = [b / a for a, b in itertools.pairwise(seen)]
+        assert growth == pytest.approx([1.05] * 4)
+
+    async def test_a_lone_throttle_holds_only_its_own_request(self) -> None:
+        """One throttle with Retry-After 3 among many answers: nobody else waits."""
+        clock = FakeClock()
+        rate = AdaptiveRate(100.0, clock)
+        rate.throttled(retry_after=3.0)
+        woke: list[float] = []
+
+        async with anyio.create_task_group() as tg:
+
+            async def request() -> None:
+                await rate.acquire()
+                woke.append(clock.now())
+
+            tg.start_soon(request)
+            await clock.advance(0.1)
+
+        assert [0.0] == woke
+
+    async def test_an_overloaded_service_holds_every_request(self) -> None:
+        """Most of a window throttled with Retry-After 3: every request waits until then."""
+        clock = FakeClock()
+        rate = AdaptiveRate(100.0, clock)
+        for _ in range(20):
+            await clock.advance(0.0501)
+            rate.throttled(retry_after=3.0)  # the last at t = 1.002: held until 4.002
+        woke: list[float] = []
+
+        async with anyio.create_task_group() as tg:
+
+            async def request() -> None:
+                await rate.acquire()
+                woke.append(clock.now())
+
+            tg.start_soon(request)
+            await clock.advance(2.9)
+            assert [] == woke
+            await clock.advance(0.2)
+
+        assert woke == pytest.approx([4.002])
+
+
+class Service:
+    """A submit handler for FakeBackend that throttles in one of two shapes, and records
+    when each create was accepted.
+
+    Args:
+        random_share: refuse this share of creates, whatever the rate (seeded).
+        limit_per_s: a token bucket of this rate (one second's worth saved up at most).
+    """
+
+    def __init__(self, *, random_share: float = 0.0, limit_per_s: float | None = None):
+        self.random_share = random_share
+        self.rng = random.Random(3)
+        self.limit_per_s = limit_per_s
+        self.bucket: Bucket | None = None
+        self.accepted: list[float] = []
+
+    async def __call__(self, backend: FakeBackend, sub: Submission) -> None:
+        if self.limit_per_s is not None:
+            self.bucket = self.bucket or Bucket(self.limit_per_s)
+            if not self.bucket.take():
+                raise ThrottledError("429", job_name=sub.name, retry_after=1.0)
+        if self.random_share and self.rng.random() < self.random_share:
+            raise ThrottledError("C008", job_name=sub.name, retry_after=1.0)
+        self.accepted.append(anyio.current_time())
+        backend.accept(sub)
+
+    def rate_per_s(self) -> float:
+        """Creates per second from the first accepted to the last."""
+        return (len(self.accepted) - 1) / (self.accepted[-1] - self.accepted[0])
+
+
+SUBMIT_20 = LimitsConfig(
+    submit_rate_per_s=20.0, status_rate_per_s=1000.0, burst=1, max_in_flight=8, max_active=1000
+)
+
+
+class TestThrottleShapes:
+    """The engine against each shape: random throttles cost little, a real limit is found."""
+
+    async def test_random_throttles_cost_at_most_twice_the_time(
+        self, journals: list[Journal], tmp_path: Path
+    ) -> None:
+        """500 jobs at 20/s with 10 % of creates throttled at random (Retry-After 1 s):
+        the creates take less than twice as long as without throttles."""
+        calm, random_10 = Service(), Service(random_share=0.10)
+        await engine(
+            FakeBackend(calm, clock=AnyioClock()), new_journal(journals, tmp_path, 500), SUBMIT_20
+        ).run()
+        e = engine(
+            FakeBackend(random_10, clock=AnyioClock()),
+            new_journal(journals, tmp_path, 500),
+            SUBMIT_20,
+        )
+        stats = await e.run()
+
+        assert (500, 0) == (stats.succeeded, stats.failed)
+        assert stats.throttled > 30
+        assert calm.rate_per_s() / random_10.rate_per_s() < 2
+        assert e._rates["submit"].background > 0.05  # learnt: not mistaken for a limit
+
+    async def test_a_real_limit_is_found_and_used(
+        self, journals: list[Journal], tmp_path: Path
+    ) -> None:
+        """A service taking 50 creates/s, bulk allowed 200/s: creates go at ≥ 97 % of the
+        limit, few requests are throttled, and the rate settles near the limit."""
+        limit_50 = Service(limit_per_s=50.0)
+        limits = LimitsConfig(
+            submit_rate_per_s=200.0,
+            status_rate_per_s=1000.0,
+            burst=1,
+            max_in_flight=8,
+            max_active=2000,
+        )
+        e = engine(
+            FakeBackend(limit_50, clock=AnyioClock()),
+            new_journal(journals, tmp_path, 1500),
+            limits,
+        )
+        stats = await e.run()
+
+        assert (1500, 0) == (stats.succeeded, stats.failed)
+        assert limit_50.rate_per_s() >= 0.97 * 50
+        assert stats.throttled < 0.1 * 1500
+        assert 40 <= e._rates["submit"].rate_per_s <= 80
+        assert 0.0 == e._rates["submit"].background
