@@ -1,4 +1,4 @@
-"""Adaptive rates, on virtual time.
+"""Adaptive rates and the service-wide budget, on virtual time.
 
 Two shapes of throttling, told apart by how they answer a slower rate: a real limit (a token
 bucket on the service) throttles less once the rate is below it; random throttles (a share of
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,14 @@ import anyio
 import pytest
 import trio.testing
 
-from bulk.backends.base import Submission
+from bulk.backends.base import JobStatus, Receipt, Submission
 from bulk.clock import AnyioClock
 from bulk.config import LimitsConfig, RetryConfig, TrackConfig
-from bulk.engine import Engine, Policy
+from bulk.engine import Engine, Policy, stop_run
 from bulk.errors import ThrottledError
-from bulk.journal import Journal
-from bulk.ratelimit import AdaptiveRate
+from bulk.journal import Journal, Record, State
+from bulk.plan import job_name
+from bulk.ratelimit import AdaptiveRate, pace_request
 from bulk.spec import compile_template
 from bulk.sweep import Point, point_key
 from bulk.testing import ClockLimiter, FakeBackend, FakeClock
@@ -101,6 +102,16 @@ class Bucket:
             return False
         self.tokens -= 1
         return True
+
+
+def busiest_second(times: Sequence[float]) -> int:
+    """The most requests in any window of one second (times sorted)."""
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 async def answer(rate: AdaptiveRate, clock: FakeClock, n: int, *, every: int, per_s: float) -> None:
@@ -294,3 +305,155 @@ class TestThrottleShapes:
         assert stats.throttled < 0.1 * 1500
         assert 40 <= e._rates["submit"].rate_per_s <= 80
         assert 0.0 == e._rates["submit"].background
+
+
+class CountingBackend(FakeBackend):
+    """A FakeBackend that records every request of every endpoint, and whose status makes
+    ``pages`` HTTP-like requests (each awaits ``pace_request``, as HttpClient does)."""
+
+    def __init__(self, *args: Any, pages: int = 1, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.pages = pages
+        self.times: list[float] = []
+
+    def _note(self) -> None:
+        self.times.append(anyio.current_time())
+
+    async def submit(self, submission: Submission) -> Receipt:
+        await pace_request()
+        self._note()
+        return await super().submit(submission)
+
+    async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
+        for _ in range(self.pages):
+            await pace_request()
+            self._note()
+        return await super().status(jobs)
+
+    async def stop(self, job: Receipt) -> None:
+        await pace_request()
+        self._note()
+        await super().stop(job)
+
+    async def lookup(self, submission: Submission) -> Receipt | None:
+        await pace_request()
+        self._note()
+        return await super().lookup(submission)
+
+
+class TestServiceBudget:
+    """One budget for all endpoints: never above it in any second, and used to the full."""
+
+    async def test_every_request_of_a_call_waits_its_turn(
+        self, journals: list[Journal], tmp_path: Path
+    ) -> None:
+        """A status call of 3 requests at 2 status requests/s spreads them 0.5 s apart."""
+        backend = CountingBackend(clock=AnyioClock(), pages=3)
+        limits = LimitsConfig(
+            submit_rate_per_s=1000.0, status_rate_per_s=2.0, burst=1, max_in_flight=8
+        )
+
+        await engine(backend, new_journal(journals, tmp_path, 1), limits).run()
+
+        status = backend.times[1:4]  # after the one submit
+        assert [0.5, 0.5] == [round(b - a, 6) for a, b in itertools.pairwise(status)]
+
+    async def test_all_endpoints_share_the_budget(
+        self, journals: list[Journal], tmp_path: Path
+    ) -> None:
+        """Creates and 3-page status calls, each endpoint allowed 40/s, the service 40/s in
+        all: no second holds more than 40 + burst requests, and ≥ 90 % of 40/s is used."""
+        backend = CountingBackend(clock=AnyioClock(), pages=3, runs_for=4)
+        limits = LimitsConfig(
+            submit_rate_per_s=40.0,
+            status_rate_per_s=40.0,
+            service_rate_per_s=40.0,
+            burst=4,
+            max_in_flight=8,
+            max_active=1000,
+        )
+        e = engine(backend, new_journal(journals, tmp_path, 600), limits, batch=20)
+        stats = await e.run()
+
+        times = sorted(backend.times)
+        submits = [c.at for c in backend.calls_to("submit")]
+        busy = [t for t in times if submits[0] <= t <= submits[-1]]
+        assert 600 == stats.succeeded
+        assert busiest_second(times) <= 40 + 4
+        assert len(busy) / (submits[-1] - submits[0]) >= 0.9 * 40
+        assert len(times) > 600 + 200  # status requests took their share of the budget
+
+    async def test_throttles_cut_the_shared_rate(
+        self, journals: list[Journal], tmp_path: Path
+    ) -> None:
+        """With a service budget, a real limit's throttles cut the service's rate, and the
+        endpoint's own rate stays at its ceiling."""
+        backend = FakeBackend(Service(limit_per_s=20.0), clock=AnyioClock())
+        limits = LimitsConfig(
+            submit_rate_per_s=100.0,
+            status_rate_per_s=100.0,
+            service_rate_per_s=100.0,
+            burst=1,
+            max_in_flight=8,
+            max_active=1000,
+        )
+        e = engine(backend, new_journal(journals, tmp_path, 300), limits)
+        stats = await e.run()
+
+        assert (300, 0) == (stats.succeeded, stats.failed)
+        assert e._rates["service"].rate_per_s < 50
+        assert 100.0 == e._rates["submit"].rate_per_s
+        registry = e.metrics.registry
+        assert registry.get_sample_value("bulk_rate_limit", {"endpoint": "service"}) == (
+            e._rates["service"].rate_per_s
+        )
+
+    async def test_bulk_stop_keeps_the_budget_and_waits_out_throttles(
+        self, journals: list[Journal], tmp_path: Path
+    ) -> None:
+        """`bulk stop` on 20 jobs (10 to look up first) within 5 requests/s in all; two
+        throttled stops are sent again after their Retry-After, not reported as failures."""
+        backend = CountingBackend(clock=AnyioClock())
+        journal = new_journal(journals, tmp_path, 20)
+        records = []
+        for i in range(20):
+            name = job_name("t", point_key({"x": i}), 1)
+            backend.accept(Submission(name, b"{}"))
+            known = i % 2 == 0
+            records.append(
+                Record(
+                    i,
+                    State.SUBMITTED if known else State.SUBMITTING,
+                    attempt=1,
+                    remote_id=name if known else None,
+                )
+            )
+        await inline(journal.apply, records)
+        throttles = iter([True, True])
+        plain_stop = backend.stop
+
+        async def stop(job: Receipt) -> None:
+            await plain_stop(job)
+            if next(throttles, False):
+                raise ThrottledError("C008", job_name=job.name, retry_after=2.0)
+
+        backend.stop = stop  # type: ignore[method-assign]
+        limits = LimitsConfig(
+            stop_rate_per_s=100.0, status_rate_per_s=100.0, service_rate_per_s=5.0, burst=1
+        )
+        clock = AnyioClock()
+
+        stopped, problems = await stop_run(
+            backend,
+            journal,
+            run="t",
+            template=TEMPLATE,
+            policy=Policy(limits),
+            clock=clock,
+            limiter_factory=ClockLimiter.factory(clock),
+            offload=inline,
+        )
+
+        assert (20, []) == (stopped, problems)
+        assert 32 == len(backend.times)  # 10 look-ups, 20 stops, 2 stops again
+        assert busiest_second(backend.times) <= 5 + 1

@@ -22,9 +22,10 @@ Faithful to ``shared/api/gongji.md`` where it is known, and explicit where it gu
 - **Faults** (seeded): ``throttle_rate`` answers code C008; ``http_429_rate`` answers HTTP 429
   with ``Retry-After``; ``error_rate`` a 502; ``reset_rate`` drops the connection;
   ``commit_fail_rate`` creates the task, then answers 500 or drops the connection;
-  ``latency_s`` delays every answer; ``rate_limit_per_s`` is a per-token bucket (HTTP 429).
+  ``latency_s`` delays every answer; ``rate_limit_per_s`` is one bucket per token shared by
+  every endpoint (HTTP 429 beyond it).
 - ``GET /_sim/ledger``: ``{"creates": {task_name: count}, "requests": {path: count},
-  "first_create", "last_create"}``.
+  "first_create", "last_create", "busiest_second"}`` (the most API requests in any 1 s).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import binascii
 import hashlib
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -150,6 +152,7 @@ class GongjiSim:
     requests: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
     buckets: dict[str, TokenBucket] = field(default_factory=dict)  # per token
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))  # API requests
     next_id: int = 10_000
     first_create: float | None = None  # monotonic times of the first and last create
     last_create: float | None = None
@@ -169,8 +172,18 @@ class GongjiSim:
             key = loaded
         self.tokens[token] = key
 
+    def busiest_second(self) -> int:
+        """The most API requests received in any one-second window."""
+        times, most, first = list(self.times), 0, 0
+        for last, at in enumerate(times):
+            while at - times[first] >= 1.0:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
+
     def over_limit(self, token: str) -> bool:
-        """Whether this request is beyond the token's rate limit (if one is set)."""
+        """Whether this request is beyond the token's rate limit (if one is set): one bucket
+        per token, whatever the endpoint (the throttle codes name none)."""
         limit = self.config.rate_limit_per_s
         if not limit:
             return False
@@ -323,6 +336,7 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
             return await handler(request)  # type: ignore[no-any-return]
         cfg = sim.config
         sim.requests[request.path] = sim.requests.get(request.path, 0) + 1
+        sim.times.append(time.monotonic())
         if cfg.latency_s:
             await asyncio.sleep(cfg.latency_s)
         raw = await request.read()
@@ -424,6 +438,7 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
                     "requests": sim.requests,
                     "first_create": sim.first_create,
                     "last_create": sim.last_create,
+                    "busiest_second": sim.busiest_second(),
                 }
             ),
             content_type="application/json",

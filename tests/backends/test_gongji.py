@@ -394,6 +394,65 @@ async def test_throttling_never_fails_a_job(tmp_path: Path) -> None:
     assert {1} == set(sim.creates.values())
 
 
+class TestServiceBudget:
+    """Gongji's likely limit is one per token across endpoints; bulk keeps under a shared one."""
+
+    async def test_the_simulator_limits_a_token_across_endpoints(self) -> None:
+        """At 1 request/s per token, a create spends the second for search too; another
+        token has its own budget."""
+        sim = GongjiSim(SimConfig(rate_limit_per_s=1))
+        sim.add_token("one", None)
+        sim.add_token("two", None)
+        server = TestServer(make_app(sim), host="127.0.0.1")
+        await server.start_server()
+        url = str(server.make_url("")).rstrip("/")
+        one, two = backend_for(url, token="one"), backend_for(url, token="two")
+
+        await one.submit(Submission("a", body_for("budget-a")))
+        with pytest.raises(ThrottledError):
+            await one.client.search(status="Running", search_value="", page=1, page_size=10)
+        await two.client.search(status="Running", search_value="", page=1, page_size=10)
+        for backend in (one, two):
+            await backend.aclose()
+        await server.close()
+
+    async def test_a_run_never_exceeds_the_shared_budget(self, tmp_path: Path) -> None:
+        """Creates, paged searches and details together stay within 30/s (+ burst) in every
+        second, although each endpoint alone may use all of it."""
+        sim = GongjiSim(SimConfig(pending_s=0.0, run_s=0.3, seed=2))
+        sim.add_token("simple-token", None)
+        server = TestServer(make_app(sim), host="127.0.0.1")
+        await server.start_server()
+        backend = backend_for(str(server.make_url("")).rstrip("/"), token="simple-token")
+        journal = await anyio.to_thread.run_sync(make_journal, tmp_path / "j.sqlite", 60)
+        engine = Engine(
+            backend,
+            journal,
+            template=compile_template(orjson.loads(body_for("{_name}"))),
+            run="gj",
+            policy=Policy(
+                LimitsConfig(
+                    submit_rate_per_s=30,
+                    status_rate_per_s=30,
+                    service_rate_per_s=30,
+                    burst=3,
+                    max_in_flight=8,
+                    max_active=1000,
+                ),
+                RetryConfig(attempts=3, budget_s=60, base_s=0.05, max_s=0.2),
+                TrackConfig(first_s=0.2, factor=1.5, max_s=0.5, batch=100),
+            ),
+        )
+
+        stats = await engine.run()
+        await backend.aclose()
+        await server.close()
+
+        assert (60, 0) == (stats.succeeded, stats.failed)
+        assert sim.requests["/api/task/job/search"] > stats.status_requests  # several pages
+        assert sim.busiest_second() <= 30 + 3
+
+
 def test_template_must_name_every_row_and_attempt() -> None:
     """task_name without {_name} (or {_key} and {_attempt}) is refused at plan time."""
     from bulk.backends.gongji import KIND
