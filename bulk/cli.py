@@ -208,6 +208,12 @@ def _parser() -> argparse.ArgumentParser:
         ("--seed", int, 0, "seed of the fault draws"),
     ):
         q.add_argument(name, type=kind, default=default, help=help_)
+    q.add_argument(
+        "--list-order",
+        choices=("newest", "oldest"),
+        default="newest",
+        help="order of search results (undocumented by the API): newest or oldest task first",
+    )
     q.set_defaults(func=_cmd_sim_gongji)
 
     p = sub.add_parser("gongji", help="Gongji-specific commands")
@@ -648,6 +654,7 @@ def _cmd_sim_gongji(args: argparse.Namespace) -> int:
             commit_fail_rate=args.commit_fail_rate,
             latency_s=args.latency,
             rate_limit_per_s=args.rate_limit,
+            list_order=args.list_order,
             seed=args.seed,
         )
     )

@@ -23,13 +23,15 @@ and ``{_attempt}``) so that every row and every attempt has a name of its own.
 Status mapping: ``job_status.status`` Complete → succeeded, Failed → failed; task ``status``
 End (or Paused) otherwise → stopped; Pending/Running → queued/running; any other value is
 non-terminal and logged once. Tracking lists the run's unfinished tasks with ``search``
-(all pages), looks for tasks that left that list among the newest ended ones, and asks
-``detail`` only for the rest.
+(all pages), looks for tasks that left that list among the newest ended ones (whichever order
+the service lists them in: see ``GongjiBackend._ended``), and asks ``detail`` only for the
+rest.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import os
 import re
@@ -612,6 +614,8 @@ class GongjiBackend:
         self._page_size = page_size
         self._names: dict[str, str] = {}  # remote id -> task_name, for search prefixes
         self._resources = _Resources()
+        self._order: str | None = None  # how search lists tasks: "newest"/"oldest" first
+        self._end_count: dict[str, int] = {}  # ended tasks per search prefix, last seen
 
     async def submit(self, submission: Submission) -> Receipt:
         body = submission.body
@@ -643,18 +647,8 @@ class GongjiBackend:
             remote_id = str(task.get("task_id"))
             if remote_id in wanted:
                 out[remote_id] = map_status(task)
-        page = 1
-        while len(out) < len(wanted) and page <= self.END_PAGES:
-            count, tasks = await self.client.search(
-                status="End", search_value=prefix, page=page, page_size=self._page_size
-            )
-            for task in tasks:
-                remote_id = str(task.get("task_id"))
-                if remote_id in wanted:
-                    out[remote_id] = map_status(task)
-            if page * self._page_size >= count:
-                break
-            page += 1
+        if len(out) < len(wanted):
+            out.update(await self._ended(wanted - out.keys(), prefix))
         for remote_id in wanted - out.keys():
             if not remote_id.isdigit():
                 continue  # not a task id of this service: never reported at all
@@ -665,6 +659,67 @@ class GongjiBackend:
                 # service no longer knows is never reported missing (which would resend it).
                 _log.debug("detail %s: %s", remote_id, exc)
         return out
+
+    async def _ended(self, missing: set[str], prefix: str) -> dict[str, JobStatus]:
+        """Find tasks that left the unfinished list among the ended ones, from the newest.
+
+        The API does not say in which order ``search`` lists tasks. Task ids grow with
+        creation, so each page's ids tell: descending, newest first; ascending, oldest first
+        (then the newest are on the last page, found from ``count``); neither, unknown (the
+        first pages are read). The order seen is kept for the next call. Pages are read from
+        the newest end until every task asked for is found, or a page holds a task older
+        than all of them (none can be further on), or :attr:`END_PAGES` pages were read:
+        ``detail`` asks for the rest.
+        """
+        found: dict[str, JobStatus] = {}
+        targets = {int(r) for r in missing if r.isdigit()}
+        if not targets:
+            return found
+        size = self._page_size
+        oldest = min(targets)
+        known = self._end_count.get(prefix)
+        page = -(-known // size) if self._order == "oldest" and known else 1
+        visited: set[int] = set()
+        # Pages beyond this bound (towards the old end) hold only tasks older than any wanted.
+        bound: int | None = None
+        while len(visited) < self.END_PAGES:
+            count, tasks = await self.client.search(
+                status="End", search_value=prefix, page=page, page_size=size
+            )
+            visited.add(page)
+            self._end_count[prefix] = count
+            ids: list[int] = []
+            for task in tasks:
+                remote_id = str(task.get("task_id"))
+                if remote_id.isdigit():
+                    ids.append(int(remote_id))
+                if remote_id in missing:
+                    found[remote_id] = map_status(task)
+                    targets.discard(int(remote_id))
+            if not targets or not tasks:
+                break
+            order = _list_order(ids)
+            if order is not None:
+                self._order = order
+            last = max(1, -(-count // size))
+            if self._order == "newest":
+                if min(ids, default=oldest) <= oldest:
+                    bound = page if bound is None else min(bound, page)
+                candidates = [q for q in range(1, last + 1) if q not in visited]
+                candidates = [q for q in candidates if bound is None or q < bound]
+                page = min(candidates, default=0)
+            elif self._order == "oldest":
+                # Ascending: page 1 (read before the order was known) is the old end.
+                if min(ids, default=oldest) <= oldest and page != 1:
+                    bound = page if bound is None else max(bound, page)
+                candidates = [q for q in range(last, 0, -1) if q not in visited]
+                candidates = [q for q in candidates if bound is None or q > bound]
+                page = max(candidates, default=0)
+            else:  # no order to go by: the first pages, as the newest may be anywhere
+                page = page + 1 if page < last else 0
+            if not page:
+                break
+        return found
 
     async def stop(self, job: Receipt) -> None:
         try:
@@ -771,6 +826,17 @@ def _task_name(submission: Submission) -> str:
         msg = "the job body has no task_name"
         raise PermanentBackendError(msg, job_name=submission.name)
     return name
+
+
+def _list_order(ids: Sequence[int]) -> str | None:
+    """``newest`` if the ids go down, ``oldest`` if they go up, else None (unknown)."""
+    if len(set(ids)) < 2:
+        return None
+    if all(a > b for a, b in itertools.pairwise(ids)):
+        return "newest"
+    if all(a < b for a, b in itertools.pairwise(ids)):
+        return "oldest"
+    return None
 
 
 def _common_prefix(names: Iterable[str | None]) -> str:

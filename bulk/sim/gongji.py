@@ -18,7 +18,8 @@ Faithful to ``shared/api/gongji.md`` where it is known, and explicit where it gu
   Stop: Pending/Running → End with ``job_status.status`` "Manual" (a guess); stopping an
   ended task answers C010 (or success with ``stop_ended_ok``).
 - **search**: comma-separated ``status`` (default: all but End), ``search_value`` substring of
-  ``task_name``, ``page``/``page_size``, newest task first, ``count`` = all matches.
+  ``task_name``, ``page``/``page_size``, ``count`` = all matches; newest task first, or oldest
+  first with ``list_order = "oldest"`` (the API does not document its order).
 - **Faults** (seeded): ``throttle_rate`` answers code C008; ``http_429_rate`` answers HTTP 429
   with ``Retry-After``; ``error_rate`` a 502; ``reset_rate`` drops the connection;
   ``commit_fail_rate`` creates the task, then answers 500 or drops the connection;
@@ -71,6 +72,7 @@ class SimConfig:
     commit_fail_rate: float = 0.0
     latency_s: float = 0.0
     rate_limit_per_s: float | None = None
+    list_order: str = "newest"  # search results: "newest" task first, or "oldest" first
     seed: int = 0
 
 
@@ -399,6 +401,8 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
             return _envelope(code="C999", message="任务不存在")
         return _envelope(sim.view(task))
 
+    newest = sim.config.list_order == "newest"
+
     async def search(request: web.Request) -> web.StreamResponse:
         q = request.query
         statuses = set(filter(None, q.get("status", "Pending,Running,Paused").split(",")))
@@ -408,9 +412,10 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
             size = max(1, min(1000, int(q.get("page_size", "10"))))
         except ValueError:
             return _envelope(code="C999", message="分页参数错误")
+        tasks = sim.tasks.values()
         views = [
             v
-            for v in (sim.view(t) for t in reversed(sim.tasks.values()))
+            for v in (sim.view(t) for t in (reversed(tasks) if newest else tasks))
             if v["status"] in statuses and value in str(v["task_name"])
         ]
         return _envelope({"count": len(views), "results": views[(page - 1) * size : page * size]})
