@@ -329,6 +329,8 @@ def _execute(cfg: config.Config, journal: Journal, args: argparse.Namespace) -> 
         server, _ = start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
         port = server.server_address[1]  # the OS's choice when asked for port 0
         _err(f"bulk: metrics on http://127.0.0.1:{port}/metrics")
+    for note in cfg.limits.over_budget():
+        _err(f"bulk: note: {note}")
     kind, backend = _backend(cfg)
     engine = Engine(
         backend,

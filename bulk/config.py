@@ -134,6 +134,25 @@ class LimitsConfig:
     max_in_flight: int = 8
     max_active: int = 64
 
+    def over_budget(self) -> list[str]:
+        """The endpoint rates above the service-wide budget, which then caps them (a note
+        for the user: a faster endpoint needs a bigger budget)."""
+        budget = self.service_rate_per_s
+        if budget is None:
+            return []
+        rates = {
+            "submit_rate_per_s": self.submit_rate_per_s,
+            "status_rate_per_s": self.status_rate_per_s,
+            "stop_rate_per_s": self.stop_rate_per_s,
+        }
+        return [
+            f"limits.{key} ({rate:g}/s) is above limits.service_rate_per_s ({budget:g}/s), "
+            "which every request counts against: raise service_rate_per_s (0: no shared "
+            "budget) to go faster"
+            for key, rate in rates.items()
+            if rate > budget
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class RetryConfig:

@@ -79,6 +79,17 @@ class TestLoad:
         off = config.load(write(tmp_path, gongji + "[limits]\nservice_rate_per_s = 0\n"))
         assert off.limits.service_rate_per_s is None
 
+    def test_an_endpoint_rate_above_the_budget_is_pointed_out(self, tmp_path: Path) -> None:
+        """Raising one endpoint's rate past the shared budget gets a note saying what caps it."""
+        gongji = MINIMAL.replace("[job]", '[backend]\nkind = "gongji"\n[job]').replace(
+            'command = "echo {x}"', 'task_name = "{_name}"'
+        )
+        fast = config.load(write(tmp_path, gongji + "[limits]\nsubmit_rate_per_s = 50\n"))
+
+        assert [] == config.load(write(tmp_path, gongji)).limits.over_budget()
+        (note,) = fast.limits.over_budget()
+        assert note.startswith("limits.submit_rate_per_s (50/s) is above limits.service_rate")
+
     def test_limits_change_does_not_change_the_fingerprints(self, tmp_path: Path) -> None:
         """Slowing a run down must not block its resume; changing the template must."""
         base = fingerprints(config.load(write(tmp_path, MINIMAL)))
