@@ -18,17 +18,24 @@ every request, which makes each one after the first wait its turn too (:func:`pa
 **How the adaptive rate decides.** It judges answers by the window (at least
 :attr:`AdaptiveRate.WINDOW_S` and :attr:`AdaptiveRate.MIN_ANSWERS` answers), not one by one:
 
-- the share of throttled answers beyond what chance and the *background* explain (two
-  binomial standard deviations) cuts the rate, in proportion: to what the service took in that
-  window, never more than the share it refused;
-- a cut is a question to the service. A real limit throttles less once the rate is below it;
-  throttles that come at random, whatever the rate, do not. If the share of throttles has not
-  fallen by half after :attr:`AdaptiveRate.PROBES` cuts in a row, they were rate-independent:
-  the rate goes straight back to where it was before those cuts, and that share becomes the
-  background, the throttles expected at any rate (it decays when windows show fewer);
-- a window without excess throttles raises the rate, by 5 % of it, doubling each clean
-  window in a row (slow start, up to the ceiling): slowly near a limit just found, quickly
-  after a long calm;
+- more throttled answers than chance and the *background* explain (two binomial standard
+  deviations) mean the service is over a limit: the rate is cut by the share it refused, and
+  further down to what it took in that window (the limit, as measured) if that is lower.
+  That measure is low when every worker was waiting out a Retry-After at once, so the
+  estimate of the limit only falls by 5 % at a time;
+- a cut is a question to the service. A real limit throttles less once the rate is below
+  it; throttles that come at random, whatever the rate, do not. Each answer after a cut adds
+  its log-likelihood ratio between the two (Wald's sequential test) until the odds are 19:1
+  either way. A limit: the cut stands. Random: one more cut to what the service took since
+  (a limit's first window is swollen by its burst allowance) and the same question; if the
+  answer is random again, the rate goes straight back to where it was before the cuts, and
+  that share becomes the background, the throttles expected at any rate (it decays slowly
+  when windows show fewer);
+- a window without excess throttles raises the rate: halfway (geometrically) towards the
+  estimated limit when below it; past it, or with no limit known, by 5 % doubling each clean
+  window in a row (slow start) up to the ceiling, but past a known limit only after three
+  windows of 5 % (a service's burst allowance hides an excess for a while: clean windows
+  there prove little);
 - a throttled request always waits its own ``Retry-After`` (the engine does that); every
   request is held for it only when at least half of a window's answers were throttles: an
   overloaded service, not a random refusal.
@@ -91,9 +98,11 @@ class AdaptiveRate:
         throttles: throttling answers seen in all.
     """
 
-    # A window of answers is judged once it spans this long and holds this many answers.
+    # A window of answers is judged once it spans this long and holds this many answers,
+    # or once it spans the longer time with any answer (a slow endpoint is judged too).
     WINDOW_S = 1.0
     MIN_ANSWERS = 20
+    MAX_WINDOW_S = 10.0
     # The rate never goes below this fraction of the ceiling.
     FLOOR = 1 / 64
     # Growth after a clean window with no limit known: this fraction of the rate, doubling
@@ -110,7 +119,9 @@ class AdaptiveRate:
     DECAY = 0.05
     # Each time the service is over its limit, the limit's estimate keeps this much of the
     # last one at least.
-    FORGET = 0.9
+    FORGET = 0.95
+    # Clean windows past a known limit that add 5 % each before growth doubles again.
+    CAREFUL = 3
 
     def __init__(self, ceiling_per_s: float, clock: Clock):
         if ceiling_per_s <= 0:
@@ -179,7 +190,9 @@ class AdaptiveRate:
     def _judge(self, now: float) -> bool:
         elapsed = now - self._start
         answers = self._ok + self._throttled
-        if elapsed < self.WINDOW_S or answers < self.MIN_ANSWERS:
+        if elapsed < self.WINDOW_S or (
+            answers < self.MIN_ANSWERS and (elapsed < self.MAX_WINDOW_S or not answers)
+        ):
             return False
         throttled, release = self._throttled, self._release
         self._new_window(now)
@@ -193,7 +206,7 @@ class AdaptiveRate:
         if excess >= 1 and excess > chance:  # more throttles than chance explains: over
             # What the service took while refusing the rest is its limit, as measured; less
             # when every worker was waiting out a Retry-After at once, so an estimate only
-            # falls by a tenth at a time (a limit that really fell is found by the probe).
+            # falls by 5 % at a time (a limit that really fell is found by the probe).
             taken = (answers - throttled) / elapsed / (1 - background)
             self._limit = max(taken, (self._limit or 0.0) * self.FORGET)
             self._cut(share, self._limit)
@@ -210,7 +223,7 @@ class AdaptiveRate:
         self._start, self._ok, self._throttled, self._release = now, 0, 0, 0.0
 
     def _cut(self, share: float, limit_per_s: float) -> None:
-        """Cut to the limit, and by no more than the share the service refused."""
+        """Cut by the share the service refused, and down to the limit if that is lower."""
         refused = max(0.0, share - self.background) / (1 - self.background)
         target = min(self.rate_per_s * (1 - refused), limit_per_s)
         self.rate_per_s = max(self.ceiling_per_s * self.FLOOR, target)
@@ -218,19 +231,18 @@ class AdaptiveRate:
         self._clean = 0
 
     def _grow(self) -> None:
-        """A clean window: towards a known limit fast, past it carefully, with none freely."""
+        """A clean window: towards the estimated limit fast; past it (or with none known)
+        5 % of the rate, doubling with each clean window in a row (slow start), after three
+        such windows past a known limit (its burst allowance hides an excess for a while)."""
         rate, limit = self.rate_per_s, self._limit
         if rate >= self.ceiling_per_s:
             return
-        self._clean += 1
-        if limit is None:  # slow start: 5 %, 10 %, 20 %, ... of the rate
-            rate += rate * self.GROWTH * 2 ** min(self._clean - 1, 10)
-        elif rate < limit:  # halfway to the limit (geometrically), at least 5 %
+        if limit is not None and rate < limit:
             rate = max(rate * (1 + self.GROWTH), math.sqrt(rate * limit))
         else:
-            # At or past it: 5 % at a time. Clean windows here prove little (a service's
-            # burst allowance hides an excess for a while); throttles will say where it is.
-            rate *= 1 + self.GROWTH
+            self._clean += 1
+            doublings = self._clean - (self.CAREFUL if limit is not None else 1)
+            rate += rate * self.GROWTH * 2 ** min(max(0, doublings), 10)
         self.rate_per_s = min(self.ceiling_per_s, rate)
 
     # -- probes -------------------------------------------------------------------------------

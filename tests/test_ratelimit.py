@@ -165,19 +165,31 @@ class TestAdaptiveRate:
         assert learnt == pytest.approx(0.1, abs=0.01)
         assert 100.0 == rate.rate_per_s  # 10 % is the background now: no cut
 
-    async def test_clean_windows_past_a_known_limit_add_5_percent(self) -> None:
-        """Past the limit it found, the rate climbs 5 % per clean window, no faster."""
+    async def test_past_a_known_limit_growth_is_careful_then_faster(self) -> None:
+        """Past the limit it found, the rate climbs 5 % per clean window three times, then
+        10 %, 20 %: a burst allowance hides an excess for a while, a stale estimate not long."""
         clock = FakeClock()
         rate = AdaptiveRate(1000.0, clock)
         await answer(rate, clock, 200, every=2, per_s=199)  # cut to the ~100/s taken
         await answer(rate, clock, 10, every=0, per_s=100)  # the probe: it stands
         seen = [rate.rate_per_s]
-        for _ in range(4):
+        for _ in range(5):
             await answer(rate, clock, 110, every=0, per_s=100)
             seen.append(rate.rate_per_s)
 
         growth = [b / a for a, b in itertools.pairwise(seen)]
-        assert growth == pytest.approx([1.05] * 4)
+        assert growth == pytest.approx([1.05, 1.05, 1.05, 1.1, 1.2])
+
+    async def test_a_slow_endpoint_is_judged_after_ten_seconds(self) -> None:
+        """At one answer every 2 s, a window closes after 10 s: a throttle among 6 answers
+        is judged then, not after 20 answers (40 s)."""
+        clock = FakeClock()
+        rate = AdaptiveRate(5.0, clock)
+
+        await answer(rate, clock, 5, every=0, per_s=0.5)  # t = 10: a clean window
+        await answer(rate, clock, 5, every=5, per_s=0.5)  # t = 20: the 5th is a throttle
+
+        assert rate.rate_per_s < 5.0
 
     async def test_a_lone_throttle_holds_only_its_own_request(self) -> None:
         """One throttle with Retry-After 3 among many answers: nobody else waits."""
