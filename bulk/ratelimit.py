@@ -29,8 +29,9 @@ every request, which makes each one after the first wait its turn too (:func:`pa
   either way. A limit: the cut stands. Random: one more cut to what the service took since
   (a limit's first window is swollen by its burst allowance) and the same question; if the
   answer is random again, the rate goes straight back to where it was before the cuts, and
-  that share becomes the background, the throttles expected at any rate (it decays slowly
-  when windows show fewer);
+  that share becomes the background, the throttles expected at any rate (then a slow average
+  of the windows judged clean). A probe still undecided after 100 answers made no clear
+  difference: it counts as random;
 - a window without excess throttles raises the rate: halfway (geometrically) towards the
   estimated limit when below it; past it, or with no limit known, by 5 % doubling each clean
   window in a row (slow start) up to the ceiling, but past a known limit only after three
@@ -108,14 +109,14 @@ class AdaptiveRate:
     # Growth after a clean window with no limit known: this fraction of the rate, doubling
     # with each clean window in a row (slow start). Near a known limit: at least this much.
     GROWTH = 0.05
-    # Odds a probe needs before it decides (19:1 either way), or answers after which it
-    # decides on the evidence it has.
+    # Odds a probe needs before it decides (19:1 either way). After this many answers
+    # without them, the cut did not make a clear difference: taken as random throttles.
     EVIDENCE = math.log(19)
-    PROBE_ANSWERS = 400
+    PROBE_ANSWERS = 100
     # A share of throttles at or above this is an overloaded service: every request is held
     # for the Retry-After, and such a share is never taken for background.
     OVERLOAD = 0.5
-    # A window with fewer throttles than the background moves it this far towards its share.
+    # A window judged clean moves a known background this far towards its share of throttles.
     DECAY = 0.05
     # Each time the service is over its limit, the limit's estimate keeps this much of the
     # last one at least.
@@ -214,8 +215,8 @@ class AdaptiveRate:
             if share >= self.OVERLOAD and release > now:
                 self._hold_until = max(self._hold_until, release)
         else:
-            if share < background:
-                self.background = background + (share - background) * self.DECAY
+            if background:  # within chance of it: a slow average, up or down
+                self.background = min(self.OVERLOAD, background + (share - background) * self.DECAY)
             self._grow()
         return self.rate_per_s != before
 
@@ -261,7 +262,8 @@ class AdaptiveRate:
         share = probe.throttled / answers
         self._probe = None
         self._new_window(now)
-        if probe.odds < 0 or share >= self.OVERLOAD or probe.first_share >= self.OVERLOAD:
+        limited = probe.odds <= -self.EVIDENCE
+        if limited or share >= self.OVERLOAD or probe.first_share >= self.OVERLOAD:
             return False  # fewer throttles once slower: a real limit, and the cut stands
         if not probe.cut_again:
             # The share did not fall; but the first window of a limit is swollen by the

@@ -165,6 +165,23 @@ class TestAdaptiveRate:
         assert learnt == pytest.approx(0.1, abs=0.01)
         assert 100.0 == rate.rate_per_s  # 10 % is the background now: no cut
 
+    async def test_a_cut_that_makes_no_clear_difference_counts_as_random(self) -> None:
+        """20 % throttled, then 11 % after the cut: neither back to nothing nor unchanged.
+        After 100 answers without clear odds, twice, the rate goes back."""
+        clock = FakeClock()
+        rate = AdaptiveRate(100.0, clock)
+
+        await answer(rate, clock, 100, every=5, per_s=99)
+        cut = rate.rate_per_s
+        await answer(rate, clock, 100, every=9, per_s=cut)
+        probing = rate.rate_per_s
+        await answer(rate, clock, 100, every=9, per_s=cut)
+
+        assert cut < 100.0
+        assert probing < cut  # undecided after 100 answers: cut again, ask again
+        assert 100.0 == rate.rate_per_s
+        assert rate.background == pytest.approx(0.11, abs=0.01)
+
     async def test_past_a_known_limit_growth_is_careful_then_faster(self) -> None:
         """Past the limit it found, the rate climbs 5 % per clean window three times, then
         10 %, 20 %: a burst allowance hides an excess for a while, a stale estimate not long."""
