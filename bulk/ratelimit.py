@@ -123,6 +123,9 @@ class AdaptiveRate:
     FORGET = 0.95
     # Clean windows past a known limit that add 5 % each before growth doubles again.
     CAREFUL = 3
+    # Throttles beyond the background a window needs for what the service took in it to
+    # count as a measure of its limit.
+    STEADY = 3
 
     def __init__(self, ceiling_per_s: float, clock: Clock):
         if ceiling_per_s <= 0:
@@ -207,9 +210,14 @@ class AdaptiveRate:
         if excess >= 1 and excess > chance:  # more throttles than chance explains: over
             # What the service took while refusing the rest is its limit, as measured; less
             # when every worker was waiting out a Retry-After at once, so an estimate only
-            # falls by 5 % at a time (a limit that really fell is found by the probe).
-            taken = (answers - throttled) / elapsed / (1 - background)
-            self._limit = max(taken, (self._limit or 0.0) * self.FORGET)
+            # falls by 5 % at a time (a limit that really fell is found by the probe). A
+            # throttle or two say little about it (a bursty endpoint, short of demand,
+            # takes little in a window): then the cut is the share refused, no more.
+            if excess >= self.STEADY:
+                taken = (answers - throttled) / elapsed / (1 - background)
+                self._limit = max(taken, (self._limit or 0.0) * self.FORGET)
+            elif self._limit is None:
+                self._limit = before * (1 - share)
             self._cut(share, self._limit)
             self._probe = _Probe(before, share, background, now)
             if share >= self.OVERLOAD and release > now:

@@ -182,6 +182,17 @@ class TestAdaptiveRate:
         assert 100.0 == rate.rate_per_s
         assert rate.background == pytest.approx(0.11, abs=0.01)
 
+    async def test_a_throttle_or_two_cut_only_the_share_refused(self) -> None:
+        """An endpoint idle for 5 s, then a burst of 20 with one throttle: it took 4/s
+        in that window only for want of demand, so the cut is the 5 % refused, not to 4/s."""
+        clock = FakeClock()
+        rate = AdaptiveRate(40.0, clock)
+
+        await clock.advance(5.0)
+        await answer(rate, clock, 20, every=20, per_s=40)
+
+        assert rate.rate_per_s == pytest.approx(38.0)
+
     async def test_past_a_known_limit_growth_is_careful_then_faster(self) -> None:
         """Past the limit it found, the rate climbs 5 % per clean window three times, then
         10 %, 20 %: a burst allowance hides an excess for a while, a stale estimate not long."""
