@@ -26,7 +26,9 @@ Faithful to ``shared/api/gongji.md`` where it is known, and explicit where it gu
   ``latency_s`` delays every answer; ``rate_limit_per_s`` is one bucket per token shared by
   every endpoint (HTTP 429 beyond it).
 - ``GET /_sim/ledger``: ``{"creates": {task_name: count}, "requests": {path: count},
-  "first_create", "last_create", "busiest_second"}`` (the most API requests in any 1 s).
+  "first_create", "last_create", "busiest_second", "throttled", "served_per_s_while_creating"}``
+  (the most API requests in any 1 s; requests answered with a throttle; requests served a
+  second between the first create and the last).
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ class GongjiSim:
     rng: random.Random = field(default_factory=random.Random)
     buckets: dict[str, TokenBucket] = field(default_factory=dict)  # per token
     times: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))  # API requests
+    throttled: int = 0  # requests answered with a throttle (HTTP 429 or C008)
+    served: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))  # not those
     next_id: int = 10_000
     first_create: float | None = None  # monotonic times of the first and last create
     last_create: float | None = None
@@ -173,6 +177,13 @@ class GongjiSim:
                 raise ValueError(msg)
             key = loaded
         self.tokens[token] = key
+
+    def served_per_s_while_creating(self) -> float | None:
+        """API requests served (not throttled) per second from the first create to the last."""
+        first, last = self.first_create, self.last_create
+        if first is None or last is None or last <= first:
+            return None
+        return sum(1 for at in self.served if first <= at <= last) / (last - first)
 
     def busiest_second(self) -> int:
         """The most API requests received in any one-second window."""
@@ -347,13 +358,16 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
         if problem is not None:
             return _envelope(code=problem[0], message=problem[1])
         if sim.over_limit(token) or sim.roll(cfg.http_429_rate):
+            sim.throttled += 1
             return web.Response(
                 status=429,
                 text="too many requests",
                 headers={"Retry-After": f"{cfg.retry_after_s:g}"},
             )
         if sim.roll(cfg.throttle_rate):
+            sim.throttled += 1
             return _envelope(code="C008", message="请求过于频繁")
+        sim.served.append(time.monotonic())
         if sim.roll(cfg.error_rate):
             return web.Response(status=502, text="bad gateway")
         if sim.roll(cfg.reset_rate):
@@ -444,6 +458,8 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
                     "first_create": sim.first_create,
                     "last_create": sim.last_create,
                     "busiest_second": sim.busiest_second(),
+                    "throttled": sim.throttled,
+                    "served_per_s_while_creating": sim.served_per_s_while_creating(),
                 }
             ),
             content_type="application/json",
