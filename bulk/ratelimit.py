@@ -20,9 +20,10 @@ every request, which makes each one after the first wait its turn too (:func:`pa
 
 - more throttled answers than chance and the *background* explain (two binomial standard
   deviations) mean the service is over a limit: the rate is cut by the share it refused, and
-  further down to what it took in that window (the limit, as measured) if that is lower.
-  That measure is low when every worker was waiting out a Retry-After at once, so the
-  estimate of the limit only falls by 5 % at a time;
+  further down to what it took in that window (the limit, as measured) if that is lower and
+  the window held at least :attr:`AdaptiveRate.STEADY` excess throttles (a throttle or two on
+  an endpoint short of demand say nothing of a limit). That measure is low when every worker
+  was waiting out a Retry-After at once, so the estimate of the limit falls by 5 % at a time;
 - a cut is a question to the service. A real limit throttles less once the rate is below
   it; throttles that come at random, whatever the rate, do not. Each answer after a cut adds
   its log-likelihood ratio between the two (Wald's sequential test) until the odds are 19:1
