@@ -124,6 +124,8 @@ class AdaptiveRate:
     FORGET = 0.95
     # Clean windows past a known limit that add 5 % each before growth doubles again.
     CAREFUL = 3
+    # The recent share of throttles: each window moves it this far towards its own.
+    RECENT = 0.25
     # Throttles beyond the background a window needs for what the service took in it to
     # count as a measure of its limit.
     STEADY = 3
@@ -148,6 +150,7 @@ class AdaptiveRate:
         self._throttled = 0
         self._release = 0.0  # the latest time a throttle asked to wait until
         self._probe: _Probe | None = None
+        self._recent = 0.0  # the share of throttles in recent windows (an average)
 
     async def acquire(self) -> None:
         """Wait for this request's slot: after any hold, spaced at the rate."""
@@ -201,10 +204,11 @@ class AdaptiveRate:
             return False
         throttled, release = self._throttled, self._release
         self._new_window(now)
+        share = throttled / answers
+        self._recent += (share - self._recent) * self.RECENT
         if not throttled and self._free and self.background == 0.0:
             return False  # the common case: at the ceiling, nothing to judge
         before = self.rate_per_s
-        share = throttled / answers
         background = self.background
         excess = throttled - answers * background
         chance = 2 * math.sqrt(answers * background * (1 - background))
@@ -220,7 +224,11 @@ class AdaptiveRate:
             elif self._limit is None:
                 self._limit = before * (1 - share)
             self._cut(share, self._limit)
-            self._probe = _Probe(before, share, background, now)
+            # What a random share would look like: this window's, unless recent windows
+            # say it is a spike (a probe would then mistake the return to normal for a
+            # limit's answer), but never less than half its excess.
+            expected = max(min(share, self._recent), (background + share) / 2)
+            self._probe = _Probe(before, share, expected, background, now)
             if share >= self.OVERLOAD and release > now:
                 self._hold_until = max(self._hold_until, release)
         else:
@@ -279,7 +287,9 @@ class AdaptiveRate:
             # service's burst allowance. Cut once more to what it took since, and ask again.
             elapsed = max(now - probe.since, 1e-9)
             self._cut(share, probe.ok / elapsed / (1 - self.background))
-            again = _Probe(probe.rate_before, probe.first_share, probe.background, now)
+            again = _Probe(
+                probe.rate_before, probe.first_share, probe.expected, probe.background, now
+            )
             again.cut_again = True
             self._probe = again
             return self.rate_per_s != before
@@ -303,6 +313,7 @@ class _Probe:
     __slots__ = (
         "background",
         "cut_again",
+        "expected",
         "first_share",
         "odds",
         "ok",
@@ -313,16 +324,24 @@ class _Probe:
         "throttled",
     )
 
-    def __init__(self, rate_before: float, first_share: float, background: float, since: float):
+    def __init__(
+        self,
+        rate_before: float,
+        first_share: float,
+        expected: float,
+        background: float,
+        since: float,
+    ):
         self.rate_before = rate_before
         self.first_share = first_share
+        self.expected = expected
         self.background = background
         self.since = since
         self.cut_again = False
         self.ok = 0
         self.throttled = 0
         self.odds = 0.0
-        randomly = min(first_share, 0.99)
+        randomly = min(expected, 0.99)
         limited = background + (randomly - background) / 4
         self.throttle_weight = math.log(randomly / limited)
         self.ok_weight = math.log((1 - randomly) / (1 - limited))

@@ -166,21 +166,21 @@ class TestAdaptiveRate:
         assert 100.0 == rate.rate_per_s  # 10 % is the background now: no cut
 
     async def test_a_cut_that_makes_no_clear_difference_counts_as_random(self) -> None:
-        """20 % throttled, then 11 % after the cut: neither back to nothing nor unchanged.
-        After 100 answers without clear odds, twice, the rate goes back."""
+        """20 % throttled, then 1 in 18 after the cut: neither as many nor none. After 100
+        answers without 19:1 odds either way, twice, the rate goes back."""
         clock = FakeClock()
         rate = AdaptiveRate(100.0, clock)
 
         await answer(rate, clock, 100, every=5, per_s=99)
         cut = rate.rate_per_s
-        await answer(rate, clock, 100, every=9, per_s=cut)
+        await answer(rate, clock, 100, every=18, per_s=cut)
         probing = rate.rate_per_s
-        await answer(rate, clock, 100, every=9, per_s=cut)
+        await answer(rate, clock, 100, every=18, per_s=cut)
 
         assert cut < 100.0
         assert probing < cut  # undecided after 100 answers: cut again, ask again
         assert 100.0 == rate.rate_per_s
-        assert rate.background == pytest.approx(0.11, abs=0.01)
+        assert rate.background == pytest.approx(1 / 18, abs=0.01)
 
     async def test_a_throttle_or_two_cut_only_the_share_refused(self) -> None:
         """An endpoint idle for 5 s, then a burst of 20 with one throttle: it took 4/s
@@ -199,14 +199,14 @@ class TestAdaptiveRate:
         clock = FakeClock()
         rate = AdaptiveRate(1000.0, clock)
         await answer(rate, clock, 200, every=2, per_s=199)  # cut to the ~100/s taken
-        await answer(rate, clock, 10, every=0, per_s=100)  # the probe: it stands
         seen = [rate.rate_per_s]
-        for _ in range(5):
-            await answer(rate, clock, 110, every=0, per_s=100)
-            seen.append(rate.rate_per_s)
+        for _ in range(800):  # the probe (no more throttles: it stands), then clean windows
+            await answer(rate, clock, 1, every=0, per_s=100)
+            if rate.rate_per_s != seen[-1]:
+                seen.append(rate.rate_per_s)
 
         growth = [b / a for a, b in itertools.pairwise(seen)]
-        assert growth == pytest.approx([1.05, 1.05, 1.05, 1.1, 1.2])
+        assert growth[:5] == pytest.approx([1.05, 1.05, 1.05, 1.1, 1.2])
 
     async def test_a_slow_endpoint_is_judged_after_ten_seconds(self) -> None:
         """At one answer every 2 s, a window closes after 10 s: a throttle among 6 answers
@@ -299,12 +299,15 @@ SUBMIT_20 = LimitsConfig(
 class TestThrottleShapes:
     """The engine against each shape: random throttles cost little, a real limit is found."""
 
-    async def test_random_throttles_cost_at_most_twice_the_time(
-        self, journals: list[Journal], tmp_path: Path
+    @pytest.mark.parametrize("seed", [1, 3, 21])
+    async def test_random_throttles_cost_little_time(
+        self, seed: int, journals: list[Journal], tmp_path: Path
     ) -> None:
-        """500 jobs at 20/s with 10 % of creates throttled at random (Retry-After 1 s):
-        the creates take less than twice as long as without throttles."""
+        """500 jobs at 20/s with 10 % of creates throttled at random (Retry-After 1 s): the
+        creates take less than 1.5 times as long as without throttles (the target is 2x;
+        the retries alone cost 1.11x)."""
         calm, random_10 = Service(), Service(random_share=0.10)
+        random_10.rng.seed(seed)
         await engine(
             FakeBackend(calm, clock=AnyioClock()), new_journal(journals, tmp_path, 500), SUBMIT_20
         ).run()
@@ -317,7 +320,7 @@ class TestThrottleShapes:
 
         assert (500, 0) == (stats.succeeded, stats.failed)
         assert stats.throttled > 30
-        assert calm.rate_per_s() / random_10.rate_per_s() < 2
+        assert calm.rate_per_s() / random_10.rate_per_s() < 1.5
         assert e._rates["submit"].background > 0.05  # learnt: not mistaken for a limit
 
     async def test_a_real_limit_is_found_and_used(
