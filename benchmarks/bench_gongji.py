@@ -5,10 +5,18 @@
 2. creates: ``bulk run`` against ``bulk sim gongji`` (RSA token, limits far above the machine)
    signing inline and with ``sign_threads = 2``, beside a plain aiohttp loop that signs the
    same way and POSTs the same bodies with the same concurrency (design target: ≥ 0.85×);
-3. tracking: 10,000 jobs (each running ~1 s, 500 active at a time) through ``bulk run``:
-   search + detail requests per finished job (target ≤ 0.2).
+3. a real limit: the simulator allows 50 requests/s per token, bulk 200 creates/s: the rate
+   the adaptive rate achieves (target: ~the limit);
+4. random throttles: Gongji's default limits with and without 5 % C008 + 5 % HTTP 429 at
+   random (target: less than twice the time);
+5. a service-wide limit of 40 requests/s per token: per-endpoint limits alone against the
+   shared budget (target: never above it in any second, ≥ 90 % of it used);
+6. tracking: 10,000 jobs (each running ~1 s, 500 active at a time) through ``bulk run``,
+   the service listing newest or oldest first: search + detail requests per finished job
+   (target ≤ 0.2).
 
-    python -m benchmarks.bench_gongji [--jobs 5000] [--track-jobs 10000]
+    python -m benchmarks.bench_gongji [--jobs 5000] [--track-jobs 10000] [--random-jobs 500]
+        [--budget-jobs 600] [--sections signing,creates,limit,random,budget,tracking]
 """
 
 from __future__ import annotations
@@ -147,6 +155,7 @@ def config(
         [limits]
         submit_rate_per_s = 1000000
         status_rate_per_s = 1000
+        service_rate_per_s = 0
         burst = 100
         max_in_flight = {CONCURRENCY}
         max_active = {max_active}
@@ -193,78 +202,58 @@ uvloop.run(main())
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--track-jobs", type=int, default=10_000)
-    args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bulk-gongji-"))
-    private, public = keys(folder)
-
-    print_table(
-        "signing (same key, same message size)",
-        ["what", "signatures/s", "µs CPU each"],
-        signing_rates(private),
+def small_config(folder: Path, url: str, private: Path, jobs: int, limits: str) -> Path:
+    """A run of ``jobs`` with the Gongji defaults but for the ``[limits]`` lines given."""
+    path = config(
+        folder, url, private, jobs, sign_threads=0, run_s=2.0, max_active=jobs, first_s=1.0
     )
+    text = path.read_text()
+    start, end = text.index("[limits]"), text.index("[track]")
+    path.write_text(text[:start] + "[limits]\n" + limits + "\n" + text[end:])
+    return path
 
+
+def timed_run(cfg: Path) -> tuple[float, int, str]:
+    """``bulk run`` to the end: wall seconds, exit code, last line of stderr."""
+    env = {**os.environ, "GONGJI_TOKEN": TOKEN}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "bulk", "run", str(cfg)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    last = (done.stderr.strip().splitlines() or [""])[-1]
+    return time.perf_counter() - started, done.returncode, last
+
+
+def random_throttles(folder: Path, private: Path, public: Path, jobs: int) -> None:
+    """Gongji's default limits, with and without 5 % C008 + 5 % HTTP 429 at random."""
     rows = []
-    for threads in (0, 2):
-        with start_sim(public, "--run-s", "3600") as url:
-            cfg = config(
-                Path(tempfile.mkdtemp(dir=folder)),
-                url,
-                private,
-                args.jobs,
-                sign_threads=threads,
-                run_s=3600,
-                max_active=args.jobs,
-                first_s=3600,
-            )
-            env = {**os.environ, "GONGJI_TOKEN": TOKEN}
-            child = subprocess.Popen(
-                [sys.executable, "-m", "bulk", "run", str(cfg), "--progress-interval", "1000"],
-                env=env,
-                stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 600
-            while True:  # the jobs run "an hour": stop bulk once every create is in
-                data = ledger(url)
-                creates = data["creates"]
-                assert isinstance(creates, dict)
-                if len(creates) >= args.jobs or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            child.terminate()
-            child.wait()
-            bulk_rate = create_rate(data)
-        with start_sim(public, "--run-s", "3600") as url:
-            plain = run_child(
-                [
-                    sys.executable,
-                    "-c",
-                    PLAIN,
-                    url,
-                    str(args.jobs),
-                    str(CONCURRENCY),
-                    str(private),
-                    str(threads),
-                ]
-            )
-            assert plain.returncode == 0, "the plain signed loop failed"
-            plain_rate = create_rate(ledger(url))
-        label = "inline" if threads == 0 else f"{threads} threads"
-        rows.append(
-            [f"bulk run, signing {label}", args.jobs, bulk_rate, f"{bulk_rate / plain_rate:.2f}×"]
-        )
-        rows.append(
-            [f"peer: plain signed aiohttp loop, signing {label}", args.jobs, plain_rate, "1.00×"]
-        )
+    for label, faults in (
+        ("no throttling", ()),
+        ("5 % C008 + 5 % 429 at random", ("--throttle-rate", "0.05", "--http-429-rate", "0.05")),
+    ):
+        with start_sim(public, "--run-s", "2", *faults) as url:
+            cfg = small_config(Path(tempfile.mkdtemp(dir=folder)), url, private, jobs, "")
+            wall, code, _ = timed_run(cfg)
+            data = ledger(url)
+        rows.append([label, jobs, create_rate(data), data["throttled"], wall, code])
+    base, throttled = rows[0][4], rows[1][4]
+    assert isinstance(base, float)
+    assert isinstance(throttled, float)
+    rows[1].append(f"{throttled / base:.2f}×")
+    rows[0].append("1.00×")
     print_table(
-        f"signed creates against bulk sim gongji ({CONCURRENCY} in flight)",
-        ["what", "jobs", "creates/s", "vs plain"],
+        "random throttles, Gongji's default limits (5 creates/s, 2 status/s, 10/s shared)",
+        ["what", "jobs", "creates/s", "throttled", "wall s", "exit", "time vs none"],
         rows,
     )
 
+
+def real_limit(folder: Path, private: Path, public: Path) -> None:
+    """A simulator limit of 50 requests/s per token under a 200 creates/s ceiling."""
     limit = 50
     with start_sim(public, "--run-s", "0.2", "--rate-limit", str(limit)) as url:
         cfg = config(
@@ -279,76 +268,210 @@ def main() -> None:
         )
         text = cfg.read_text().replace("submit_rate_per_s = 1000000", "submit_rate_per_s = 200")
         cfg.write_text(text.replace("status_rate_per_s = 1000", "status_rate_per_s = 5"))
-        env = {**os.environ, "GONGJI_TOKEN": TOKEN}
-        done = subprocess.run(
-            [sys.executable, "-m", "bulk", "run", str(cfg)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-        throttled_rate = create_rate(ledger(url))
+        _, code, last = timed_run(cfg)
+        data = ledger(url)
+        throttled_rate = create_rate(data)
     print_table(
         f"throttling: the simulator allows {limit} requests/s per token, bulk is configured "
         "for 200 creates/s",
-        ["what", "jobs", "achieved creates/s", "of the service's limit", "exit", "last line"],
+        ["what", "jobs", "achieved creates/s", "of the service's limit", "throttled", "exit"],
         [
             [
-                "bulk run (AIMD under the 200/s ceiling)",
+                "bulk run (adaptive rate under the 200/s ceiling)",
                 1500,
                 throttled_rate,
                 f"{throttled_rate / limit:.0%}",
-                done.returncode,
-                done.stderr.strip().splitlines()[-1][:60],
+                data["throttled"],
+                code,
             ],
             ["peer: the service's limit", 1500, float(limit), "100%", "-", "-"],
         ],
     )
+    print(f"last line: {last}")
 
-    with start_sim(public, "--run-s", "1") as url:
-        cfg = config(
-            Path(tempfile.mkdtemp(dir=folder)),
-            url,
-            private,
-            args.track_jobs,
-            sign_threads=0,
-            run_s=1.0,
-            max_active=500,
-            first_s=1.0,
-        )
-        env = {**os.environ, "GONGJI_TOKEN": TOKEN}
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "bulk", "run", str(cfg)],
-            env=env,
-            check=True,
-            stderr=subprocess.DEVNULL,
-        )
-        wall = time.perf_counter() - started
-        requests = ledger(url)["requests"]
+
+def shared_budget(folder: Path, private: Path, public: Path, jobs: int) -> None:
+    """A stand-in limiting 40 requests/s per token across endpoints; each endpoint 40/s."""
+    limit = 40
+    rows = []
+    for label, shared in (("per endpoint only (service_rate_per_s = 0)", 0), ("shared", limit)):
+        with start_sim(public, "--run-s", "5", "--rate-limit", str(limit)) as url:
+            cfg = small_config(
+                Path(tempfile.mkdtemp(dir=folder)),
+                url,
+                private,
+                jobs,
+                f"submit_rate_per_s = {limit}\nstatus_rate_per_s = {limit}\n"
+                f"service_rate_per_s = {shared}\nburst = 4\nmax_active = {jobs}",
+            )
+            cfg.write_text(cfg.read_text().replace("page_size = 500", "page_size = 50"))
+            wall, code, _ = timed_run(cfg)
+            data = ledger(url)
+        requests = data["requests"]
         assert isinstance(requests, dict)
-    status = requests.get("/api/task/job/search", 0) + requests.get("/api/task/job/detail", 0)
-    print_table(
-        f"tracking {args.track_jobs:,} jobs of ~1 s, 500 active (peer: one detail per job and poll)",
-        ["what", "jobs", "search", "detail", "status requests per job", "wall s"],
-        [
+        served = float(str(data["served_per_s_while_creating"]))
+        rows.append(
             [
-                "bulk: batched search, detail only for the rest",
-                args.track_jobs,
-                requests.get("/api/task/job/search", 0),
-                requests.get("/api/task/job/detail", 0),
-                status / args.track_jobs,
+                f"bulk run, {label}",
+                jobs,
+                sum(requests.values()),
+                data["throttled"],
+                data["busiest_second"],
+                served,
+                f"{served / limit:.0%}",
                 wall,
-            ],
-            [
-                "peer: detail per job, at least once each",
-                args.track_jobs,
-                0,
-                args.track_jobs,
-                1.0,
-                "-",
-            ],
+                code,
+            ]
+        )
+    print_table(
+        f"a service-wide limit of {limit} requests/s per token (creates, searches and details "
+        f"together); bulk allows each endpoint {limit}/s; 50 tasks a search page",
+        [
+            "what",
+            "jobs",
+            "requests",
+            "throttled",
+            "busiest second",
+            "served/s while creating",
+            "of the limit",
+            "wall s",
+            "exit",
         ],
+        rows,
+    )
+
+
+def tracking(folder: Path, private: Path, public: Path, jobs: int) -> None:
+    """Status requests per finished job, the service listing newest or oldest first."""
+    rows = []
+    for order in ("newest", "oldest"):
+        with start_sim(public, "--run-s", "1", "--list-order", order) as url:
+            cfg = config(
+                Path(tempfile.mkdtemp(dir=folder)),
+                url,
+                private,
+                jobs,
+                sign_threads=0,
+                run_s=1.0,
+                max_active=500,
+                first_s=1.0,
+            )
+            wall, _, _ = timed_run(cfg)
+            requests = ledger(url)["requests"]
+            assert isinstance(requests, dict)
+        search = requests.get("/api/task/job/search", 0)
+        detail = requests.get("/api/task/job/detail", 0)
+        rows.append(
+            [
+                f"bulk: batched search, detail only for the rest ({order} first)",
+                jobs,
+                search,
+                detail,
+                (search + detail) / jobs,
+                wall,
+            ]
+        )
+    rows.append(["peer: detail per job, at least once each", jobs, 0, jobs, 1.0, "-"])
+    print_table(
+        f"tracking {jobs:,} jobs of ~1 s, 500 active (peer: one detail per job and poll)",
+        ["what", "jobs", "search", "detail", "status requests per job", "wall s"],
+        rows,
+    )
+
+
+SECTIONS = ("signing", "creates", "limit", "random", "budget", "tracking")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--track-jobs", type=int, default=10_000)
+    parser.add_argument("--random-jobs", type=int, default=500)
+    parser.add_argument("--budget-jobs", type=int, default=600)
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}"
+    )
+    args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    folder = Path(tempfile.mkdtemp(prefix="bulk-gongji-"))
+    private, public = keys(folder)
+
+    if "signing" in sections:
+        print_table(
+            "signing (same key, same message size)",
+            ["what", "signatures/s", "µs CPU each"],
+            signing_rates(private),
+        )
+    if "creates" in sections:
+        creates(folder, private, public, args.jobs)
+    if "limit" in sections:
+        real_limit(folder, private, public)
+    if "random" in sections:
+        random_throttles(folder, private, public, args.random_jobs)
+    if "budget" in sections:
+        shared_budget(folder, private, public, args.budget_jobs)
+    if "tracking" in sections:
+        tracking(folder, private, public, args.track_jobs)
+
+
+def creates(folder: Path, private: Path, public: Path, jobs: int) -> None:
+    """Signed creates per second, bulk against a plain signed loop, inline and threaded."""
+    rows = []
+    for threads in (0, 2):
+        with start_sim(public, "--run-s", "3600") as url:
+            cfg = config(
+                Path(tempfile.mkdtemp(dir=folder)),
+                url,
+                private,
+                jobs,
+                sign_threads=threads,
+                run_s=3600,
+                max_active=jobs,
+                first_s=3600,
+            )
+            env = {**os.environ, "GONGJI_TOKEN": TOKEN}
+            child = subprocess.Popen(
+                [sys.executable, "-m", "bulk", "run", str(cfg), "--progress-interval", "1000"],
+                env=env,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 600
+            while True:  # the jobs run "an hour": stop bulk once every create is in
+                data = ledger(url)
+                creates = data["creates"]
+                assert isinstance(creates, dict)
+                if len(creates) >= jobs or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            child.terminate()
+            child.wait()
+            bulk_rate = create_rate(data)
+        with start_sim(public, "--run-s", "3600") as url:
+            plain = run_child(
+                [
+                    sys.executable,
+                    "-c",
+                    PLAIN,
+                    url,
+                    str(jobs),
+                    str(CONCURRENCY),
+                    str(private),
+                    str(threads),
+                ]
+            )
+            assert plain.returncode == 0, "the plain signed loop failed"
+            plain_rate = create_rate(ledger(url))
+        label = "inline" if threads == 0 else f"{threads} threads"
+        rows.append(
+            [f"bulk run, signing {label}", jobs, bulk_rate, f"{bulk_rate / plain_rate:.2f}×"]
+        )
+        rows.append(
+            [f"peer: plain signed aiohttp loop, signing {label}", jobs, plain_rate, "1.00×"]
+        )
+    print_table(
+        f"signed creates against bulk sim gongji ({CONCURRENCY} in flight)",
+        ["what", "jobs", "creates/s", "vs plain"],
+        rows,
     )
 
 

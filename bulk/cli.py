@@ -332,6 +332,12 @@ def _parser() -> argparse.ArgumentParser:
         ("--seed", int, 0, "seed of the fault draws"),
     ):
         q.add_argument(name, type=kind, default=default, help=help_)
+    q.add_argument(
+        "--list-order",
+        choices=("newest", "oldest"),
+        default="newest",
+        help="order of search results (undocumented by the API): newest or oldest task first",
+    )
     q.set_defaults(func=_cmd_sim_gongji)
 
     p = sub.add_parser("gongji", help="Gongji-specific commands")
@@ -553,6 +559,8 @@ def _execute(
     args: argparse.Namespace,
     metrics: Metrics,
 ) -> int:
+    for note in cfg.limits.over_budget():
+        _err(f"bulk: note: {note}")
     engine = Engine(
         backend,
         journal,
@@ -956,6 +964,7 @@ def _cmd_sim_gongji(args: argparse.Namespace) -> int:
             latency_s=args.latency,
             rate_limit_per_s=args.rate_limit,
             echo_rate=args.echo_rate,
+            list_order=args.list_order,
             seed=args.seed,
         )
     )

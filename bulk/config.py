@@ -136,16 +136,40 @@ class BackendConfig:
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    """``[limits]``: politeness. Rates are requests per second per endpoint class."""
+    """``[limits]``: politeness. Rates are requests per second per endpoint class.
+
+    ``service_rate_per_s`` is a budget shared by every endpoint (every HTTP request counts),
+    for services that limit a token across endpoints; None: no such budget.
+    """
 
     submit_rate_per_s: float = 10.0
     status_rate_per_s: float = 5.0
     stop_rate_per_s: float = 5.0
+    service_rate_per_s: float | None = None
     burst: int = (
         10  # measured: burst 1 reaches ~95 % of the rate (timer overshoot), 10 reaches 100 %
     )
     max_in_flight: int = 8
     max_active: int = 64
+
+    def over_budget(self) -> list[str]:
+        """The endpoint rates above the service-wide budget, which then caps them (a note
+        for the user: a faster endpoint needs a bigger budget)."""
+        budget = self.service_rate_per_s
+        if budget is None:
+            return []
+        rates = {
+            "submit_rate_per_s": self.submit_rate_per_s,
+            "status_rate_per_s": self.status_rate_per_s,
+            "stop_rate_per_s": self.stop_rate_per_s,
+        }
+        return [
+            f"limits.{key} ({rate:g}/s) is above limits.service_rate_per_s ({budget:g}/s), "
+            "which every request counts against: raise service_rate_per_s (0: no shared "
+            "budget) to go faster"
+            for key, rate in rates.items()
+            if rate > budget
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -856,15 +880,37 @@ def _load_backend(t: Table, base: Path) -> tuple[BackendConfig, BackendKind]:
 
 def _load_limits(t: Table, d: LimitsConfig) -> LimitsConfig:
     out = LimitsConfig(
-        submit_rate_per_s=t.positive("submit_rate_per_s", float, d.submit_rate_per_s),
-        status_rate_per_s=t.positive("status_rate_per_s", float, d.status_rate_per_s),
-        stop_rate_per_s=t.positive("stop_rate_per_s", float, d.stop_rate_per_s),
+        submit_rate_per_s=_rate(t, "submit_rate_per_s", d.submit_rate_per_s),
+        status_rate_per_s=_rate(t, "status_rate_per_s", d.status_rate_per_s),
+        stop_rate_per_s=_rate(t, "stop_rate_per_s", d.stop_rate_per_s),
+        service_rate_per_s=_service_rate(t, d.service_rate_per_s),
         burst=t.positive("burst", int, d.burst),
         max_in_flight=t.positive("max_in_flight", int, d.max_in_flight),
         max_active=t.positive("max_active", int, d.max_active),
     )
     t.finish()
     return out
+
+
+def _rate(t: Table, key: str, default: float) -> float:
+    """A request rate: above 0 and finite (``inf`` would make the limiter divide by zero)."""
+    value: float = t.positive(key, float, default)
+    if not math.isfinite(value):
+        t.fail(key, f"{value!r} must be a finite number of requests per second")
+    return value
+
+
+def _service_rate(t: Table, default: float | None) -> float | None:
+    """``service_rate_per_s``: a positive rate, or 0 for no service-wide budget."""
+    value = t.get("service_rate_per_s", float, default)
+    if value is None:
+        return None
+    if not (value >= 0 and math.isfinite(value)):
+        t.fail(
+            "service_rate_per_s",
+            f"{value!r} must be a rate above 0 (requests per second), or 0 for no shared budget",
+        )
+    return value or None
 
 
 def _load_retry(t: Table) -> RetryConfig:

@@ -16,10 +16,12 @@ Guarantees, and where they are kept:
   is a success (backends return the existing job's receipt).
 - *Polite.* Each endpoint class (submit, status, stop; look-ups share status) has a hard
   ceiling (the injected rate limiter, aiolimiter in production) and an adaptive rate below it
-  (:class:`~bulk.ratelimit.AdaptiveRate`). Requests in flight are capped by a
-  ``CapacityLimiter``; active jobs (accepted, not yet finished) by a semaphore. Throttling
-  answers slow the endpoint down and are retried without counting as attempts: a throttled
-  job never fails for being throttled.
+  (:class:`~bulk.ratelimit.AdaptiveRate`); a service-wide budget, when configured, adds one
+  ceiling and adaptive rate shared by all endpoints. Every HTTP request is paced, not only the
+  first of a backend call. Requests in flight are capped by a ``CapacityLimiter``; active
+  jobs (accepted, not yet finished) by a semaphore. Throttling answers slow the run down as
+  far as the evidence says and are retried without counting as attempts: a throttled job
+  never fails for being throttled.
 - *Bounded.* Retries stop after ``retry.attempts`` or ``retry.budget_s``, whichever first;
   ``Retry-After`` wins over the computed back-off.
 - *Outages are waited out.* A service that cannot be reached (nothing was sent) fails no job
@@ -44,6 +46,7 @@ Guarantees, and where they are kept:
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -76,7 +79,7 @@ from bulk.errors import (
 from bulk.journal import Journal, JournalWriter, Offload, Record, State, StoredJob
 from bulk.metrics import ENDPOINTS, OUTCOMES, Metrics
 from bulk.plan import job_name, render_context
-from bulk.ratelimit import AdaptiveRate, RateLimiter, aiolimiter_factory
+from bulk.ratelimit import AdaptiveRate, RateLimiter, aiolimiter_factory, pacing
 from bulk.retry import Backoff
 from bulk.spec import Template
 from bulk.sweep import Point
@@ -317,8 +320,19 @@ class Engine:
             "status": AdaptiveRate(limits.status_rate_per_s, clock),
             "stop": AdaptiveRate(limits.stop_rate_per_s, clock),
         }
+        # The service-wide budget, shared by every endpoint (``[limits] service_rate_per_s``).
+        # With it, throttles cut the shared rate: they say the service is over its limit,
+        # not which endpoint is (see bulk.ratelimit).
+        self._service: tuple[AdaptiveRate, RateLimiter] | None = None
+        if limits.service_rate_per_s is not None:
+            self._service = (
+                AdaptiveRate(limits.service_rate_per_s, clock),
+                self._limiter_factory(limits.service_rate_per_s, limits.burst),
+            )
+            self._rates["service"] = self._service[0]
         for endpoint, rate in self._rates.items():
             self.metrics.rate_limit.labels(endpoint=endpoint).set(rate.rate_per_s)
+        self._pace_extra = {c: functools.partial(self._pace, c) for c in self._ceilings}
         self._tracker = _Tracker(self)
 
         unclean = await self._offload(self._journal.begin_session, self._workers)
@@ -698,44 +712,59 @@ class Engine:
     async def _pace(self, endpoint: str) -> None:
         await self._rates[endpoint].acquire()
         await self._ceilings[endpoint].acquire()
+        if self._service is not None:
+            await self._service[0].acquire()
+            await self._service[1].acquire()
 
     async def _request(self, endpoint: str, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-        """One backend call: paced (look-ups as status), capped in flight, measured."""
+        """One backend call: paced (look-ups as status), capped in flight, measured.
+
+        The call's first HTTP request was paced here (submit: by the worker, before its
+        journal write); any further one waits its turn in ``pace_request`` (a Gongji status
+        reads several pages). Every answer is evidence for the adaptive rate: the service's
+        when there is a service-wide budget, else the endpoint's.
+        """
         rate_class = "status" if endpoint == "lookup" else endpoint
         if endpoint != "submit":  # submit is paced by the worker, before its journal write
             await self._pace(rate_class)
-        rate = self._rates[rate_class]
+        judged = "service" if self._service is not None else rate_class
+        rate = self._rates[judged]
         started = self._clock.now()
         outcome = "ok"
-        try:
-            await self._in_flight.acquire()
+        with pacing(self._pace_extra[rate_class]) as pacer:
             try:
-                result = await call(*args)
-            finally:
-                self._in_flight.release()
-        except BackendError as exc:
-            outcome = _outcome(exc)
-            if isinstance(exc, UnreachableError):
-                if self._unreachable_since is None:
-                    self._unreachable_since = started
-                    self.stats.unreachable = True
-            elif isinstance(exc, ThrottledError | PermanentBackendError):
-                # The service answered. (A reset or a timeout proves nothing either way.)
+                await self._in_flight.acquire()
+                try:
+                    result = await call(*args)
+                finally:
+                    self._in_flight.release()
+            except BackendError as exc:
+                outcome = _outcome(exc)
+                if isinstance(exc, UnreachableError):
+                    if self._unreachable_since is None:
+                        self._unreachable_since = started
+                        self.stats.unreachable = True
+                elif isinstance(exc, ThrottledError | PermanentBackendError):
+                    # The service answered. (A reset or a timeout proves nothing either way.)
+                    self._reached()
+                if isinstance(exc, ThrottledError):
+                    self.stats.throttled += 1
+                    self.metrics.throttled.inc()
+                    if pacer.requests > 1:  # the requests before the throttled one went through
+                        rate.succeeded(pacer.requests - 1)
+                    if rate.throttled(exc.retry_after):
+                        self.metrics.rate_limit.labels(endpoint=judged).set(rate.rate_per_s)
+                elif pacer.requests > 1:
+                    rate.succeeded(pacer.requests - 1)
+                raise
+            else:
                 self._reached()
-            if isinstance(exc, ThrottledError):
-                self.stats.throttled += 1
-                self.metrics.throttled.inc()
-                rate.throttled(exc.retry_after)
-                self.metrics.rate_limit.labels(endpoint=rate_class).set(rate.rate_per_s)
-            raise
-        else:
-            self._reached()
-            if rate.succeeded():
-                self.metrics.rate_limit.labels(endpoint=rate_class).set(rate.rate_per_s)
-            return result
-        finally:
-            self._m_requests[endpoint, outcome].inc()
-            self._m_duration[endpoint].observe(max(0.0, self._clock.now() - started))
+                if rate.succeeded(max(1, pacer.requests)):
+                    self.metrics.rate_limit.labels(endpoint=judged).set(rate.rate_per_s)
+                return result
+            finally:
+                self._m_requests[endpoint, outcome].inc()
+                self._m_duration[endpoint].observe(max(0.0, self._clock.now() - started))
 
     def _reached(self) -> None:
         """The service answered (whatever it said): any outage is over."""
@@ -975,10 +1004,11 @@ async def stop_run(
 
     Accepted jobs are stopped by their remote id; ``submitting``/``unknown`` rows are looked
     up by name first (and only stopped if found), each rendered with its own template
-    version (``templates``, as for :class:`Engine`). Rows never sent stay ``pending``. Each
-    request is retried as the engine's are: throttles as the service asks, failures within
-    ``retry.attempts``/``retry.budget_s``, and a service that cannot be reached is waited
-    for, up to ``retry.budget_s`` for the whole command.
+    version (``templates``, as for :class:`Engine`). Rows never sent stay ``pending``. Stops
+    go at the stop rate, look-ups at the status rate, both within any service-wide budget.
+    Each request is retried as the engine's are: throttles as the service asks, failures
+    within ``retry.attempts``/``retry.budget_s``, and a service that cannot be reached is
+    waited for, up to ``retry.budget_s`` for the whole command.
 
     Returns:
         How many jobs were recorded stopped, and one message per job that could not be.
@@ -991,7 +1021,14 @@ async def stop_run(
     clock = clock or AnyioClock()
     offload = offload or anyio.to_thread.run_sync
     rng = rng or random.Random()
-    limiter = limiter_factory(policy.limits.stop_rate_per_s, policy.limits.burst)
+    limits = policy.limits
+    stops = limiter_factory(limits.stop_rate_per_s, limits.burst)
+    lookups = limiter_factory(limits.status_rate_per_s, limits.burst)
+    service = (
+        limiter_factory(limits.service_rate_per_s, limits.burst)
+        if limits.service_rate_per_s is not None
+        else None
+    )
     rows = await offload(
         journal.jobs, [State.SUBMITTING, State.UNKNOWN, State.SUBMITTED, State.RUNNING]
     )
@@ -1001,16 +1038,28 @@ async def stop_run(
     unreachable_since: float | None = None
     ended: BulkError | None = None  # why the command stopped before the last row
 
-    async def patiently(call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+    async def patiently(limiter: RateLimiter, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """One request, every HTTP request of it paced (a look-up may read several pages)."""
         nonlocal unreachable_since
-        backoff = Backoff(policy.retry, started=clock.now(), rng=rng)
-        while True:
+
+        async def pace() -> None:
             await limiter.acquire()
+            if service is not None:
+                await service.acquire()
+
+        started = clock.now()
+        backoff = Backoff(policy.retry, started=started, rng=rng)
+        while True:
+            await pace()
             try:
-                result = await call(*args)
+                with pacing(pace):
+                    result = await call(*args)
             except ThrottledError as exc:
                 unreachable_since = None  # the service answered
-                await clock.sleep(exc.retry_after or 1.0)
+                wait = exc.retry_after or 1.0
+                if clock.now() + wait - started > policy.retry.budget_s:
+                    raise
+                await clock.sleep(wait)
                 continue
             except PermanentBackendError:
                 unreachable_since = None
@@ -1044,14 +1093,14 @@ async def stop_run(
                         body = row_template.render_bytes(
                             render_context(row.point, run, row.attempt)
                         )
-                        receipt = await patiently(backend.lookup, Submission(name, body))
+                        receipt = await patiently(lookups, backend.lookup, Submission(name, body))
                         if receipt is None:
                             writer.record_nowait(
                                 Record(row.index, State.PENDING, error="not on the service")
                             )
                             continue
                         remote_id = receipt.remote_id
-                    await patiently(backend.stop, Receipt(name, remote_id))
+                    await patiently(stops, backend.stop, Receipt(name, remote_id))
                 except UnreachableError as exc:
                     budget = policy.retry.budget_s
                     msg = (

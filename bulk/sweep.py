@@ -547,7 +547,7 @@ def _typed(cell: str) -> Any:
     as 0.0).
     """
     first = cell[0]
-    if first.isdigit() or first in "+-.":
+    if (first.isdigit() or first in "+-.") and cell.isascii():  # int() reads "١" as 1
         if "_" in cell or cell != cell.strip():
             return cell
         digits = cell.lstrip("+-")

@@ -98,6 +98,32 @@ class TestLoad:
             "('l', 50000000, 2.00000004e-08, 1.0)]"
         ) == ranges
 
+    def test_service_budget_defaults_per_backend_and_can_be_changed_or_off(
+        self, tmp_path: Path
+    ) -> None:
+        """Gongji shares a budget across endpoints by default; local has none; 0 turns it off."""
+        gongji = MINIMAL.replace("[job]", '[backend]\nkind = "gongji"\n[job]').replace(
+            'command = "echo {x}"', 'task_name = "{_name}"'
+        )
+
+        assert config.load(write(tmp_path, MINIMAL)).limits.service_rate_per_s is None
+        assert 10.0 == config.load(write(tmp_path, gongji)).limits.service_rate_per_s
+        more = config.load(write(tmp_path, gongji + "[limits]\nservice_rate_per_s = 40\n"))
+        assert 40.0 == more.limits.service_rate_per_s
+        off = config.load(write(tmp_path, gongji + "[limits]\nservice_rate_per_s = 0\n"))
+        assert off.limits.service_rate_per_s is None
+
+    def test_an_endpoint_rate_above_the_budget_is_pointed_out(self, tmp_path: Path) -> None:
+        """Raising one endpoint's rate past the shared budget gets a note saying what caps it."""
+        gongji = MINIMAL.replace("[job]", '[backend]\nkind = "gongji"\n[job]').replace(
+            'command = "echo {x}"', 'task_name = "{_name}"'
+        )
+        fast = config.load(write(tmp_path, gongji + "[limits]\nsubmit_rate_per_s = 50\n"))
+
+        assert [] == config.load(write(tmp_path, gongji)).limits.over_budget()
+        (note,) = fast.limits.over_budget()
+        assert note.startswith("limits.submit_rate_per_s (50/s) is above limits.service_rate")
+
     def test_limits_change_does_not_change_the_fingerprints(self, tmp_path: Path) -> None:
         """Slowing a run down must not block its resume; changing the template must."""
         base = fingerprints(config.load(write(tmp_path, MINIMAL)))

@@ -243,6 +243,7 @@ private_key_file = "{DATA / "test-key-pkcs8.pem"}"
 [limits]
 submit_rate_per_s = 500
 status_rate_per_s = 100
+service_rate_per_s = 0
 [retry]
 base_s = 0.01
 max_s = 0.2

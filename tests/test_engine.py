@@ -33,12 +33,11 @@ from bulk.errors import (
 )
 from bulk.journal import Journal, Record, State
 from bulk.plan import job_name
-from bulk.ratelimit import AdaptiveRate
 from bulk.retry import Backoff
 from bulk.runs import SentMark
 from bulk.spec import compile_template
 from bulk.sweep import Point, point_key
-from bulk.testing import ClockLimiter, FakeBackend, FakeClock
+from bulk.testing import ClockLimiter, FakeBackend
 
 RUN = "t"
 TEMPLATE = compile_template({"command": "echo {x}", "name": "{_name}"})
@@ -641,42 +640,6 @@ async def test_stop_run_stops_every_unfinished_job(journal: Journal) -> None:
     assert (2, []) == (stopped, problems)
     assert [name(0), name(1)] == backend.stopped
     assert {"stopped": 2, "pending": 2} == await inline(states, journal)
-
-
-class TestAdaptiveRate:
-    """AIMD on a FakeClock, without the engine."""
-
-    async def test_throttle_halves_and_success_restores(self) -> None:
-        """A throttle halves the rate; each throttle-free second adds a twentieth back."""
-        clock = FakeClock()
-        rate = AdaptiveRate(100.0, clock)
-
-        rate.throttled(retry_after=None)
-        rate.throttled(retry_after=None)  # same second: one decrease only
-        assert 50.0 == rate.rate_per_s
-        for second in range(1, 11):
-            await clock.advance(1.0)
-            rate.succeeded()
-            assert min(100.0, 50.0 + 5.0 * second) == rate.rate_per_s
-
-    async def test_retry_after_holds_every_request(self) -> None:
-        """After a throttle with Retry-After 3, the next request waits until t = 3."""
-        clock = FakeClock()
-        rate = AdaptiveRate(100.0, clock)
-        rate.throttled(retry_after=3.0)
-        woke: list[float] = []
-
-        async def request() -> None:
-            await rate.acquire()
-            woke.append(clock.now())
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(request)
-            await clock.advance(2.9)
-            assert [] == woke
-            await clock.advance(0.1)
-
-        assert [3.0] == woke
 
 
 class TestTemplateVersions:

@@ -28,13 +28,15 @@ whose ``data`` has the wrong shape, is transient for a read and ambiguous for a 
 Status mapping: ``job_status.status`` Complete → succeeded, Failed → failed; task ``status``
 End (or Paused) otherwise → stopped; Pending/Running → queued/running; any other value is
 non-terminal and logged once. Tracking lists the run's unfinished tasks with ``search``
-(all pages), looks for tasks that left that list among the newest ended ones, and asks
-``detail`` only for the rest.
+(all pages), looks for tasks that left that list among the newest ended ones (whichever order
+the service lists them in: see ``GongjiBackend._ended``), and asks ``detail`` only for the
+rest.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import os
 import re
@@ -64,6 +66,7 @@ from bulk.errors import (
     TransientBackendError,
     UnreachableError,
 )
+from bulk.ratelimit import pace_request
 from bulk.validate import short_repr
 
 if TYPE_CHECKING:
@@ -223,11 +226,15 @@ class GongjiKind:
     """The ``gongji`` backend kind."""
 
     name = "gongji"
-    # No rate limit is documented; a third-party guide polls no faster than every 10 s.
+    # No rate limit is documented; a third-party guide polls no faster than every 10 s. The
+    # throttle codes (C008, C009) name no endpoint, so the likely shape is one limit per token
+    # across all endpoints: a shared budget of 10 requests/s (an assumption, overridable)
+    # keeps creates, searches, details and stops together under it.
     default_limits = LimitsConfig(
         submit_rate_per_s=5.0,
         status_rate_per_s=2.0,
         stop_rate_per_s=5.0,
+        service_rate_per_s=10.0,
         burst=5,
         max_in_flight=8,
         max_active=100,
@@ -478,6 +485,7 @@ class GongjiClient:
         target = path + ("?" + urlencode(query, quote_via=quote) if query else "")
         data = body if body is not None else (orjson.dumps(payload) if payload is not None else b"")
         self.requests[path] = self.requests.get(path, 0) + 1
+        await pace_request()  # before signing: the timestamp is then taken after any wait
         response = await self._http.request(
             method,
             target,
@@ -485,6 +493,7 @@ class GongjiClient:
             headers=await self._headers(target, data if method == "POST" else b""),
             idempotent=idempotent,
             job_name=job_name,
+            paced=True,
         )
         envelope = response.json()
         code = envelope.get("code") if isinstance(envelope, dict) else None
@@ -551,11 +560,17 @@ class GongjiClient:
         await self._http.aclose()
 
 
+def _digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits (``isdigit`` alone accepts "²", which ``int`` refuses,
+    and "١", which it reads as 1)."""
+    return text.isascii() and text.isdigit()
+
+
 def _task_id(value: Any) -> int | None:
     """A task id as the API gives it (an integer, or its digits), else None."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit() and len(value) < 20:
+    if isinstance(value, str) and _digits(value) and len(value) < 20:
         return int(value)
     return None
 
@@ -647,6 +662,8 @@ class GongjiBackend:
         self._page_size = page_size
         self._names: dict[str, str] = {}  # remote id -> task_name, for search prefixes
         self._resources = _Resources()
+        self._order: str | None = None  # how search lists tasks: "newest"/"oldest" first
+        self._end_count: dict[str, int] = {}  # ended tasks per search prefix, last seen
 
     async def submit(self, submission: Submission) -> Receipt:
         body = submission.body
@@ -690,21 +707,10 @@ class GongjiBackend:
             remote_id = str(task.get("task_id"))
             if remote_id in wanted:
                 out[remote_id] = map_status(task)
-        page = 1
-        while len(out) < len(wanted) and page <= self.END_PAGES:
-            count, tasks = await self.client.search(
-                status="End", search_value=prefix, page=page, page_size=self._page_size
-            )
-            for task in tasks:
-                remote_id = str(task.get("task_id"))
-                if remote_id in wanted:
-                    out[remote_id] = map_status(task)
-            if page * self._page_size >= count:
-                break
-            page += 1
+        if len(out) < len(wanted):
+            out.update(await self._ended(wanted - out.keys(), prefix))
         for remote_id in wanted - out.keys():
-            # isdigit() alone accepts "²" and other Unicode digits, which int() refuses.
-            if not (remote_id.isascii() and remote_id.isdigit()):
+            if not _digits(remote_id):
                 continue  # not a task id of this service: never reported at all
             try:
                 out[remote_id] = map_status(await self.client.detail(int(remote_id)))
@@ -715,6 +721,67 @@ class GongjiBackend:
                 # service no longer knows is never reported missing (which would resend it).
                 _log.debug("detail %s: %s", remote_id, exc)
         return out
+
+    async def _ended(self, missing: set[str], prefix: str) -> dict[str, JobStatus]:
+        """Find tasks that left the unfinished list among the ended ones, from the newest.
+
+        The API does not say in which order ``search`` lists tasks. Task ids grow with
+        creation, so each page's ids tell: descending, newest first; ascending, oldest first
+        (then the newest are on the last page, found from ``count``); neither, unknown (the
+        first pages are read). The order seen is kept for the next call. Pages are read from
+        the newest end until every task asked for is found, or a page holds a task older
+        than all of them (none can be further on), or :attr:`END_PAGES` pages were read:
+        ``detail`` asks for the rest.
+        """
+        found: dict[str, JobStatus] = {}
+        targets = {int(r) for r in missing if _digits(r)}
+        if not targets:
+            return found
+        size = self._page_size
+        oldest = min(targets)
+        known = self._end_count.get(prefix)
+        page = -(-known // size) if self._order == "oldest" and known else 1
+        visited: set[int] = set()
+        # Pages beyond this bound (towards the old end) hold only tasks older than any wanted.
+        bound: int | None = None
+        while len(visited) < self.END_PAGES:
+            count, tasks = await self.client.search(
+                status="End", search_value=prefix, page=page, page_size=size
+            )
+            visited.add(page)
+            self._end_count[prefix] = count
+            ids: list[int] = []
+            for task in tasks:
+                remote_id = str(task.get("task_id"))
+                if _digits(remote_id):
+                    ids.append(int(remote_id))
+                if remote_id in missing:
+                    found[remote_id] = map_status(task)
+                    targets.discard(int(remote_id))
+            if not targets or not tasks:
+                break
+            order = _list_order(ids)
+            if order is not None:
+                self._order = order
+            last = max(1, -(-count // size))
+            if self._order == "newest":
+                if min(ids, default=oldest) <= oldest:
+                    bound = page if bound is None else min(bound, page)
+                candidates = [q for q in range(1, last + 1) if q not in visited]
+                candidates = [q for q in candidates if bound is None or q < bound]
+                page = min(candidates, default=0)
+            elif self._order == "oldest":
+                # Ascending: page 1 (read before the order was known) is the old end.
+                if min(ids, default=oldest) <= oldest and page != 1:
+                    bound = page if bound is None else max(bound, page)
+                candidates = [q for q in range(last, 0, -1) if q not in visited]
+                candidates = [q for q in candidates if bound is None or q > bound]
+                page = max(candidates, default=0)
+            else:  # no order to go by: the first pages, as the newest may be anywhere
+                page = page + 1 if page < last else 0
+            if not page:
+                break
+        return found
 
     async def stop(self, job: Receipt) -> None:
         try:
@@ -837,6 +904,17 @@ def _task_name(submission: Submission) -> str:
         msg = "the job body has no task_name"
         raise PermanentBackendError(msg, job_name=submission.name)
     return name
+
+
+def _list_order(ids: Sequence[int]) -> str | None:
+    """``newest`` if the ids go down, ``oldest`` if they go up, else None (unknown)."""
+    if len(set(ids)) < 2:
+        return None
+    if all(a > b for a, b in itertools.pairwise(ids)):
+        return "newest"
+    if all(a < b for a, b in itertools.pairwise(ids)):
+        return "oldest"
+    return None
 
 
 def _common_prefix(names: Iterable[str | None]) -> str:

@@ -67,6 +67,7 @@ from bulk.errors import (
     TransientBackendError,
     UnreachableError,
 )
+from bulk.ratelimit import pace_request
 
 __all__ = [
     "EXCERPT_LIMIT",
@@ -373,6 +374,7 @@ class HttpClient:
         idempotent: bool,
         expect: tuple[int, ...] = (200,),
         job_name: str | None = None,
+        paced: bool = False,
     ) -> Response:
         """Send one request; return it if its status is in ``expect``, else raise.
 
@@ -382,7 +384,11 @@ class HttpClient:
             target: the path and query, percent-encoded, exactly as it goes on the wire.
             body: the exact bytes to send (signed bytes must be the sent bytes).
             idempotent: whether sending it twice is harmless (decides ambiguous vs transient).
+            paced: the caller awaited :func:`bulk.ratelimit.pace_request` already (to sign
+                after the wait, with a fresh timestamp).
         """
+        if not paced:  # inside an engine call, every request after the first waits its turn
+            await pace_request()
         session = self._get_session()
         send_headers = dict(headers or {})
         if body is not None:

@@ -18,16 +18,20 @@ Faithful to ``shared/api/gongji.md`` where it is known, and explicit where it gu
   Stop: Pending/Running → End with ``job_status.status`` "Manual" (a guess); stopping an
   ended task answers C010 (or success with ``stop_ended_ok``).
 - **search**: comma-separated ``status`` (default: all but End), ``search_value`` substring of
-  ``task_name``, ``page``/``page_size``, newest task first, ``count`` = all matches.
+  ``task_name``, ``page``/``page_size``, ``count`` = all matches; newest task first, or oldest
+  first with ``list_order = "oldest"`` (the API does not document its order).
 - **Faults** (seeded): ``throttle_rate`` answers code C008; ``http_429_rate`` answers HTTP 429
   with ``Retry-After``; ``error_rate`` a 502; ``reset_rate`` drops the connection;
   ``commit_fail_rate`` creates the task, then answers 500 or drops the connection;
-  ``latency_s`` delays every answer; ``rate_limit_per_s`` is a per-token bucket (HTTP 429);
-  ``echo_rate`` echoes the request's headers (token, ``sign_str``) and body back, half the
-  time as an HTTP 500 page and half as a C999 envelope whose message holds them (nothing is
-  created either way), as a careless service or proxy would.
+  ``latency_s`` delays every answer; ``rate_limit_per_s`` is one bucket per token shared by
+  every endpoint (HTTP 429 beyond it); ``echo_rate`` echoes the request's headers (token,
+  ``sign_str``) and body back, half the time as an HTTP 500 page and half as a C999 envelope
+  whose message holds them (nothing is created either way), as a careless service or proxy
+  would.
 - ``GET /_sim/ledger``: ``{"creates": {task_name: count}, "requests": {path: count},
-  "echoed", "first_create", "last_create"}``.
+  "echoed", "first_create", "last_create", "busiest_second", "throttled",
+  "served_per_s_while_creating"}`` (the most API requests in any 1 s; requests answered with a
+  throttle; requests served a second between the first create and the last).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import binascii
 import hashlib
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -73,6 +78,7 @@ class SimConfig:
     latency_s: float = 0.0
     rate_limit_per_s: float | None = None
     echo_rate: float = 0.0
+    list_order: str = "newest"  # search results: "newest" task first, or "oldest" first
     seed: int = 0
 
 
@@ -154,6 +160,9 @@ class GongjiSim:
     requests: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
     buckets: dict[str, TokenBucket] = field(default_factory=dict)  # per token
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))  # API requests
+    throttled: int = 0  # requests answered with a throttle (HTTP 429 or C008)
+    served: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))  # not those
     next_id: int = 10_000
     echoed: int = 0  # answers that echoed the request
     first_create: float | None = None  # monotonic times of the first and last create
@@ -174,8 +183,25 @@ class GongjiSim:
             key = loaded
         self.tokens[token] = key
 
+    def served_per_s_while_creating(self) -> float | None:
+        """API requests served (not throttled) per second from the first create to the last."""
+        first, last = self.first_create, self.last_create
+        if first is None or last is None or last <= first:
+            return None
+        return sum(1 for at in self.served if first <= at <= last) / (last - first)
+
+    def busiest_second(self) -> int:
+        """The most API requests received in any one-second window."""
+        times, most, first = list(self.times), 0, 0
+        for last, at in enumerate(times):
+            while at - times[first] >= 1.0:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
+
     def over_limit(self, token: str) -> bool:
-        """Whether this request is beyond the token's rate limit (if one is set)."""
+        """Whether this request is beyond the token's rate limit (if one is set): one bucket
+        per token, whatever the endpoint (the throttle codes name none)."""
         limit = self.config.rate_limit_per_s
         if not limit:
             return False
@@ -328,6 +354,7 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
             return await handler(request)  # type: ignore[no-any-return]
         cfg = sim.config
         sim.requests[request.path] = sim.requests.get(request.path, 0) + 1
+        sim.times.append(time.monotonic())
         if cfg.latency_s:
             await asyncio.sleep(cfg.latency_s)
         raw = await request.read()
@@ -336,13 +363,16 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
         if problem is not None:
             return _envelope(code=problem[0], message=problem[1])
         if sim.over_limit(token) or sim.roll(cfg.http_429_rate):
+            sim.throttled += 1
             return web.Response(
                 status=429,
                 text="too many requests",
                 headers={"Retry-After": f"{cfg.retry_after_s:g}"},
             )
         if sim.roll(cfg.throttle_rate):
+            sim.throttled += 1
             return _envelope(code="C008", message="请求过于频繁")
+        sim.served.append(time.monotonic())
         if sim.roll(cfg.error_rate):
             return web.Response(status=502, text="bad gateway")
         if sim.roll(cfg.reset_rate):
@@ -399,6 +429,8 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
             return _envelope(code="C999", message="任务不存在")
         return _envelope(sim.view(task))
 
+    newest = sim.config.list_order == "newest"
+
     async def search(request: web.Request) -> web.StreamResponse:
         q = request.query
         statuses = set(filter(None, q.get("status", "Pending,Running,Paused").split(",")))
@@ -408,9 +440,10 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
             size = max(1, min(1000, int(q.get("page_size", "10"))))
         except ValueError:
             return _envelope(code="C999", message="分页参数错误")
+        tasks = sim.tasks.values()
         views = [
             v
-            for v in (sim.view(t) for t in reversed(sim.tasks.values()))
+            for v in (sim.view(t) for t in (reversed(tasks) if newest else tasks))
             if v["status"] in statuses and value in str(v["task_name"])
         ]
         return _envelope({"count": len(views), "results": views[(page - 1) * size : page * size]})
@@ -439,6 +472,9 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
                     "echoed": sim.echoed,
                     "first_create": sim.first_create,
                     "last_create": sim.last_create,
+                    "busiest_second": sim.busiest_second(),
+                    "throttled": sim.throttled,
+                    "served_per_s_while_creating": sim.served_per_s_while_creating(),
                 }
             ),
             content_type="application/json",

@@ -6,6 +6,7 @@ import base64
 import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anyio
@@ -420,6 +421,154 @@ async def test_throttling_never_fails_a_job(tmp_path: Path) -> None:
     assert (150, 0) == (stats.succeeded, stats.failed)
     assert stats.throttled > 0
     assert {1} == set(sim.creates.values())
+
+
+class TestServiceBudget:
+    """Gongji's likely limit is one per token across endpoints; bulk keeps under a shared one."""
+
+    async def test_the_simulator_limits_a_token_across_endpoints(self) -> None:
+        """At 1 request/s per token, a create spends the second for search too; another
+        token has its own budget."""
+        sim = GongjiSim(SimConfig(rate_limit_per_s=1))
+        sim.add_token("one", None)
+        sim.add_token("two", None)
+        server = TestServer(make_app(sim), host="127.0.0.1")
+        await server.start_server()
+        url = str(server.make_url("")).rstrip("/")
+        one, two = backend_for(url, token="one"), backend_for(url, token="two")
+
+        await one.submit(Submission("a", body_for("budget-a")))
+        with pytest.raises(ThrottledError):
+            await one.client.search(status="Running", search_value="", page=1, page_size=10)
+        await two.client.search(status="Running", search_value="", page=1, page_size=10)
+        for backend in (one, two):
+            await backend.aclose()
+        await server.close()
+
+    async def test_a_run_never_exceeds_the_shared_budget(self, tmp_path: Path) -> None:
+        """Creates, paged searches and details together stay within 30/s (+ burst) in every
+        second, although each endpoint alone may use all of it."""
+        sim = GongjiSim(SimConfig(pending_s=0.0, run_s=0.3, seed=2))
+        sim.add_token("simple-token", None)
+        server = TestServer(make_app(sim), host="127.0.0.1")
+        await server.start_server()
+        backend = backend_for(str(server.make_url("")).rstrip("/"), token="simple-token")
+        journal = await anyio.to_thread.run_sync(make_journal, tmp_path / "j.sqlite", 60)
+        engine = Engine(
+            backend,
+            journal,
+            template=compile_template(orjson.loads(body_for("{_name}"))),
+            run="gj",
+            policy=Policy(
+                LimitsConfig(
+                    submit_rate_per_s=30,
+                    status_rate_per_s=30,
+                    service_rate_per_s=30,
+                    burst=3,
+                    max_in_flight=8,
+                    max_active=1000,
+                ),
+                RetryConfig(attempts=3, budget_s=60, base_s=0.05, max_s=0.2),
+                TrackConfig(first_s=0.2, factor=1.5, max_s=0.5, batch=100),
+            ),
+        )
+
+        stats = await engine.run()
+        await backend.aclose()
+        await server.close()
+
+        assert (60, 0) == (stats.succeeded, stats.failed)
+        assert sim.requests["/api/task/job/search"] > stats.status_requests  # several pages
+        # Arrivals at the service can bunch a little (loop and network delays): the exact
+        # bound is checked on virtual time in tests/test_ratelimit.py.
+        assert sim.busiest_second() <= 30 + 3 + 3
+
+
+@pytest.mark.parametrize(
+    ("order", "first_pages", "then_pages"),
+    [
+        pytest.param("newest", [1], [1], id="newest"),
+        pytest.param("oldest", [1, 15], [15], id="oldest"),
+    ],
+)
+async def test_ended_tasks_are_found_from_the_newest_end(
+    order: str, first_pages: list[int], then_pages: list[int]
+) -> None:
+    """300 ended tasks, 20 a page: the 10 newest are found on the newest page, wherever
+    the list puts it; the order learnt once, later calls read that page alone. No detail."""
+    sim = GongjiSim(SimConfig(pending_s=0.0, list_order=order))
+    sim.add_token("simple-token", None)
+    server = TestServer(make_app(sim), host="127.0.0.1")
+    await server.start_server()
+    client = GongjiClient(
+        GongjiOptions(url=str(server.make_url("")).rstrip("/")), token="simple-token", signer=None
+    )
+    backend = GongjiBackend(client, page_size=20)
+    names = [f"trk-{i % 10}{i:03}" for i in range(300)]  # like hashes: prefix "trk-" only
+    receipts = [await backend.submit(Submission(n, body_for(n, run_s=0))) for n in names]
+    pages: list[int] = []
+    search = client.search
+
+    async def counted(**query: Any) -> tuple[int, list[dict[str, Any]]]:
+        if query["status"] == "End":
+            pages.append(query["page"])
+        return await search(**query)
+
+    client.search = counted  # type: ignore[method-assign]
+
+    first = await backend.status(receipts[-10:])
+    read_first, pages[:] = list(pages), []
+    then = await backend.status(receipts[-20:-10])
+    await backend.aclose()
+    await server.close()
+
+    assert {Phase.SUCCEEDED} == {s.phase for s in [*first.values(), *then.values()]}
+    assert (10, 10) == (len(first), len(then))
+    assert first_pages == read_first
+    assert then_pages == pages
+    assert 0 == sim.requests.get("/api/task/job/detail", 0)
+
+
+@pytest.mark.parametrize("order", ["newest", "oldest"])
+async def test_tracking_costs_little_whatever_the_list_order(order: str, tmp_path: Path) -> None:
+    """400 jobs, 100 at a time, listed newest or oldest first: at most 0.2 status requests
+    (search pages and details) per finished job either way."""
+    sim = GongjiSim(SimConfig(pending_s=0.0, run_s=0.3, list_order=order, seed=4))
+    sim.add_token("simple-token", None)
+    server = TestServer(make_app(sim), host="127.0.0.1")
+    await server.start_server()
+    client = GongjiClient(
+        GongjiOptions(url=str(server.make_url("")).rstrip("/")), token="simple-token", signer=None
+    )
+    backend = GongjiBackend(client, page_size=50)
+    journal = await anyio.to_thread.run_sync(make_journal, tmp_path / "j.sqlite", 400)
+    engine = Engine(
+        backend,
+        journal,
+        template=compile_template(orjson.loads(body_for("{_name}"))),
+        run="gj",
+        policy=Policy(
+            LimitsConfig(
+                submit_rate_per_s=2000,
+                status_rate_per_s=200,
+                burst=50,
+                max_in_flight=16,
+                max_active=100,
+            ),
+            RetryConfig(attempts=3, budget_s=60, base_s=0.05, max_s=0.2),
+            TrackConfig(first_s=0.6, factor=1.5, max_s=1.0, batch=1000),
+        ),
+    )
+
+    stats = await engine.run()
+    await backend.aclose()
+    await server.close()
+
+    status = sim.requests.get("/api/task/job/search", 0) + sim.requests.get(
+        "/api/task/job/detail", 0
+    )
+    assert 400 == stats.succeeded
+    assert status / 400 <= 0.2, sim.requests
 
 
 def test_template_must_name_every_row_and_attempt() -> None:
