@@ -25,9 +25,10 @@ every request, which makes each one after the first wait its turn too (:func:`pa
   an endpoint short of demand say nothing of a limit). That measure is low when every worker
   was waiting out a Retry-After at once, so the estimate of the limit falls by 5 % at a time;
 - a cut is a question to the service. A real limit throttles less once the rate is below
-  it; throttles that come at random, whatever the rate, do not. Each answer after a cut adds
-  its log-likelihood ratio between the two (Wald's sequential test) until the odds are 19:1
-  either way. A limit: the cut stands. Random: one more cut to what the service took since
+  it; throttles that come at random, whatever the rate, do not (their share stays what it
+  was: the recent share, if the window that set the cut off was a spike). Each answer after
+  a cut adds its log-likelihood ratio between the two (Wald's sequential test) until the
+  odds are 19:1 either way. A limit: the cut stands. Random: one more cut to what the service took since
   (a limit's first window is swollen by its burst allowance) and the same question; if the
   answer is random again, the rate goes straight back to where it was before the cuts, and
   that share becomes the background, the throttles expected at any rate (then a slow average
@@ -305,9 +306,10 @@ class AdaptiveRate:
 class _Probe:
     """A cut under test: the evidence, as log-odds, that throttles came at random.
 
-    Two hypotheses for the share of throttles after the cut: unchanged (random throttles,
-    ``first_share``), or the background plus a quarter of the excess at most (a real limit
-    the cut went below). Each answer adds its log-likelihood ratio (Wald's sequential test).
+    Two hypotheses for the share of throttles after the cut: unchanged (random throttles:
+    ``expected``, the share before the cut, from recent windows if the last one was a spike),
+    or the background plus a quarter of the excess (a real limit the cut went below). Each
+    answer adds its log-likelihood ratio (Wald's sequential test).
     """
 
     __slots__ = (
