@@ -22,8 +22,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -394,6 +396,7 @@ def main() -> None:
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     folder = Path(tempfile.mkdtemp(prefix="bulk-gongji-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # keys, configs, journals
     private, public = keys(folder)
 
     if "signing" in sections:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import bisect
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +45,7 @@ def create_rate(url: str) -> float:
 
 def bulk_run(url: str, jobs: int) -> tuple[float, float]:
     folder = Path(tempfile.mkdtemp(prefix="bulk-submit-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # keys, configs, journals
     config = folder / "run.toml"
     config.write_text(
         textwrap.dedent(
