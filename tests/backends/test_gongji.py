@@ -347,6 +347,21 @@ def make_journal(path: Path, n: int) -> Journal:
     return journal
 
 
+def engine_for(
+    backend: GongjiBackend,
+    journal: Journal,
+    limits: LimitsConfig,
+    retry: RetryConfig,
+    track: TrackConfig,
+    **kw: Any,
+) -> Engine:
+    """An engine for run "gj" sending the documented create body (task_name = {_name})."""
+    template = compile_template(orjson.loads(body_for("{_name}")))
+    return Engine(
+        backend, journal, template=template, run="gj", policy=Policy(limits, retry, track), **kw
+    )
+
+
 async def test_exactly_once_under_commit_then_fail_and_5xx(tmp_path: Path) -> None:
     """1,000 rows, 20 % commit-then-fail and 10 % 5xx: one create per task name."""
     sim = GongjiSim(
@@ -358,24 +373,19 @@ async def test_exactly_once_under_commit_then_fail_and_5xx(tmp_path: Path) -> No
     backend = backend_for(str(server.make_url("")).rstrip("/"), signer=Signer(PKCS1))
     backend._page_size = 500
     journal = await anyio.to_thread.run_sync(make_journal, tmp_path / "j.sqlite", 1000)
-    template = compile_template(orjson.loads(body_for("{_name}")))
-    engine = Engine(
+    engine = engine_for(
         backend,
         journal,
-        template=template,
-        run="gj",
-        rng=random.Random(3),
-        policy=Policy(
-            LimitsConfig(
-                submit_rate_per_s=2000,
-                status_rate_per_s=200,
-                burst=50,
-                max_in_flight=16,
-                max_active=1000,
-            ),
-            RetryConfig(attempts=30, budget_s=120, base_s=0.01, max_s=0.1),
-            TrackConfig(first_s=0.2, factor=1.5, max_s=0.5, batch=1000),
+        LimitsConfig(
+            submit_rate_per_s=2000,
+            status_rate_per_s=200,
+            burst=50,
+            max_in_flight=16,
+            max_active=1000,
         ),
+        RetryConfig(attempts=30, budget_s=120, base_s=0.01, max_s=0.1),
+        TrackConfig(first_s=0.2, factor=1.5, max_s=0.5, batch=1000),
+        rng=random.Random(3),
     )
 
     stats = await engine.run()
@@ -396,22 +406,18 @@ async def test_throttling_never_fails_a_job(tmp_path: Path) -> None:
     await server.start_server()
     backend = backend_for(str(server.make_url("")).rstrip("/"), token="simple-token")
     journal = await anyio.to_thread.run_sync(make_journal, tmp_path / "j.sqlite", 150)
-    engine = Engine(
+    engine = engine_for(
         backend,
         journal,
-        template=compile_template(orjson.loads(body_for("{_name}"))),
-        run="gj",
-        policy=Policy(
-            LimitsConfig(
-                submit_rate_per_s=400,
-                status_rate_per_s=50,
-                burst=10,
-                max_in_flight=8,
-                max_active=1000,
-            ),
-            RetryConfig(attempts=2, budget_s=60, base_s=0.05, max_s=0.2),
-            TrackConfig(first_s=0.2, factor=1.5, max_s=0.5),
+        LimitsConfig(
+            submit_rate_per_s=400,
+            status_rate_per_s=50,
+            burst=10,
+            max_in_flight=8,
+            max_active=1000,
         ),
+        RetryConfig(attempts=2, budget_s=60, base_s=0.05, max_s=0.2),
+        TrackConfig(first_s=0.2, factor=1.5, max_s=0.5),
     )
 
     stats = await engine.run()
@@ -454,23 +460,19 @@ class TestServiceBudget:
         await server.start_server()
         backend = backend_for(str(server.make_url("")).rstrip("/"), token="simple-token")
         journal = await anyio.to_thread.run_sync(make_journal, tmp_path / "j.sqlite", 60)
-        engine = Engine(
+        engine = engine_for(
             backend,
             journal,
-            template=compile_template(orjson.loads(body_for("{_name}"))),
-            run="gj",
-            policy=Policy(
-                LimitsConfig(
-                    submit_rate_per_s=30,
-                    status_rate_per_s=30,
-                    service_rate_per_s=30,
-                    burst=3,
-                    max_in_flight=8,
-                    max_active=1000,
-                ),
-                RetryConfig(attempts=3, budget_s=60, base_s=0.05, max_s=0.2),
-                TrackConfig(first_s=0.2, factor=1.5, max_s=0.5, batch=100),
+            LimitsConfig(
+                submit_rate_per_s=30,
+                status_rate_per_s=30,
+                service_rate_per_s=30,
+                burst=3,
+                max_in_flight=8,
+                max_active=1000,
             ),
+            RetryConfig(attempts=3, budget_s=60, base_s=0.05, max_s=0.2),
+            TrackConfig(first_s=0.2, factor=1.5, max_s=0.5, batch=100),
         )
 
         stats = await engine.run()
@@ -542,22 +544,18 @@ async def test_tracking_costs_little_whatever_the_list_order(order: str, tmp_pat
     )
     backend = GongjiBackend(client, page_size=50)
     journal = await anyio.to_thread.run_sync(make_journal, tmp_path / "j.sqlite", 400)
-    engine = Engine(
+    engine = engine_for(
         backend,
         journal,
-        template=compile_template(orjson.loads(body_for("{_name}"))),
-        run="gj",
-        policy=Policy(
-            LimitsConfig(
-                submit_rate_per_s=2000,
-                status_rate_per_s=200,
-                burst=50,
-                max_in_flight=16,
-                max_active=100,
-            ),
-            RetryConfig(attempts=3, budget_s=60, base_s=0.05, max_s=0.2),
-            TrackConfig(first_s=0.6, factor=1.5, max_s=1.0, batch=1000),
+        LimitsConfig(
+            submit_rate_per_s=2000,
+            status_rate_per_s=200,
+            burst=50,
+            max_in_flight=16,
+            max_active=100,
         ),
+        RetryConfig(attempts=3, budget_s=60, base_s=0.05, max_s=0.2),
+        TrackConfig(first_s=0.6, factor=1.5, max_s=1.0, batch=1000),
     )
 
     stats = await engine.run()
