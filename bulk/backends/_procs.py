@@ -31,6 +31,7 @@ import ctypes
 import os
 import signal
 import threading
+import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ __all__ = [
 RUN_VAR = "BULK_RUN_DIR"
 JOB_VAR = "BULK_JOB"
 _MAX_TREE = 100_000  # a bound on any walk: a fork bomb must not hang bulk
+_SETTLE_ROUNDS = 100  # 1 ms reads of an environment that is empty mid-exec
 
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
@@ -111,12 +113,24 @@ def stat(pid: int) -> Proc | None:
         return None
 
 
-def _environ(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return b"\0" + f.read()
-    except OSError:
-        return b""  # gone, or not ours to read
+def _environ(pid: int, *, settle: bool = False) -> bytes:
+    """The environment of ``pid`` (NUL-separated, with a leading NUL), or b"" if unreadable.
+
+    While a process is in the middle of ``exec`` its environment reads empty for a moment.
+    ``settle`` (for our own children, which cannot be recycled under us) reads again for up
+    to :data:`_SETTLE_ROUNDS` milliseconds until it is not: an orphan that is exec'ing
+    just as its job's leader exits (``setsid prog &``) would otherwise go unrecognised.
+    """
+    for _ in range(_SETTLE_ROUNDS if settle else 1):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            return b""  # gone, or not ours to read
+        if env or not settle:
+            return b"\0" + env
+        time.sleep(0.001)
+    return b"\0"
 
 
 def _thread_children(pid: int, tid: int | str) -> list[int]:
@@ -185,9 +199,10 @@ class Trees:
         self._owners: dict[int, str] = {}  # our orphans (children of ours) -> their job
         self._lock = threading.Lock()  # sweeps run in worker threads, maybe two at once
 
-    def job_of(self, pid: int) -> str | None:
-        """The job named in the environment of ``pid``, if it is one of this run's."""
-        env = _environ(pid)
+    def job_of(self, pid: int, *, settle: bool = False) -> str | None:
+        """The job named in the environment of ``pid``, if it is one of this run's
+        (``settle``: see :func:`_environ`)."""
+        env = _environ(pid, settle=settle)
         if self._run_mark not in env:
             return None
         start = env.find(self._job_prefix)
@@ -249,7 +264,7 @@ class Trees:
                 continue
             owner = self._owners.get(pid) if self._subreaper else None
             if owner is None:
-                owner = self.job_of(pid)
+                owner = self.job_of(pid, settle=self._subreaper)
             if owner is None and self._subreaper and proc.session != pid:
                 # A cleared environment: the job's session or group still tells. (Only for
                 # our own children: elsewhere a session id may belong to a recycled pid.
