@@ -31,12 +31,12 @@ from pathlib import Path
 import anyio
 
 from benchmarks._util import WORK, print_table
+from bulk._engine import Engine
+from bulk._journal import Journal, JournalWriter, Record, State
+from bulk._naming import Point, point_key
+from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
+from bulk._template import compile_template
 from bulk.backends.base import JobStatus, Phase, Receipt, Submission
-from bulk.config import LimitsConfig, RetryConfig, TrackConfig
-from bulk.engine import Engine, Policy
-from bulk.journal import Journal, JournalWriter, Record, State
-from bulk.spec import compile_template
-from bulk.sweep import Point, point_key
 
 
 class NoopBackend:
@@ -184,8 +184,8 @@ def bench_resume(rows: int = 1_000_000) -> list[list[object]]:
                 f.write(f"{i},point-{i}\n")
     journal_path = folder / ".bulk" / "resume" / "journal.sqlite"
     if not journal_path.exists():
-        from bulk import config as config_module
-        from bulk import runs
+        import bulk._config as config_module
+        import bulk._runs as runs
 
         cfg = config_module.load(config)
         journal, _ = runs.open_run(cfg)
@@ -227,9 +227,9 @@ def bench_resume(rows: int = 1_000_000) -> list[list[object]]:
 def bench_lost(rows: int = 1_000_000, creates: int = 10) -> list[list[object]]:
     import json
 
+    import bulk._config as config_module
+    import bulk._runs as runs
     from benchmarks.bench_gongji import keys, ledger, start_sim
-    from bulk import config as config_module
-    from bulk import runs
 
     folder = WORK / "lost"
     folder.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import anyio
 
 from benchmarks._util import print_table, run_child
-from bulk.ratelimit import aiolimiter_factory
+from bulk._ratelimit import aiolimiter_factory
 from bulk.testing import simulator
 
 CONCURRENCY = 32

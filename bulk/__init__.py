@@ -10,8 +10,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from bulk._config import Config, load
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
-from bulk.config import Config, load
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from bulk.cli import main
+from bulk._cli import main
 
 sys.exit(main())

@@ -43,7 +43,7 @@ __all__ = [
 
 # Longest message a BackendError keeps. Messages quote what the service said (each backend
 # cuts a quote to a few hundred characters where it builds the message, see
-# bulk.backends.http.excerpt); this is the backstop, so that nothing a service sends can make
+# bulk.backends._http.excerpt); this is the backstop, so that nothing a service sends can make
 # a journal row, a log line or a terminal screen arbitrarily long.
 _MESSAGE_LIMIT = 1000
 

@@ -5,8 +5,8 @@
   times each name was accepted, which is what exactly-once tests check. Setting ``down``
   makes it unreachable (every request raises ``UnreachableError``) until it is cleared.
 - :class:`FakeClock`: virtual time, advanced by the test.
-- :class:`ClockLimiter`: a leaky-bucket :class:`~bulk.ratelimit.RateLimiter` on any
-  :class:`~bulk.clock.Clock`, so rate limits run on virtual time too.
+- :class:`ClockLimiter`: a leaky-bucket :class:`~bulk._ratelimit.RateLimiter` on any
+  :class:`~bulk._clock.Clock`, so rate limits run on virtual time too.
 - :func:`simulator`: ``bulk sim KIND`` in a subprocess on an OS-chosen port, for tests and
   benchmarks that need a service outside their own process (so it outlives a killed bulk).
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from bulk._clock import Clock
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
-from bulk.clock import Clock
 from bulk.errors import PermanentBackendError, UnreachableError
 
 __all__ = ["Call", "ClockLimiter", "FakeBackend", "FakeClock", "Handler", "simulator"]
@@ -241,7 +241,7 @@ class ClockLimiter:
 
     @classmethod
     def factory(cls, clock: Clock) -> Callable[[float, int], ClockLimiter]:
-        """A limiter factory for :class:`~bulk.engine.Engine` that runs on ``clock``."""
+        """A limiter factory for :class:`~bulk._engine.Engine` that runs on ``clock``."""
         return lambda rate, burst: cls(rate, burst, clock)
 
 

@@ -37,7 +37,7 @@ def bounded_bulk() -> Callable[..., subprocess.CompletedProcess[str]]:
     """
 
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        return run_bounded("from bulk.cli import main\nsys.exit(main(sys.argv[1:]))\n", args, cwd)
+        return run_bounded("from bulk._cli import main\nsys.exit(main(sys.argv[1:]))\n", args, cwd)
 
     return run
 

@@ -18,9 +18,10 @@ from typing import NoReturn
 import anyio
 import pytest
 
-from bulk import config, runs
-from bulk.cli import _run_async, main
-from bulk.journal import Record, State
+import bulk._config as config
+import bulk._runs as runs
+from bulk._cli._main import _run_async, main
+from bulk._journal import Record, State
 
 BULK = [sys.executable, "-m", "bulk"]
 ROWS = 4000  # enough output (well over a pipe's 64 KiB) that a closed pipe must be met
@@ -243,7 +244,7 @@ class TestClosedStderr:
 
 
 def journal_counts(cfg_path: Path) -> dict[str, int]:
-    from bulk.journal import Journal
+    from bulk._journal import Journal
 
     with Journal.open(cfg_path.parent / ".bulk" / "edges" / "journal.sqlite") as journal:
         return journal.counts()

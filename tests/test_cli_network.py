@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bulk.cli import main
-from bulk.journal import Journal, Record, State
+from bulk._cli import main
+from bulk._journal import Journal, Record, State
 from bulk.testing import simulator
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,7 @@ def test_an_echoing_service_leaks_no_secret(kind: str, tmp_path: Path) -> None:
         sim_args += ["--run-s", "0.05"]
         backend = f'private_key_file = "{DATA / "test-key-pkcs1.pem"}"\n'
         job = 'template_file = "job.json"'
-        from bulk.sim.gongji import sample_body
+        from bulk._sim.gongji import sample_body
 
         (tmp_path / "job.json").write_bytes(sample_body("{_name}"))
         env = {"GONGJI_TOKEN": TOKEN + "\n"}  # as `echo $TOKEN > file` leaves it

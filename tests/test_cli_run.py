@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bulk.cli import _parser, main
-from bulk.journal import Journal, RunLock, State
+from bulk._cli._main import _parser, main
+from bulk._journal import Journal, RunLock, State
 
 
 def write_config(folder: Path, *, command: str, extra: str = "", rows: int = 6) -> Path:
@@ -96,8 +96,8 @@ class TestRun:
         assert 0 == main(["status", str(config)])
         out = capsys.readouterr().out
 
-        from bulk.config import load
-        from bulk.journal import Journal, State
+        from bulk._config import load
+        from bulk._journal import Journal, State
 
         cfg = load(config)
         with Journal.open(cfg.journal_path) as journal:
@@ -301,7 +301,8 @@ def test_journal_of_schema_1_is_upgraded_and_resumed(
     """A journal from before template versions resumes; its template's text is then kept."""
     import sqlite3
 
-    from bulk import config, runs
+    import bulk._config as config
+    import bulk._runs as runs
 
     cfg = config.load(squares)
     runs.open_run(cfg)[0].close()
@@ -333,6 +334,6 @@ def test_journal_of_schema_1_is_upgraded_and_resumed(
 )
 def test_interrupted_advice_repeats_the_command(argv: list[str], flags: list[str]) -> None:
     """ "Run the same command again" names that command: never --restart, retry's own flags."""
-    from bulk.cli import _resume_flags
+    from bulk._cli._main import _resume_flags
 
     assert flags == _resume_flags(_parser().parse_args(argv))

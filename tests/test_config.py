@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from bulk import config
+import bulk._config as config
+from bulk._runs import fingerprints
 from bulk.errors import ConfigError
-from bulk.runs import fingerprints
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -78,7 +78,7 @@ class TestLoad:
         )
         code = (
             "import resource, time\n"
-            "from bulk import config\n"
+            "import bulk._config as config\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "start = time.perf_counter()\n"
             "cfg = config.load('run.toml')\n"

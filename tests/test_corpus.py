@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bulk.cli import main
+from bulk._cli import main
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())

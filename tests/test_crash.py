@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bulk.journal import Journal
+from bulk._journal import Journal
 from bulk.testing import simulator
 
 pytestmark = pytest.mark.slow

@@ -20,10 +20,15 @@ import orjson
 import pytest
 import trio.testing
 
+from bulk._clock import AnyioClock
+from bulk._engine import INTERRUPTED, Engine, stop_run
+from bulk._journal import Journal, Record, State
+from bulk._naming import Point, job_name, point_key
+from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
+from bulk._retry import Backoff
+from bulk._runs import SentMark
+from bulk._template import compile_template
 from bulk.backends.base import Phase, Submission
-from bulk.clock import AnyioClock
-from bulk.config import LimitsConfig, RetryConfig, TrackConfig
-from bulk.engine import INTERRUPTED, Engine, Policy, stop_run
 from bulk.errors import (
     AmbiguousBackendError,
     OutageError,
@@ -31,12 +36,6 @@ from bulk.errors import (
     ThrottledError,
     TransientBackendError,
 )
-from bulk.journal import Journal, Record, State
-from bulk.plan import job_name
-from bulk.retry import Backoff
-from bulk.runs import SentMark
-from bulk.spec import compile_template
-from bulk.sweep import Point, point_key
 from bulk.testing import ClockLimiter, FakeBackend
 
 RUN = "t"
@@ -664,7 +663,7 @@ class TestTemplateVersions:
             return await super().submit(submission)
 
     def body(self, template: Any, i: int, attempt: int = 1) -> bytes:
-        from bulk.plan import render_context
+        from bulk._naming import render_context
 
         point = Point(i, point_key({"x": i}), f"s.csv:{i + 2}", {"x": i})
         rendered: bytes = template.render_bytes(render_context(point, RUN, attempt))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bulk.cli import main
+from bulk._cli import main
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 EXAMPLES = sorted(CONFIGS.glob("*.toml"))

@@ -8,9 +8,9 @@ from typing import Any
 import anyio
 import pytest
 
+from bulk._journal import Journal, JournalWriter, Record, RunLock, State
+from bulk._naming import Point, point_key
 from bulk.errors import JournalError, RunLockedError
-from bulk.journal import Journal, JournalWriter, Record, RunLock, State
-from bulk.sweep import Point, point_key
 
 
 def make_points(values: list[int]) -> list[Point]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bulk.metrics import Metrics
+from bulk._metrics import Metrics
 
 
 def test_contract_names_are_exported() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from bulk import plan
-from bulk.cli import main
-from bulk.validate import Problem, short_repr
+import bulk._plan._check as plan
+from bulk._cli import main
+from bulk._problems import Problem, short_repr
 
 
 def write(folder: Path, config: str, rows: list[dict[str, Any]] | None = None) -> Path:

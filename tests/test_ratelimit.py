@@ -19,16 +19,15 @@ import anyio
 import pytest
 import trio.testing
 
+from bulk._clock import AnyioClock
+from bulk._engine import Engine, stop_run
+from bulk._journal import Journal, Record, State
+from bulk._naming import Point, job_name, point_key
+from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
+from bulk._ratelimit import AdaptiveRate, pace_request
+from bulk._template import compile_template
 from bulk.backends.base import JobStatus, Receipt, Submission
-from bulk.clock import AnyioClock
-from bulk.config import LimitsConfig, RetryConfig, TrackConfig
-from bulk.engine import Engine, Policy, stop_run
 from bulk.errors import ThrottledError
-from bulk.journal import Journal, Record, State
-from bulk.plan import job_name
-from bulk.ratelimit import AdaptiveRate, pace_request
-from bulk.spec import compile_template
-from bulk.sweep import Point, point_key
 from bulk.testing import ClockLimiter, FakeBackend, FakeClock
 
 TEMPLATE = compile_template({"command": "echo {x}", "name": "{_name}"})

@@ -22,12 +22,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bulk import config, runs
+import bulk._config as config
+import bulk._runs as runs
+from bulk._cli import main
+from bulk._journal import Journal
 from bulk.backends.base import Submission
 from bulk.backends.local import LocalBackend, LocalOptions
-from bulk.cli import main
 from bulk.errors import JournalError
-from bulk.journal import Journal
 
 
 def write_config(folder: Path, *, rows: int = 6, command: str = "echo {i} >> done.log") -> Path:
@@ -69,7 +70,7 @@ def bulk(
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({fsize}, {fsize}))\n"
         )
-    code += "from bulk.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    code += "from bulk._cli import main\nsys.exit(main(sys.argv[1:]))\n"
     prefix: list[str] = []
     if unprivileged and os.geteuid() == 0:
         # Root without the capabilities that bypass file permissions: bound by modes as any

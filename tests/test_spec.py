@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bulk._template import compile_template
 from bulk.errors import ConfigError
-from bulk.spec import compile_template
 
 json_values = st.recursive(
     st.none()

@@ -16,19 +16,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulk import sweep
-from bulk.config import Distribution, SweepConfig
-from bulk.errors import ConfigError
-from bulk.sweep import (
+import bulk._plan._sources as sweep
+from bulk._config import Distribution, SweepConfig
+from bulk._naming import point_key
+from bulk._plan._sources import (
     COUNT_FACTOR,
     MAX_LINE_BYTES,
     MAX_VALUE_CHARS,
     count_points,
     guard_error,
-    point_key,
     points,
     read_rows,
 )
+from bulk.errors import ConfigError
 
 
 class TestReadCsv:
@@ -341,8 +341,8 @@ class TestCombinations:
         every combination it once built took more than that)."""
         code = (
             "import itertools\n"
-            "from bulk.config import SweepConfig\n"
-            "from bulk.sweep import points\n"
+            "from bulk._config import SweepConfig\n"
+            "from bulk._plan._sources import points\n"
             "cfg = SweepConfig(grid=(('a', tuple(range(1_500_000))),), max_jobs=1_500_000)\n"
             "last = None\n"
             "for last in itertools.islice(points(cfg), 100_000, 100_003): pass\n"

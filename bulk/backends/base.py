@@ -23,9 +23,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from bulk.config import LimitsConfig, Table, TrackConfig
-    from bulk.spec import Template
-    from bulk.validate import Problems
+    from bulk._policy import LimitsConfig, TrackConfig
+    from bulk._problems import Problems
+    from bulk._table import Table
+    from bulk._template import Template
 
 __all__ = [
     "NO_QUOTING",
@@ -138,7 +139,7 @@ class BackendKind(Protocol):
     default_track: TrackConfig  # what [track] falls back to (polling cadence)
     uvloop: bool  # whether runs are faster on uvloop (the CLI picks the event loop)
     # Template fields whose substituted values are escaped, and how (``job.command`` ->
-    # shlex.quote for the local backend's shell strings); see bulk.spec.
+    # shlex.quote for the local backend's shell strings); see bulk._template.
     quoted_fields: Mapping[str, Callable[[str], str]]
     # Whether accepted jobs go on running when bulk stops (a service's do; local processes
     # are ended with the backend, so the engine records them pending again).

@@ -57,6 +57,9 @@ import anyio
 import anyio.abc
 import orjson
 
+from bulk._policy import LimitsConfig, TrackConfig
+from bulk._problems import short_repr
+from bulk._template import to_text
 from bulk.backends._procs import (
     JOB_VAR,
     RUN_VAR,
@@ -67,15 +70,12 @@ from bulk.backends._procs import (
     stat,
 )
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
-from bulk.config import LimitsConfig, TrackConfig
 from bulk.errors import BackendError, PermanentBackendError, RunRefusedError
-from bulk.spec import to_text
-from bulk.validate import short_repr
 
 if TYPE_CHECKING:
-    from bulk.config import Table
-    from bulk.spec import Template
-    from bulk.validate import Problems
+    from bulk._problems import Problems
+    from bulk._table import Table
+    from bulk._template import Template
 
 __all__ = ["KIND", "LocalBackend", "LocalKind", "LocalOptions"]
 
@@ -132,7 +132,7 @@ class LocalKind:
     # GNU parallel does, so that `it's` or `a; rm -rf ~` in a cell stays one argument.
     # ``{var!raw}`` pastes a value as it is; a command that is one placeholder alone
     # (``command = "{cmd}"``) is the whole command line, taken as written. A placeholder
-    # inside quotes, backticks or a comment is refused (bulk.spec._check_shell_context).
+    # inside quotes, backticks or a comment is refused (bulk._template._check_shell_context).
     quoted_fields: Mapping[str, Callable[[str], str]] = MappingProxyType(
         {"job.command": shlex.quote}
     )

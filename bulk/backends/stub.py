@@ -31,14 +31,14 @@ from urllib.parse import quote
 
 import orjson
 
+from bulk._policy import LimitsConfig, TrackConfig
+from bulk.backends._http import HttpClient, Response, excerpt, read_token, url_problem
 from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
-from bulk.backends.http import HttpClient, Response, excerpt, read_token, url_problem
-from bulk.config import LimitsConfig, TrackConfig
 
 if TYPE_CHECKING:
-    from bulk.config import Table
-    from bulk.spec import Template
-    from bulk.validate import Problems
+    from bulk._problems import Problems
+    from bulk._table import Table
+    from bulk._template import Template
 
 __all__ = ["KIND", "StubBackend", "StubKind", "StubOptions"]
 

@@ -19,9 +19,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bulk._sim.gongji import GongjiSim, SimConfig, sample_body
+from bulk._sim.gongji import make_app as make_gongji_app
+from bulk._sim.stub import StubFaults
+from bulk._sim.stub import make_app as make_stub_app
+from bulk.backends._http import REDACTED, HttpClient, Secrets, excerpt, read_token
 from bulk.backends.base import Receipt, Submission
 from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions, Signer
-from bulk.backends.http import REDACTED, HttpClient, Secrets, excerpt, read_token
 from bulk.backends.stub import StubBackend, StubOptions
 from bulk.errors import (
     AmbiguousBackendError,
@@ -30,10 +34,6 @@ from bulk.errors import (
     ConfigError,
     TransientBackendError,
 )
-from bulk.sim.gongji import GongjiSim, SimConfig, sample_body
-from bulk.sim.gongji import make_app as make_gongji_app
-from bulk.sim.stub import StubFaults
-from bulk.sim.stub import make_app as make_stub_app
 
 DATA = Path(__file__).parent.parent / "data"
 PRIVATE = (DATA / "test-key-pkcs1.pem").read_bytes()

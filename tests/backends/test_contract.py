@@ -10,13 +10,13 @@ import anyio
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bulk._sim.gongji import GongjiSim, SimConfig, sample_body
+from bulk._sim.gongji import make_app as make_gongji_app
+from bulk._sim.stub import StubFaults, make_app
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions
 from bulk.backends.local import LocalBackend, LocalOptions
 from bulk.backends.stub import StubBackend, StubOptions
-from bulk.sim.gongji import GongjiSim, SimConfig, sample_body
-from bulk.sim.gongji import make_app as make_gongji_app
-from bulk.sim.stub import StubFaults, make_app
 from bulk.testing import FakeBackend
 
 BodyFor = Callable[[str, bool], bytes]  # (job name, runs until stopped?) -> body

@@ -17,8 +17,14 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from bulk._engine import Engine
+from bulk._journal import Journal
+from bulk._naming import Point, point_key
+from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
+from bulk._sim.gongji import DEVICES, GongjiSim, SimConfig, make_app, sample_body
+from bulk._template import compile_template
 from bulk.backends.base import Phase, Submission
-from bulk.backends.gongji import (
+from bulk.backends.gongji._backend import (
     GongjiBackend,
     GongjiClient,
     GongjiOptions,
@@ -27,8 +33,6 @@ from bulk.backends.gongji import (
     map_status,
     string_to_sign,
 )
-from bulk.config import LimitsConfig, RetryConfig, TrackConfig
-from bulk.engine import Engine, Policy
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
@@ -36,10 +40,6 @@ from bulk.errors import (
     ThrottledError,
     TransientBackendError,
 )
-from bulk.journal import Journal
-from bulk.sim.gongji import DEVICES, GongjiSim, SimConfig, make_app, sample_body
-from bulk.spec import compile_template
-from bulk.sweep import Point, point_key
 from bulk.testing import simulator
 
 DATA = Path(__file__).parent.parent / "data"
@@ -252,7 +252,7 @@ class TestClientAgainstSimulator:
                 )
             )
         if tamper == "stale":
-            monkeypatch.setattr("bulk.backends.gongji.time.time_ns", lambda: 1_000_000_000_000)
+            monkeypatch.setattr("bulk.backends.gongji._backend.time.time_ns", lambda: 1_000_000_000_000)
         backend = backend_for(url, token=token, signer=key)
 
         with pytest.raises(AuthenticationError, match=expected) as info:
@@ -571,7 +571,7 @@ async def test_tracking_costs_little_whatever_the_list_order(order: str, tmp_pat
 
 def test_template_must_name_every_row_and_attempt() -> None:
     """task_name without {_name} (or {_key} and {_attempt}) is refused at plan time."""
-    from bulk.backends.gongji import KIND
+    from bulk.backends.gongji._backend import KIND
 
     check: Callable[[str], str | None] = lambda name: KIND.check_template(
         compile_template({"task_name": name})

@@ -18,14 +18,14 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bulk._sim.gongji import GONGJI, GongjiSim, SimConfig, sample_body
+from bulk._sim.gongji import make_app as make_gongji_app
+from bulk._sim.stub import SERVICE, StubFaults, make_app
+from bulk._template import compile_template
 from bulk.backends.base import Phase, Receipt, Submission
-from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions, _read_token
+from bulk.backends.gongji._backend import GongjiBackend, GongjiClient, GongjiOptions, _read_token
 from bulk.backends.stub import StubBackend, StubOptions
 from bulk.errors import ConfigError
-from bulk.sim.gongji import GONGJI, GongjiSim, SimConfig, sample_body
-from bulk.sim.gongji import make_app as make_gongji_app
-from bulk.sim.stub import SERVICE, StubFaults, make_app
-from bulk.spec import compile_template
 
 HOSTILE = 'q"uote\nnew\rline\x00nul\\back/slash&amp?q#h%25 ü漢 {brace} \u2028 </script>'
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from bulk.backends.http import HttpClient, parse_retry_after
+from bulk.backends._http import HttpClient, parse_retry_after
 from bulk.errors import (
     AmbiguousBackendError,
     PermanentBackendError,

@@ -12,12 +12,12 @@ import anyio
 import orjson
 import pytest
 
+from bulk._cli import main
+from bulk._problems import Problems
 from bulk.backends._procs import stat
 from bulk.backends.base import JobStatus, Phase, Receipt, Submission
 from bulk.backends.local import KIND, LocalBackend, LocalOptions, _write_pid_file
-from bulk.cli import main
 from bulk.errors import PermanentBackendError, RunRefusedError
-from bulk.validate import Problems
 
 
 @pytest.fixture

@@ -17,18 +17,17 @@ import anyio
 import orjson
 import pytest
 
+from bulk._clock import AnyioClock
+from bulk._engine import Engine
+from bulk._journal import Journal, State
+from bulk._naming import Point, job_name, point_key
+from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
+from bulk._problems import Problems
+from bulk._template import compile_template, to_json
 from bulk.backends.base import Backend, Submission
 from bulk.backends.local import KIND, LocalBackend, LocalOptions
-from bulk.clock import AnyioClock
-from bulk.config import LimitsConfig, RetryConfig, TrackConfig
-from bulk.engine import Engine, Policy
 from bulk.errors import ConfigError, PermanentBackendError
-from bulk.journal import Journal, State
-from bulk.plan import job_name
-from bulk.spec import compile_template, to_json
-from bulk.sweep import Point, point_key
 from bulk.testing import ClockLimiter, FakeBackend
-from bulk.validate import Problems
 
 RUN = "u"
 POLICY = Policy(

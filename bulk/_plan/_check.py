@@ -25,44 +25,25 @@ from typing import Any
 
 import orjson
 
-from bulk import sweep
+import bulk._plan._sources as sweep
+from bulk._config import Config, SweepConfig
+from bulk._journal import Journal
+from bulk._naming import Point, render_context
+from bulk._problems import Problem, Problems
+from bulk._template import has_placeholder, to_json
 from bulk.backends import get_kind
-from bulk.config import Config, SweepConfig
 from bulk.errors import ConfigError, InputErrors
-from bulk.journal import Journal
-from bulk.spec import has_placeholder, to_json
-from bulk.sweep import Point
-from bulk.validate import Problem, Problems
 
 __all__ = [
     "PlanErrors",
     "PlanResult",
     "check",
-    "job_name",
     "origin_where",
     "preview",
-    "render_context",
 ]
 
 MAX_ERRORS = 20  # problem lines shown in all
 GROUP_SHOWN = 3  # exact lines shown of each kind of per-row problem, before "and N more"
-
-
-def job_name(run: str, key: str, attempt: int = 1) -> str:
-    """The deterministic name of a point's job for one attempt."""
-    return f"{run}-{key}" if attempt == 1 else f"{run}-{key}-{attempt}"
-
-
-def render_context(point: Point, run: str, attempt: int = 1) -> dict[str, Any]:
-    """The variables a template sees for one point and attempt."""
-    return {
-        **point.variables,
-        "_key": point.key,
-        "_index": point.index,
-        "_run": run,
-        "_attempt": attempt,
-        "_name": job_name(run, point.key, attempt),
-    }
 
 
 class PlanErrors(InputErrors):

@@ -53,7 +53,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from bulk.sim.bucket import TokenBucket
+from bulk._sim._common import TokenBucket
 
 __all__ = ["DEVICES", "GONGJI", "GongjiSim", "SimConfig", "make_app", "sample_body"]
 

@@ -29,9 +29,17 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 import anyio
 import orjson
 
-from bulk import __version__, config, plan, progress, runs
+import bulk._cli._progress as progress
+import bulk._config as config
+import bulk._plan._check as plan
+import bulk._runs as runs
+from bulk import __version__
+from bulk._engine import Engine, stop_run
+from bulk._journal import Journal, RunLock, State
+from bulk._naming import job_name
+from bulk._policy import Policy
+from bulk._retry import Backoff
 from bulk.backends import Backend, BackendKind, get_kind
-from bulk.engine import Engine, Policy, stop_run
 from bulk.errors import (
     BulkError,
     ConfigError,
@@ -40,13 +48,11 @@ from bulk.errors import (
     TransientBackendError,
     UnreachableError,
 )
-from bulk.journal import Journal, RunLock, State
-from bulk.retry import Backoff
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from bulk.metrics import Metrics
+    from bulk._metrics import Metrics
 
 __all__ = ["main"]
 
@@ -520,7 +526,7 @@ def _metrics(args: argparse.Namespace) -> Iterator[Metrics]:
     """
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from bulk.metrics import Metrics
+    from bulk._metrics import Metrics
 
     registry = CollectorRegistry()
     port = args.metrics_port
@@ -779,7 +785,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             table = Table("#", "job", "origin", "state", "error", title="failures")
             for j in failures:
                 # Plain text: an error may quote a service's answer, and "[/x]" is not markup.
-                name = plan.job_name(cfg.run.name, j.key, j.attempt)
+                name = job_name(cfg.run.name, j.key, j.attempt)
                 table.add_row(
                     str(j.index), name, Text(j.origin), j.state.value, Text(j.error or "")
                 )
@@ -848,7 +854,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                     "key": job.key,
                     "origin": job.origin,
                     "attempt": job.attempt,
-                    "name": plan.job_name(cfg.run.name, job.key, job.attempt),
+                    "name": job_name(cfg.run.name, job.key, job.attempt),
                     "remote_id": job.remote_id,
                     "state": job.state.value,
                     "submitted_at": _iso(job.submitted_at),
@@ -895,7 +901,7 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sim_stub(args: argparse.Namespace) -> int:
-    from bulk.sim.stub import StubFaults, make_app
+    from bulk._sim.stub import StubFaults, make_app
 
     faults = StubFaults(
         throttle_rate=args.throttle_rate,
@@ -946,7 +952,7 @@ def _serve(app: Any, kind: str, host: str, port: int) -> None:
 
 
 def _cmd_sim_gongji(args: argparse.Namespace) -> int:
-    from bulk.sim.gongji import GongjiSim, SimConfig, make_app
+    from bulk._sim.gongji import GongjiSim, SimConfig, make_app
 
     sim = GongjiSim(
         SimConfig(

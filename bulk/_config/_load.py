@@ -28,11 +28,13 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar, overload
+from typing import IO, TYPE_CHECKING, Any, overload
 
 import orjson
 
-from bulk import spec
+import bulk._template as spec
+from bulk._policy import LimitsConfig, RetryConfig, TrackConfig
+from bulk._table import Table
 from bulk.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -43,12 +45,8 @@ __all__ = [
     "Config",
     "Distribution",
     "JSONValueError",
-    "LimitsConfig",
-    "RetryConfig",
     "RunConfig",
     "SweepConfig",
-    "Table",
-    "TrackConfig",
     "fingerprint_of",
     "is_variable_name",
     "json_nesting_column",
@@ -62,7 +60,6 @@ __all__ = [
 # which let a run name "abc\n" through into directory and job names.
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _VAR_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_.-]+")  # dotted: callers pass key paths too
 _VARIABLE_NAMES = "variable names are letters, digits and '_', starting with a letter"
 # Keys that would hold a secret inline. Each backend reads its secrets by reference instead
 # (``token_env``, ``private_key_file``); these names are refused wherever they appear in
@@ -135,65 +132,6 @@ class BackendConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    """``[limits]``: politeness. Rates are requests per second per endpoint class.
-
-    ``service_rate_per_s`` is a budget shared by every endpoint (every HTTP request counts),
-    for services that limit a token across endpoints; None: no such budget.
-    """
-
-    submit_rate_per_s: float = 10.0
-    status_rate_per_s: float = 5.0
-    stop_rate_per_s: float = 5.0
-    service_rate_per_s: float | None = None
-    burst: int = (
-        10  # measured: burst 1 reaches ~95 % of the rate (timer overshoot), 10 reaches 100 %
-    )
-    max_in_flight: int = 8
-    max_active: int = 64
-
-    def over_budget(self) -> list[str]:
-        """The endpoint rates above the service-wide budget, which then caps them (a note
-        for the user: a faster endpoint needs a bigger budget)."""
-        budget = self.service_rate_per_s
-        if budget is None:
-            return []
-        rates = {
-            "submit_rate_per_s": self.submit_rate_per_s,
-            "status_rate_per_s": self.status_rate_per_s,
-            "stop_rate_per_s": self.stop_rate_per_s,
-        }
-        return [
-            f"limits.{key} ({rate:g}/s) is above limits.service_rate_per_s ({budget:g}/s), "
-            "which every request counts against: raise service_rate_per_s (0: no shared "
-            "budget) to go faster"
-            for key, rate in rates.items()
-            if rate > budget
-        ]
-
-
-@dataclass(frozen=True, slots=True)
-class RetryConfig:
-    """``[retry]``: exponential back-off with full jitter, bounded in attempts and in time."""
-
-    attempts: int = 6
-    budget_s: float = 600.0
-    base_s: float = 0.5
-    max_s: float = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class TrackConfig:
-    """``[track]``: per-job polling back-off and the client-side job timeout."""
-
-    first_s: float = 1.0
-    factor: float = 1.5
-    max_s: float = 30.0
-    timeout_s: float | None = None
-    batch: int = 100
-
-
-@dataclass(frozen=True, slots=True)
 class Config:
     """A loaded run config.
 
@@ -226,87 +164,9 @@ def fingerprint_of(value: Any) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-_T = TypeVar("_T")
-_REQUIRED: Any = object()
-
-
-class Table:
-    """Strict reader of one TOML table: typed getters, and unknown keys refused at the end.
-
-    Backends read their own ``[backend]`` keys through it, so their errors look the same.
-    """
-
-    def __init__(self, data: Mapping[str, Any], where: str, prefix: str):
-        self.data = data
-        self.where = where
-        self.prefix = prefix
-        self.known: list[str] = []
-
-    def fail(self, key: str, problem: str) -> NoReturn:
-        raise ConfigError(problem, where=self.where, field=f"{self.prefix}{_key_text(key)}")
-
-    def get(self, key: str, kind: type[_T] | tuple[type, ...], default: Any = _REQUIRED) -> Any:
-        self.known.append(key)
-        if key not in self.data:
-            if default is _REQUIRED:
-                self.fail(key, "missing required key")
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # bool is an int in Python; TOML's true is not a number in a config.
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            names = " or ".join(_type_name(k) for k in kinds)
-            self.fail(key, f"expected {names}, got {_type_name(type(value))} {value!r}")
-        # TOML takes integers JSON cannot carry. A table is checked key by key, as it is read
-        # (so that the message names the key).
-        problem = None if isinstance(value, dict) else spec.value_problem(value)
-        if problem is not None:
-            self.fail(key, problem)
-        return value
-
-    def positive(self, key: str, kind: type, default: Any) -> Any:
-        value = self.get(key, kind, default)
-        if value is not None and not value > 0:
-            self.fail(key, f"{value!r} must be greater than 0")
-        return value
-
-    def table(self, key: str) -> Table:
-        raw = self.get(key, dict, {})
-        return Table(raw, self.where, f"{self.prefix}{key}.")
-
-    def finish(self) -> None:
-        unknown = [k for k in self.data if k not in self.known]
-        if unknown:
-            valid = ", ".join(sorted(self.known))
-            self.fail(unknown[0], f"unknown key; valid keys here: {valid}")
-
-
-def _key_text(key: str) -> str:
-    """A TOML key as a message shows it: bare, or quoted as TOML would (``grid."a b"``).
-
-    Quoting escapes control characters, so a key holding a newline never splits the one-line
-    error in two.
-    """
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
-
-
 def is_variable_name(name: str) -> bool:
     """Whether ``name`` can be a sweep variable (a template writes it as ``{name}``)."""
     return _VAR_RE.fullmatch(name) is not None
-
-
-def _type_name(kind: type) -> str:
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        list: "an array",
-        dict: "a table",
-    }.get(kind, kind.__name__)
 
 
 class JSONValueError(ValueError):

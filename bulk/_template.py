@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
+from bulk._problems import short_repr
 from bulk.errors import ConfigError
-from bulk.validate import short_repr
 
 __all__ = [
     "MAX_NESTING",

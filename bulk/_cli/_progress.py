@@ -7,7 +7,7 @@ from typing import TextIO
 
 import anyio
 
-from bulk.engine import Stats
+from bulk._engine import Stats
 
 __all__ = ["describe", "show"]
 

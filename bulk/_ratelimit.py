@@ -56,7 +56,7 @@ from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
-from bulk.clock import Clock
+from bulk._clock import Clock
 
 __all__ = [
     "AdaptiveRate",

@@ -38,14 +38,16 @@ from typing import Any
 
 import orjson
 
-from bulk import __version__, plan
+import bulk._plan._check as plan
+from bulk import __version__
+from bulk._config import Config, fingerprint_of
+from bulk._journal import Journal, State
+from bulk._naming import render_context
+from bulk._plan._sources import open_sweep_file
+from bulk._problems import Problems
+from bulk._template import Template, compile_template
 from bulk.backends import get_kind
-from bulk.config import Config, fingerprint_of
 from bulk.errors import ConfigError, JournalError
-from bulk.journal import Journal, State
-from bulk.spec import Template, compile_template
-from bulk.sweep import open_sweep_file
-from bulk.validate import Problems
 
 __all__ = [
     "SentMark",
@@ -308,9 +310,7 @@ def _check_retried_rows(cfg: Config, journal: Journal, states: Sequence[State]) 
         result.raise_if_errors()
     for row in journal.iter_jobs(states):
         try:
-            body = cfg.template.render(
-                plan.render_context(row.point, cfg.run.name, row.attempt + 1)
-            )
+            body = cfg.template.render(render_context(row.point, cfg.run.name, row.attempt + 1))
         except ConfigError as exc:
             origin = plan.origin_where(cfg, row.origin)
             result.add_error(ConfigError(exc.problem, where=origin, field=exc.field))

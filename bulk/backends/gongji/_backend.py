@@ -22,7 +22,7 @@ and ``{_attempt}``) so that every row and every attempt has a name of its own.
 
 Secrets: the token and every request's ``sign_str`` are secret headers of the HTTP client, so
 an answer that echoes them (an error page dumping the request) is scrubbed before anything
-reads it (see :mod:`bulk.backends.http`). An answer that is not the documented envelope, or
+reads it (see :mod:`bulk.backends._http`). An answer that is not the documented envelope, or
 whose ``data`` has the wrong shape, is transient for a read and ambiguous for a create.
 
 Status mapping: ``job_status.status`` Complete → succeeded, Failed → failed; task ``status``
@@ -52,9 +52,11 @@ import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from bulk._policy import LimitsConfig, TrackConfig
+from bulk._problems import short_repr
+from bulk._ratelimit import pace_request
+from bulk.backends._http import HttpClient, excerpt, malformed, read_token, url_problem
 from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
-from bulk.backends.http import HttpClient, excerpt, malformed, read_token, url_problem
-from bulk.config import LimitsConfig, TrackConfig
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
@@ -66,13 +68,11 @@ from bulk.errors import (
     TransientBackendError,
     UnreachableError,
 )
-from bulk.ratelimit import pace_request
-from bulk.validate import short_repr
 
 if TYPE_CHECKING:
-    from bulk.config import Table
-    from bulk.spec import Template
-    from bulk.validate import Problems
+    from bulk._problems import Problems
+    from bulk._table import Table
+    from bulk._template import Template
 
 __all__ = [
     "CODES",

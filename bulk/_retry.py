@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from bulk.config import RetryConfig
+from bulk._policy import RetryConfig
 
 __all__ = ["Backoff"]
 

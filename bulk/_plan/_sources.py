@@ -15,7 +15,6 @@ import contextlib
 import csv
 import functools
 import gzip
-import hashlib
 import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,7 +24,7 @@ from typing import IO, Any, cast
 
 import orjson
 
-from bulk.config import (
+from bulk._config import (
     DEFAULT_MAX_JOBS,
     Distribution,
     JSONValueError,
@@ -34,19 +33,18 @@ from bulk.config import (
     loads_exact_json,
     open_regular,
 )
+from bulk._naming import Point, point_key
+from bulk._template import MAX_NESTING, shorten
 from bulk.errors import ConfigError
-from bulk.spec import MAX_NESTING, shorten
 
 __all__ = [
     "COUNT_FACTOR",
     "MAX_LINE_BYTES",
     "MAX_VALUE_CHARS",
-    "Point",
     "Row",
     "count_points",
     "guard_error",
     "open_sweep_file",
-    "point_key",
     "points",
     "read_rows",
     "static_axis_size",
@@ -75,41 +73,6 @@ class Row:
 
     origin: str
     variables: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One expanded sweep point: what one job is made from.
-
-    Attributes:
-        index: position in the expansion, from 0; stable across reruns of the same sweep.
-        key: a short hash of the variables, independent of their order and of the point's
-            position; the job's identity.
-        origin: ``file:line`` of the row it came from, or ``sweep`` for a file-less sweep.
-        variables: the sweep's own variables (no ``_``-prefixed ones).
-    """
-
-    index: int
-    key: str
-    origin: str
-    variables: dict[str, Any]
-
-
-def point_key(variables: dict[str, Any], occurrence: int = 0) -> str:
-    """The stable key of a set of variables: 16 hex digits of BLAKE2b over canonical JSON.
-
-    64 bits keep the chance of any collision in a 10⁷-point sweep below one in 10⁵; a
-    collision is still caught (the journal's key is unique) and reported as a duplicate.
-
-    Args:
-        variables: the point's variables.
-        occurrence: 0 for the first point with these variables; n for the n-th repeat when
-            duplicates are allowed.
-    """
-    data = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)
-    if occurrence:
-        data += b"#%d" % occurrence
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def static_axis_size(cfg: SweepConfig) -> int:

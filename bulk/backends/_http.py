@@ -56,6 +56,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from bulk._ratelimit import pace_request
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
@@ -67,7 +68,6 @@ from bulk.errors import (
     TransientBackendError,
     UnreachableError,
 )
-from bulk.ratelimit import pace_request
 
 __all__ = [
     "EXCERPT_LIMIT",
@@ -384,7 +384,7 @@ class HttpClient:
             target: the path and query, percent-encoded, exactly as it goes on the wire.
             body: the exact bytes to send (signed bytes must be the sent bytes).
             idempotent: whether sending it twice is harmless (decides ambiguous vs transient).
-            paced: the caller awaited :func:`bulk.ratelimit.pace_request` already (to sign
+            paced: the caller awaited :func:`bulk._ratelimit.pace_request` already (to sign
                 after the wait, with a fresh timestamp).
         """
         if not paced:  # inside an engine call, every request after the first waits its turn

@@ -16,7 +16,7 @@ Guarantees, and where they are kept:
   is a success (backends return the existing job's receipt).
 - *Polite.* Each endpoint class (submit, status, stop; look-ups share status) has a hard
   ceiling (the injected rate limiter, aiolimiter in production) and an adaptive rate below it
-  (:class:`~bulk.ratelimit.AdaptiveRate`); a service-wide budget, when configured, adds one
+  (:class:`~bulk._ratelimit.AdaptiveRate`); a service-wide budget, when configured, adds one
   ceiling and adaptive rate shared by all endpoints. Every HTTP request is paced, not only the
   first of a backend call. Requests in flight are capped by a ``CapacityLimiter``; active
   jobs (accepted, not yet finished) by a semaphore. Throttling answers slow the run down as
@@ -54,16 +54,22 @@ import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.abc
 from prometheus_client import CollectorRegistry
 
+from bulk._clock import AnyioClock, Clock
+from bulk._journal import Journal, JournalWriter, Offload, Record, State, StoredJob
+from bulk._metrics import ENDPOINTS, OUTCOMES, Metrics
+from bulk._naming import Point, job_name, render_context
+from bulk._policy import Policy
+from bulk._ratelimit import AdaptiveRate, RateLimiter, aiolimiter_factory, pacing
+from bulk._retry import Backoff
+from bulk._template import Template
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
-from bulk.clock import AnyioClock, Clock
-from bulk.config import LimitsConfig, RetryConfig, TrackConfig
 from bulk.errors import (
     AmbiguousBackendError,
     BackendError,
@@ -76,13 +82,6 @@ from bulk.errors import (
     TransientBackendError,
     UnreachableError,
 )
-from bulk.journal import Journal, JournalWriter, Offload, Record, State, StoredJob
-from bulk.metrics import ENDPOINTS, OUTCOMES, Metrics
-from bulk.plan import job_name, render_context
-from bulk.ratelimit import AdaptiveRate, RateLimiter, aiolimiter_factory, pacing
-from bulk.retry import Backoff
-from bulk.spec import Template
-from bulk.sweep import Point
 
 __all__ = ["INTERRUPTED", "Engine", "LimiterFactory", "Policy", "SentMark", "Stats"]
 
@@ -93,7 +92,7 @@ _ENDED = ("succeeded", "failed", "stopped")
 
 
 class SentMark(Protocol):
-    """How far a run may have sent, kept durably outside the journal (``bulk.runs``)."""
+    """How far a run may have sent, kept durably outside the journal (``bulk._runs``)."""
 
     def below(self) -> int | None:
         """Every row sent since the last clean end has a smaller index (None: unknown)."""
@@ -105,18 +104,9 @@ class SentMark(Protocol):
         """Record that the journal holds every row sent."""
 
 
-_log = logging.getLogger("bulk.engine")
+_log = logging.getLogger("bulk._engine")
 # The reason recorded on a job that bulk ended as it stopped (jobs_outlive_bulk False).
 INTERRUPTED = "interrupted: killed by bulk, runs again on resume"
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """The run's limits, retry and tracking policy (from its config)."""
-
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    retry: RetryConfig = field(default_factory=RetryConfig)
-    track: TrackConfig = field(default_factory=TrackConfig)
 
 
 @dataclass(slots=True)
@@ -322,7 +312,7 @@ class Engine:
         }
         # The service-wide budget, shared by every endpoint (``[limits] service_rate_per_s``).
         # With it, throttles cut the shared rate: they say the service is over its limit,
-        # not which endpoint is (see bulk.ratelimit).
+        # not which endpoint is (see bulk._ratelimit).
         self._service: tuple[AdaptiveRate, RateLimiter] | None = None
         if limits.service_rate_per_s is not None:
             self._service = (

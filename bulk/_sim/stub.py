@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bulk.sim.bucket import TokenBucket
+from bulk._sim._common import TokenBucket
 
 __all__ = ["SERVICE", "StubFaults", "StubService", "make_app"]
 

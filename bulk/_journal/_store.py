@@ -45,8 +45,8 @@ import anyio
 import anyio.abc
 import orjson
 
+from bulk._naming import Point, point_key
 from bulk.errors import JournalError, RunLockedError
-from bulk.sweep import Point, point_key
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -1,0 +1,37 @@
+"""Reading a run's config file (private: :func:`bulk.load` is the public entry point)."""
+
+from bulk._config._load import (
+    DEFAULT_MAX_JOBS,
+    MAX_CONFIG_BYTES,
+    BackendConfig,
+    Config,
+    Distribution,
+    JSONValueError,
+    RunConfig,
+    SweepConfig,
+    fingerprint_of,
+    is_variable_name,
+    json_nesting_column,
+    load,
+    loads_exact_json,
+    number_problem,
+    open_regular,
+)
+
+__all__ = [
+    "DEFAULT_MAX_JOBS",
+    "MAX_CONFIG_BYTES",
+    "BackendConfig",
+    "Config",
+    "Distribution",
+    "JSONValueError",
+    "RunConfig",
+    "SweepConfig",
+    "fingerprint_of",
+    "is_variable_name",
+    "json_nesting_column",
+    "load",
+    "loads_exact_json",
+    "number_problem",
+    "open_regular",
+]

@@ -1,0 +1,1 @@
+"""Planning: sweep sources and their expansion, and the pass that checks every row before a run (private)."""
