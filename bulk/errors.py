@@ -5,11 +5,12 @@
     BulkError
       ConfigError                  bad config, sweep or template input; never retried (exit 2)
         InputErrors                several input problems found in one pass (plan/run validation)
-      BackendError(job_name=...)   raised by backends only
-        TransientBackendError(retry_after=...)   worth retrying; nothing is known to have happened
-          ThrottledError           the service asked us to slow down; never a job failure
+      BackendError(job_name, code, status)   raised by backends only
+        RetryableBackendError(retry_after)    worth trying again later
+          TransientBackendError    the request is known not to have been applied
+            UnreachableError       the service could not be reached: nothing was sent
           AmbiguousBackendError    the request may have been applied: look the job up first
-          UnreachableError         the service could not be reached: nothing was sent
+          ThrottledError           the service asked us to slow down; never a job failure
         PermanentBackendError      retrying the same request cannot help (4xx, bad body)
           RunRefusedError          no job of this run can succeed: the run stops, rows kept
             AuthenticationError    the service refused the credentials
@@ -17,7 +18,11 @@
       JournalError                 the journal is unreadable, or refuses a resume
         RunLockedError             another ``bulk`` process holds the run
 
-The engine decides what to do from an exception's *type*, never from its text.
+The engine decides what to do from an exception's *type*, never from its text; a backend
+decides which type to raise from the service's structured answer (its ``code``, the HTTP
+``status``), which it keeps on the exception. The three retryable kinds are siblings, so no
+``except`` order can mistake an ambiguous request (look it up) for one known not to have
+been applied (send it again).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "JournalError",
     "OutageError",
     "PermanentBackendError",
+    "RetryableBackendError",
     "RunLockedError",
     "RunRefusedError",
     "ThrottledError",
@@ -99,34 +105,55 @@ class BackendError(BulkError):
 
     Attributes:
         job_name: the deterministic name of the job concerned, when there is one.
+        code: the service's own error code (Gongji ``C010``), when it gave one.
+        status: the HTTP status of the answer, when there was an answer.
     """
 
-    def __init__(self, message: str, *, job_name: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_name: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+    ):
         self.job_name = job_name
+        self.code = code
+        self.status = status
         if len(message) > _MESSAGE_LIMIT:
             message = message[: _MESSAGE_LIMIT - 1] + "…"
         super().__init__(message)
 
 
-class TransientBackendError(BackendError):
-    """Worth retrying: the request is known not to have been applied.
+class RetryableBackendError(BackendError):
+    """Worth trying again later; which of its kinds says what to do before that.
 
     Attributes:
         retry_after: seconds the service asked us to wait (``Retry-After``), if it said.
     """
 
     def __init__(
-        self, message: str, *, job_name: str | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        job_name: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
     ):
         self.retry_after = retry_after
-        super().__init__(message, job_name=job_name)
+        super().__init__(message, job_name=job_name, code=code, status=status)
 
 
-class ThrottledError(TransientBackendError):
+class TransientBackendError(RetryableBackendError):
+    """The request is known not to have been applied: sending it again is safe."""
+
+
+class ThrottledError(RetryableBackendError):
     """The service asked us to slow down (HTTP 429 or a throttle code); never a job failure."""
 
 
-class AmbiguousBackendError(TransientBackendError):
+class AmbiguousBackendError(RetryableBackendError):
     """The request may or may not have been applied (timeout, reset, 5xx after sending).
 
     Before anything is sent again, the job must be looked up by its name.

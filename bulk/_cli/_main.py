@@ -45,7 +45,7 @@ from bulk.errors import (
     ConfigError,
     InputErrors,
     OutageError,
-    TransientBackendError,
+    RetryableBackendError,
     UnreachableError,
 )
 
@@ -1019,7 +1019,7 @@ def _cmd_gongji_resources(args: argparse.Namespace) -> int:
                 try:
                     devices.extend(await backend.resources())
                     return
-                except TransientBackendError as exc:
+                except RetryableBackendError as exc:
                     delay = backoff.next_delay(time.monotonic(), exc.retry_after)
                     if delay is None:
                         raise

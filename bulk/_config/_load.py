@@ -28,17 +28,15 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, overload
+from typing import IO, Any, overload
 
 import orjson
 
 import bulk._template as spec
 from bulk._policy import LimitsConfig, RetryConfig, TrackConfig
 from bulk._table import Table
+from bulk.backends import BackendKind, get_kind
 from bulk.errors import ConfigError
-
-if TYPE_CHECKING:
-    from bulk.backends.base import BackendKind
 
 __all__ = [
     "BackendConfig",
@@ -719,7 +717,6 @@ def _distributions(t: Table) -> tuple[tuple[str, Distribution], ...]:
 
 
 def _load_backend(t: Table, base: Path) -> tuple[BackendConfig, BackendKind]:
-    from bulk.backends import get_kind  # the registry imports backends, which import nothing here
 
     for key in t.data:
         if key.lower() in _INLINE_SECRET_KEYS:

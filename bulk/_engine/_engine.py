@@ -77,6 +77,7 @@ from bulk.errors import (
     JournalError,
     OutageError,
     PermanentBackendError,
+    RetryableBackendError,
     RunRefusedError,
     ThrottledError,
     TransientBackendError,
@@ -885,7 +886,7 @@ class _Tracker:
             answers = await engine._request(
                 "status", engine._backend.status, [job.receipt for job in batch]
             )
-        except TransientBackendError as exc:
+        except RetryableBackendError as exc:
             # Throttled, unreachable or a failed read: the jobs are as they were. Ask again
             # after their (growing) interval, or the service's Retry-After; never at once,
             # which would poll a service that is down as fast as the rate limit allows.
@@ -968,7 +969,7 @@ class _Tracker:
             if not engine._unreachable_too_long(exc):
                 self._reschedule(job, None)
             return
-        except (TransientBackendError, PermanentBackendError) as exc:
+        except (RetryableBackendError, PermanentBackendError) as exc:
             reason = f"timeout; the stop request failed, the job may still run: {exc}"
         del self._active[job.index]
         engine.stats.active -= 1
@@ -1062,7 +1063,7 @@ async def stop_run(
                     raise
                 await clock.sleep(min(backoff.outage_delay(), left))
                 continue
-            except TransientBackendError as exc:
+            except RetryableBackendError as exc:
                 delay = backoff.next_delay(clock.now(), exc.retry_after)
                 if delay is None:
                     raise

@@ -252,7 +252,9 @@ class TestClientAgainstSimulator:
                 )
             )
         if tamper == "stale":
-            monkeypatch.setattr("bulk.backends.gongji._backend.time.time_ns", lambda: 1_000_000_000_000)
+            monkeypatch.setattr(
+                "bulk.backends.gongji._backend.time.time_ns", lambda: 1_000_000_000_000
+            )
         backend = backend_for(url, token=token, signer=key)
 
         with pytest.raises(AuthenticationError, match=expected) as info:

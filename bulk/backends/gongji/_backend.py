@@ -63,6 +63,7 @@ from bulk.errors import (
     BackendError,
     ConfigError,
     PermanentBackendError,
+    RetryableBackendError,
     RunRefusedError,
     ThrottledError,
     TransientBackendError,
@@ -716,7 +717,7 @@ class GongjiBackend:
                 out[remote_id] = map_status(await self.client.detail(int(remote_id)))
             except UnreachableError:
                 raise  # the service is down: no use asking about the other jobs now
-            except (TransientBackendError, PermanentBackendError) as exc:
+            except (RetryableBackendError, PermanentBackendError) as exc:
                 # Unknown this time: left out, so the engine asks again later. A task the
                 # service no longer knows is never reported missing (which would resend it).
                 _log.debug("detail %s: %s", remote_id, exc)
