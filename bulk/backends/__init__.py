@@ -11,18 +11,22 @@ import importlib
 from bulk.backends.base import (
     Backend,
     BackendKind,
+    Endpoint,
     JobStatus,
     Phase,
     Receipt,
+    Send,
     Submission,
 )
 
 __all__ = [
     "Backend",
     "BackendKind",
+    "Endpoint",
     "JobStatus",
     "Phase",
     "Receipt",
+    "Send",
     "Submission",
     "get_kind",
     "kind_names",

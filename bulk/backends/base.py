@@ -16,11 +16,11 @@ Backends raise only :mod:`bulk.errors` types; the engine never asks which backen
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from bulk._policy import LimitsConfig, TrackConfig
@@ -32,11 +32,18 @@ __all__ = [
     "NO_QUOTING",
     "Backend",
     "BackendKind",
+    "Endpoint",
     "JobStatus",
     "Phase",
     "Receipt",
+    "Send",
     "Submission",
 ]
+
+_T = TypeVar("_T")
+
+Endpoint = Literal["submit", "status", "stop", "lookup"]
+"""The classes of request bulk paces and counts apart (look-ups share status's rate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,18 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release connections and processes."""
         ...
+
+
+class Send(Protocol):
+    """Sends one request through the run's gateway: paced under the endpoint's adaptive rate
+    and ceiling, capped in flight, counted in the metrics, retried with back-off
+    (``Retry-After`` wins) within the retry policy. The engine's requests and a backend's
+    one-off commands (``bulk gongji resources``) all go this way.
+    """
+
+    async def __call__(
+        self, endpoint: Endpoint, call: Callable[..., Awaitable[_T]], *args: Any
+    ) -> _T: ...
 
 
 # A kind's ``quoted_fields`` when no field of its bodies is ever parsed by a shell.
