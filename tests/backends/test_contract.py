@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -17,7 +16,7 @@ from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions
 from bulk.backends.local import LocalBackend, LocalOptions
 from bulk.backends.stub import StubBackend, StubOptions
-from bulk.testing import FakeBackend
+from bulk.testing import FakeBackend, wait_until
 
 BodyFor = Callable[[str, bool], bytes]  # (job name, runs until stopped?) -> body
 
@@ -79,12 +78,11 @@ async def settle(
     backend: Backend, receipt: Receipt, done: Callable[[JobStatus], bool]
 ) -> JobStatus:
     """Poll until `done` (bounded: a backend that never gets there fails the test)."""
-    for _ in range(500):
-        status = (await backend.status([receipt]))[receipt.remote_id]
-        if done(status):
-            return status
-        await anyio.sleep(0.01)
-    pytest.fail(f"job {receipt.name} never settled")
+
+    async def status() -> JobStatus:
+        return (await backend.status([receipt]))[receipt.remote_id]
+
+    return await wait_until(status, done, what=f"job {receipt.name} settles", polls=500)
 
 
 class TestContract:
