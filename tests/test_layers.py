@@ -276,3 +276,18 @@ def test_import_bulk_is_light(module: str) -> None:
     # backends or commands that use them.
     heavy = sorted({n for n in _loaded(module) if n.split(".")[0] in HEAVY})
     assert not heavy, f"import {module} loads {', '.join(heavy)}"
+
+
+def test_no_private_module_of_another_library() -> None:
+    # A library's private modules (anyio._core, ...) change without notice between its
+    # releases; bulk uses public APIs only.
+    private = []
+    for mod in GRAPH.values():
+        tree = ast.parse(mod.path.read_text(), str(mod.path))
+        for name, _, _ in _imports(tree, mod.name):
+            parts = name.split(".")
+            if parts[0] != "bulk" and any(
+                p.startswith("_") and not p.startswith("__") for p in parts[1:]
+            ):
+                private.append(f"{mod.name}: {name}")
+    assert not private, "\n".join(private)
