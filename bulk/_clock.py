@@ -1,7 +1,9 @@
-"""Time, injected: everything in bulk that waits or reads the time goes through a ``Clock``.
+"""Time, injected: the engine and the rate limiters wait and read the time through a ``Clock``.
 
 Production uses :class:`AnyioClock`. Tests use :class:`bulk.testing.FakeClock`, or run the
 engine under trio's ``MockClock`` (virtual time that jumps when every task is blocked).
+Code outside them reads the event loop's or the system's clock itself: the local backend's
+process polling, the CLI's progress display and run summary, the simulators.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 )
 # A journal of schema 1 (before template versions) is upgraded in place when opened: all
 # its rows were rendered with the run's only template, version 1. Its text is recorded by
-# the first resume whose config matches it (see runs.py).
+# the first resume whose config matches it (see bulk._runs).
 _UPGRADE_FROM_1 = (
     "ALTER TABLE jobs ADD COLUMN template INTEGER NOT NULL DEFAULT 1;"
     + _TEMPLATES
