@@ -196,7 +196,7 @@ class _Combinations:
             if not cfg.random_samples:
                 yield merged
                 continue
-            rng = random.Random(cfg.random_seed)  # noqa: S311 - seeded, reproducible sampling
+            rng = random.Random(cfg.random_seed)
             for _ in range(cfg.random_samples):
                 yield {**merged, **{name: _draw(rng, dist) for name, dist in cfg.random_params}}
 
