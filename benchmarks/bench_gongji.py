@@ -178,7 +178,8 @@ import asyncio, sys, time, uvloop, aiohttp, orjson
 from concurrent.futures import ThreadPoolExecutor
 from bulk.backends.gongji import Signer, string_to_sign
 from bulk.testing import simulator
-url, jobs, conc, key, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+url, key = sys.argv[1], sys.argv[4]
+jobs, conc, threads = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5])
 signer = Signer(open(key, "rb").read())
 pool = ThreadPoolExecutor(threads) if threads else None
 async def main():
@@ -194,7 +195,9 @@ async def main():
                     "gpu_weight": 1}}]})
                 ts = str(time.time_ns() // 1000000)
                 msg = string_to_sign("/api/task/job/create", ts, "bench-token", body)
-                sig = await loop.run_in_executor(pool, signer.sign, msg) if pool else signer.sign(msg)
+                sig = (
+                    await loop.run_in_executor(pool, signer.sign, msg) if pool else signer.sign(msg)
+                )
                 headers = {"token": "bench-token", "timestamp": ts, "version": "1.0.0",
                            "sign_str": sig, "Content-Type": "application/json"}
                 async with s.post(url + "/api/task/job/create", data=body, headers=headers) as r:

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 __all__ = ["Problem", "Problems", "short_repr"]
 
 SHOWN_CHARS = 60  # characters of a value quoted in a message
+_SHOWN_INT_BITS = 200  # a wider integer is described by its size (its digits would swamp the line)
 
 
 def short_repr(value: Any, limit: int = SHOWN_CHARS) -> str:
@@ -27,7 +28,11 @@ def short_repr(value: Any, limit: int = SHOWN_CHARS) -> str:
     """
     if isinstance(value, str):
         return repr(value) if len(value) <= limit else repr(value[:limit]) + "…"
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value.bit_length() > _SHOWN_INT_BITS
+    ):
         return f"an integer of {value.bit_length()} bits"
     if isinstance(value, bool | int | float) or value is None:
         return repr(value)

@@ -28,12 +28,12 @@ every request, which makes each one after the first wait its turn too (:func:`pa
   it; throttles that come at random, whatever the rate, do not (their share stays what it
   was: the recent share, if the window that set the cut off was a spike). Each answer after
   a cut adds its log-likelihood ratio between the two (Wald's sequential test) until the
-  odds are 19:1 either way. A limit: the cut stands. Random: one more cut to what the service took since
-  (a limit's first window is swollen by its burst allowance) and the same question; if the
-  answer is random again, the rate goes straight back to where it was before the cuts, and
-  that share becomes the background, the throttles expected at any rate (then a slow average
-  of the windows judged clean). A probe still undecided after 100 answers made no clear
-  difference: it counts as random;
+  odds are 19:1 either way. A limit: the cut stands. Random: one more cut to what the service
+  took since (a limit's first window is swollen by its burst allowance) and the same
+  question; if the answer is random again, the rate goes straight back to where it was before
+  the cuts, and that share becomes the background, the throttles expected at any rate (then a
+  slow average of the windows judged clean). A probe still undecided after 100 answers made
+  no clear difference: it counts as random;
 - a window without excess throttles raises the rate: halfway (geometrically) towards the
   estimated limit when below it; past it, or with no limit known, by 5 % doubling each clean
   window in a row (slow start) up to the ceiling, but past a known limit only after three
@@ -179,7 +179,7 @@ class AdaptiveRate:
         if retry_after:
             self._release = max(self._release, now + retry_after)
         if self._probe is not None:
-            return self._probe_answer(now, 0, 1)
+            return self._probe_answer(self._probe, now, 0, 1)
         self._throttled += 1
         return self._judge(now)
 
@@ -190,7 +190,7 @@ class AdaptiveRate:
             Whether the rate changed.
         """
         if self._probe is not None:
-            return self._probe_answer(self._clock.now(), count, 0)
+            return self._probe_answer(self._probe, self._clock.now(), count, 0)
         self._ok += count
         return self._judge(self._clock.now())
 
@@ -266,10 +266,9 @@ class AdaptiveRate:
 
     # -- probes -------------------------------------------------------------------------------
 
-    def _probe_answer(self, now: float, ok: int, throttled: int) -> bool:
-        """Weigh one more answer after a cut: does the share of throttles follow the rate?"""
-        probe = self._probe
-        assert probe is not None
+    def _probe_answer(self, probe: _Probe, now: float, ok: int, throttled: int) -> bool:
+        """Weigh one more answer to ``probe`` (the open one) after a cut: does the share of
+        throttles follow the rate?"""
         probe.ok += ok
         probe.throttled += throttled
         probe.odds += ok * probe.ok_weight + throttled * probe.throttle_weight

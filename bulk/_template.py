@@ -45,6 +45,9 @@ __all__ = [
 # recursion limit for the code that walks a body.
 MAX_NESTING = 64
 _INT_MIN, _INT_END = -(2**63), 2**64  # JSON numbers orjson writes: 64-bit integers
+# Integers of more bits than this are described, not printed: ``str()`` of a huge integer is
+# slow, and refused past 4,300 digits.
+_SHOWN_INT_BITS = 1000
 
 _Render = Callable[[Mapping[str, Any]], Any]
 _Escape = Callable[[str], str]
@@ -86,7 +89,7 @@ def value_problem_at(value: Any, path: str) -> tuple[str, str] | None:
         elif isinstance(node, bool):
             continue
         elif isinstance(node, int) and not _INT_MIN <= node < _INT_END:
-            shown = shorten(str(node)) if node.bit_length() < 1000 else "an integer"
+            shown = shorten(str(node)) if node.bit_length() < _SHOWN_INT_BITS else "an integer"
             return where, int_too_big(shown)
         elif isinstance(node, float) and not math.isfinite(node):
             return where, f"{node} is not a finite number; JSON has no NaN or infinity"
@@ -227,51 +230,58 @@ def _generate(body: Any, render: _Render, quoted: Mapping[str, _Escape]) -> _Ren
     (its constant subtrees are the very objects the closures render, shared the same way).
     Literals are never written into the source: they are bound by reference (``C[i]``).
     """
-    constants: list[Any] = []
-
-    def const(value: Any) -> str:
-        constants.append(value)
-        return f"C[{len(constants) - 1}]"
-
-    def expr(node: Any, path: str) -> str:
-        if isinstance(node, str):
-            if "{" not in node and "}" not in node:
-                return const(node)
-            parts = _merge_literals(_split(node, path))  # already checked by _compile
-            if len(parts) == 1 and isinstance(parts[0], tuple) and parts[0][1] is None:
-                return f"v[{parts[0][0]!r}]"  # names are identifiers: their repr is safe
-            escape = _escape_for(parts, quoted.get(path))
-            pieces = []
-            for part in parts:
-                if isinstance(part, str):
-                    pieces.append(const(part))
-                    continue
-                name, spec, raw = part
-                text = f"T(v[{name!r}])" if spec is None else f"F(v[{name!r}], {const(spec)})"
-                pieces.append(text if raw or escape is None else f"{const(escape)}({text})")
-            return "(" + " + ".join(pieces) + ")"
-        if isinstance(node, Mapping):
-            if not has_placeholder(node):
-                return const(render_constant(node))
-            items = ", ".join(f"{const(str(k))}: {expr(v, f'{path}.{k}')}" for k, v in node.items())
-            return "{" + items + "}"
-        if isinstance(node, list | tuple):
-            if not has_placeholder(node):
-                return const(render_constant(node))
-            return "[" + ", ".join(expr(v, f"{path}[{i}]") for i, v in enumerate(node)) + "]"
-        return const(node)
-
-    def render_constant(node: Any) -> Any:
-        return _compile(node, "job", set(), {})({})
-
+    code = _Codegen(quoted)
     try:
-        source = f"def fast(v):\n    return {expr(body, 'job')}\n"
-        namespace: dict[str, Any] = {"C": constants, "T": to_text, "F": format}
+        source = f"def fast(v):\n    return {code.expr(body, 'job')}\n"
+        namespace: dict[str, Any] = {"C": code.constants, "T": to_text, "F": format}
         exec(compile(source, "<bulk template>", "exec"), namespace)  # noqa: S102 - our own code
     except (RecursionError, SyntaxError, MemoryError):  # a pathological template: closures
         return None
     fast: _Render = namespace["fast"]
     return fast
+
+
+class _Codegen:
+    """Writes a template node as a Python expression of the row ``v``, for :func:`_generate`."""
+
+    def __init__(self, quoted: Mapping[str, _Escape]):
+        self.quoted = quoted
+        self.constants: list[Any] = []  # what the expression's ``C[i]`` are
+
+    def const(self, value: Any) -> str:
+        self.constants.append(value)
+        return f"C[{len(self.constants) - 1}]"
+
+    def expr(self, node: Any, path: str) -> str:
+        if isinstance(node, str):
+            return self.string(node, path)
+        if isinstance(node, Mapping | list | tuple) and not has_placeholder(node):
+            return self.const(_compile(node, "job", set(), {})({}))
+        if isinstance(node, Mapping):
+            items = (
+                f"{self.const(str(k))}: {self.expr(v, f'{path}.{k}')}" for k, v in node.items()
+            )
+            return "{" + ", ".join(items) + "}"
+        if isinstance(node, list | tuple):
+            return "[" + ", ".join(self.expr(v, f"{path}[{i}]") for i, v in enumerate(node)) + "]"
+        return self.const(node)
+
+    def string(self, node: str, path: str) -> str:
+        if "{" not in node and "}" not in node:
+            return self.const(node)
+        parts = _merge_literals(_split(node, path))  # already checked by _compile
+        if len(parts) == 1 and isinstance(parts[0], tuple) and parts[0][1] is None:
+            return f"v[{parts[0][0]!r}]"  # names are identifiers: their repr is safe
+        escape = _escape_for(parts, self.quoted.get(path))
+        pieces = []
+        for part in parts:
+            if isinstance(part, str):
+                pieces.append(self.const(part))
+                continue
+            name, spec, raw = part
+            text = f"T(v[{name!r}])" if spec is None else f"F(v[{name!r}], {self.const(spec)})"
+            pieces.append(text if raw or escape is None else f"{self.const(escape)}({text})")
+        return "(" + " + ".join(pieces) + ")"
 
 
 def has_placeholder(node: Any) -> bool:
@@ -358,38 +368,48 @@ def _compile_node(
         return render, "{" not in node and "}" not in node
     if isinstance(node, Mapping):
         items = [(str(k), *_compile_node(v, f"{path}.{k}", names, quoted)) for k, v in node.items()]
-        if all(const for _, _, const in items):
-            value = {k: f({}) for k, f, _ in items}
-            return lambda _vs: value, True
-        base = {k: f({}) if const else None for k, f, const in items}
-        slots = [(k, f) for k, f, const in items if not const]
-
-        def render_map(vs: Mapping[str, Any]) -> dict[str, Any]:
-            out = base.copy()  # keeps the key order of the template
-            for k, f in slots:
-                out[k] = f(vs)
-            return out
-
-        return render_map, False
+        return _compile_map(items)
     if isinstance(node, list | tuple):
         parts = [_compile_node(v, f"{path}[{i}]", names, quoted) for i, v in enumerate(node)]
-        if all(const for _, const in parts):
-            constant = [f({}) for f, _ in parts]
-            return lambda _vs: constant, True
-        template = [f({}) if const else None for f, const in parts]
-        positions = [(i, f) for i, (f, const) in enumerate(parts) if not const]
-
-        def render_list(vs: Mapping[str, Any]) -> list[Any]:
-            out = template.copy()
-            for i, f in positions:
-                out[i] = f(vs)
-            return out
-
-        return render_list, False
+        return _compile_list(parts)
     if node is None or isinstance(node, bool | int | float):
         return lambda _vs: node, True
     msg = f"{type(node).__name__} values cannot be sent as JSON; write it as a string"
     raise ConfigError(msg, field=path)
+
+
+def _compile_map(items: list[tuple[str, _Render, bool]]) -> tuple[_Render, bool]:
+    """A table's renderer from its ``(key, renderer, constant)`` items, as :func:`_compile_node`."""
+    if all(const for _, _, const in items):
+        value = {k: f({}) for k, f, _ in items}
+        return lambda _vs: value, True
+    base = {k: f({}) if const else None for k, f, const in items}
+    slots = [(k, f) for k, f, const in items if not const]
+
+    def render_map(vs: Mapping[str, Any]) -> dict[str, Any]:
+        out = base.copy()  # keeps the key order of the template
+        for k, f in slots:
+            out[k] = f(vs)
+        return out
+
+    return render_map, False
+
+
+def _compile_list(parts: list[tuple[_Render, bool]]) -> tuple[_Render, bool]:
+    """An array's renderer from its ``(renderer, constant)`` parts, as :func:`_compile_node`."""
+    if all(const for _, const in parts):
+        constant = [f({}) for f, _ in parts]
+        return lambda _vs: constant, True
+    template = [f({}) if const else None for f, const in parts]
+    positions = [(i, f) for i, (f, const) in enumerate(parts) if not const]
+
+    def render_list(vs: Mapping[str, Any]) -> list[Any]:
+        out = template.copy()
+        for i, f in positions:
+            out[i] = f(vs)
+        return out
+
+    return render_list, False
 
 
 def _compile_string(
@@ -400,28 +420,41 @@ def _compile_string(
     parts = _split(text, path)
     names.update(part[0] for part in parts if isinstance(part, tuple))
     if escape is None:
-        for part in parts:
-            if isinstance(part, tuple) and part[2]:
-                problem = (
-                    f"{{{part[0]}!raw}}: !raw only applies where bulk quotes substituted "
-                    "values (a local job's string command)"
-                )
-                raise ConfigError(problem, field=path)
+        _refuse_raw(parts, path)
     merged = _merge_literals(parts)
     escape = _escape_for(merged, escape)
     if escape is not None:
         _check_shell_context(merged, path)
-
     if len(merged) == 1 and isinstance(merged[0], tuple) and merged[0][1] is None:
-        name = merged[0][0]
+        return _typed_render(merged[0][0], path)
+    return _format_render(merged, path, escape)
 
-        def typed(vs: Mapping[str, Any]) -> Any:
-            try:
-                return vs[name]
-            except KeyError:
-                raise _MissingVariableError(path, name) from None
 
-        return typed
+def _refuse_raw(parts: list[_Part], path: str) -> None:
+    """Refuse ``{var!raw}`` in a field bulk does not quote (where it would mean nothing)."""
+    for part in parts:
+        if isinstance(part, tuple) and part[2]:
+            problem = (
+                f"{{{part[0]}!raw}}: !raw only applies where bulk quotes substituted "
+                "values (a local job's string command)"
+            )
+            raise ConfigError(problem, field=path)
+
+
+def _typed_render(name: str, path: str) -> _Render:
+    """The renderer of a string that is one placeholder alone: the variable's own value."""
+
+    def typed(vs: Mapping[str, Any]) -> Any:
+        try:
+            return vs[name]
+        except KeyError:
+            raise _MissingVariableError(path, name) from None
+
+    return typed
+
+
+def _format_render(merged: list[_Part], path: str, escape: _Escape | None) -> _Render:
+    """The renderer of a string with placeholders in it: literals and escaped values."""
 
     def fmt(vs: Mapping[str, Any]) -> str:
         out = []
@@ -434,19 +467,21 @@ def _compile_string(
                 value = vs[name]
             except KeyError:
                 raise _MissingVariableError(path, name) from None
-            if spec is None:
-                piece = to_text(value)
-            else:
-                try:
-                    piece = format(value, spec)
-                except (ValueError, TypeError):
-                    shown = short_repr(value)
-                    problem = f"{name} = {shown} cannot be formatted with {{{name}:{spec}}}"
-                    raise _FormatError(path, problem) from None
+            piece = to_text(value) if spec is None else _format_value(name, value, spec, path)
             out.append(piece if raw or escape is None else escape(piece))
         return "".join(out)
 
     return fmt
+
+
+def _format_value(name: str, value: Any, spec: str, path: str) -> str:
+    """``format(value, spec)``, or a :class:`_FormatError` saying which placeholder failed."""
+    try:
+        return format(value, spec)
+    except (ValueError, TypeError):
+        shown = short_repr(value)
+        problem = f"{name} = {shown} cannot be formatted with {{{name}:{spec}}}"
+        raise _FormatError(path, problem) from None
 
 
 def _escape_for(merged: list[_Part], escape: _Escape | None) -> _Escape | None:
@@ -486,68 +521,99 @@ def _check_shell_context(parts: list[_Part], path: str) -> None:
     Raises:
         ConfigError: naming the placeholder, where it sits, and the two ways out.
     """
-    stack: list[str] = []  # open contexts, innermost last; "$(" is a substitution in "..."
-    escaped = False  # the previous character was an unescaped backslash
-    prev = ""  # the previous character at the top level (for `#` and `$`)
+    lexer = _ShellLexer(path)
     for part in parts:
         if isinstance(part, tuple):
-            name, spec, raw = part
-            top = stack[-1] if stack else ""
+            lexer.placeholder(part)
+        else:
+            lexer.feed(part)
+
+
+_CLOSERS = {"'": "'", "$'": "'", "`": "`", "#": "\n"}  # contexts that end at one character
+
+
+class _ShellLexer:
+    """The state of :func:`_check_shell_context`'s lexer between a string's parts."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.stack: list[str] = []  # open contexts, innermost last; "$(" is one in "..."
+        self.escaped = False  # the previous character was an unescaped backslash
+        self.prev = ""  # the previous character at the top level (for `#` and `$`)
+
+    def placeholder(self, part: tuple[str, str | None, bool]) -> None:
+        """Refuse the placeholder ``part`` where it sits (unless it is ``!raw``)."""
+        name, spec, raw = part
+        found = self._unsafe_context()
+        if not raw and found is not None:
             shown = "{" + name + (f":{spec}" if spec is not None else "") + "}"
             raw_form = "{" + name + "!raw" + (f":{spec}" if spec is not None else "") + "}"
-            found = _CONTEXTS.get(top)
-            if escaped:
-                found = ("follows a backslash", "remove the backslash")
-            elif prev == "$" and found is None:
-                found = ("follows a $", "remove the $")
-            if not raw and found is not None:
-                problem = (
-                    f"{shown} {found[0]}, where bulk's quoting cannot protect it; {found[1]} "
-                    f"or write {raw_form} to paste it as shell text"
-                )
-                raise ConfigError(problem, field=path)
-            escaped, prev = False, "x"
-            continue
+            problem = (
+                f"{shown} {found[0]}, where bulk's quoting cannot protect it; {found[1]} "
+                f"or write {raw_form} to paste it as shell text"
+            )
+            raise ConfigError(problem, field=self.path)
+        self.escaped, self.prev = False, "x"
+
+    def _unsafe_context(self) -> tuple[str, str] | None:
+        """Where a placeholder here would be that quoting cannot protect, and the way out."""
+        if self.escaped:
+            return "follows a backslash", "remove the backslash"
+        found = _CONTEXTS.get(self.stack[-1] if self.stack else "")
+        if found is None and self.prev == "$":
+            return "follows a $", "remove the $"
+        return found
+
+    def feed(self, text: str) -> None:
+        """Lex a literal part of the string."""
         i = 0
-        while i < len(part):
-            c = part[i]
-            top = stack[-1] if stack else ""
+        while i < len(text):
+            i = self._step(text, i)
+
+    def _step(self, text: str, i: int) -> int:
+        """Lex the character at ``i``; the index of the next one to lex."""
+        c = text[i]
+        top = self.stack[-1] if self.stack else ""
+        i += 1
+        if self.escaped:
+            self.escaped, self.prev = False, "x"
+        elif c == "\\" and top not in ("'", "#"):  # no escapes in '...' or comments
+            self.escaped = True
+        elif top in _CLOSERS:
+            if c == _CLOSERS[top]:
+                self.stack.pop()
+                if top == "#":
+                    self.prev = c
+        elif top == '"':
+            i = self._in_double_quotes(c, text, i)
+        else:  # the top level, or a $( ... ) inside double quotes
+            i = self._at_top_level(c, top, text, i)
+        return i
+
+    def _in_double_quotes(self, c: str, text: str, i: int) -> int:
+        if c == '"':
+            self.stack.pop()
+        elif c == "`":
+            self.stack.append(c)
+        elif c == "$" and text.startswith("(", i):
+            self.stack.append("$(")
             i += 1
-            if escaped:
-                escaped, prev = False, "x"
-            elif top == "'":
-                if c == "'":
-                    stack.pop()
-            elif top == "#":
-                if c == "\n":
-                    stack.pop()
-                    prev = c
-            elif c == "\\" and top != "'":
-                escaped = True
-            elif top in ("$'", "`"):
-                if c == top[-1]:
-                    stack.pop()
-            elif top == '"':
-                if c == '"':
-                    stack.pop()
-                elif c == "`":
-                    stack.append(c)
-                elif c == "$" and part.startswith("(", i):
-                    stack.append("$(")
-                    i += 1
-            else:  # the top level, or a $( ... ) inside double quotes
-                if c == "$" and part.startswith("'", i):
-                    stack.append("$'")
-                    i += 1
-                elif c in "'\"`":
-                    stack.append(c)
-                elif c == "#" and (prev == "" or prev in _WORD_BREAKS):
-                    stack.append("#")
-                elif top == "$(" and c == "(":
-                    stack.append("$(")
-                elif top == "$(" and c == ")":
-                    stack.pop()
-                prev = c
+        return i
+
+    def _at_top_level(self, c: str, top: str, text: str, i: int) -> int:
+        if c == "$" and text.startswith("'", i):
+            self.stack.append("$'")
+            i += 1
+        elif c in "'\"`":
+            self.stack.append(c)
+        elif c == "#" and (self.prev == "" or self.prev in _WORD_BREAKS):
+            self.stack.append("#")
+        elif top == "$(" and c == "(":
+            self.stack.append("$(")
+        elif top == "$(" and c == ")":
+            self.stack.pop()
+        self.prev = c
+        return i
 
 
 def _merge_literals(parts: list[_Part]) -> list[_Part]:
@@ -566,6 +632,7 @@ def _merge_literals(parts: list[_Part]) -> list[_Part]:
 # The widest width or precision a format spec may ask for: `{x:>999999999}` would build a
 # gigabyte per row (and the probe below the first of them).
 _MAX_FORMAT_WIDTH = 1000
+_MAX_WIDTH_DIGITS = 6  # more digits than this are too large, whatever they are
 # Python's format spec: [[fill]align][sign][z][#][0][width][grouping][.precision][type].
 _FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d*))?[A-Za-z%]?", re.DOTALL)
 
@@ -575,7 +642,7 @@ def _check_format_spec(spec: str, path: str) -> None:
     if m is not None:
         for what, digits in (("width", m.group(1)), ("precision", m.group(2))):
             # (compared as text first: int() refuses numbers of more than 4,300 digits)
-            if digits and (len(digits) > 6 or int(digits) > _MAX_FORMAT_WIDTH):
+            if digits and (len(digits) > _MAX_WIDTH_DIGITS or int(digits) > _MAX_FORMAT_WIDTH):
                 msg = (
                     f"format spec {shorten(spec)!r}: {what} {shorten(digits, 12)} is too large; "
                     f"widths and precisions go up to {_MAX_FORMAT_WIDTH:,}"

@@ -1,1 +1,2 @@
-"""Planning: sweep sources and their expansion, and the pass that checks every row before a run (private)."""
+"""Planning (private): sweep sources and their expansion, and the pass that checks every row
+before a run."""

@@ -1,9 +1,10 @@
 """Expand, render and validate every sweep point before anything is sent.
 
 One pass over the sweep: each point is stored in a journal (whose unique key index, built at
-the end, catches duplicate points), rendered through the template with bulk's own variables added, and checked against
-the backend's schema. ``bulk plan`` runs it into a throw-away journal, ``bulk run`` into the run's
-new journal; either way every problem is found before the first request.
+the end, catches duplicate points), rendered through the template with bulk's own variables
+added, and checked against the backend's schema. ``bulk plan`` runs it into a throw-away
+journal, ``bulk run`` into the run's new journal; either way every problem is found before the
+first request.
 
 Template variables bulk adds to every point:
 
@@ -178,36 +179,12 @@ def check(
         result.add_error(sweep.guard_error(size, cfg.max_jobs))
         return result
 
-    run = config.run.name
-    render = config.template.render
-    validate = kind.validate
-    static = _StaticFields(config.template.source)
+    rows = _RowCheck(config, kind.validate, result)
     try:
-        points = _guarded(sweep.points(cfg), cfg)
-        for point in journal.fill(points):
+        for point in journal.fill(_guarded(sweep.points(cfg), cfg)):
             result.total += 1
-            try:
-                body = render(render_context(point, run))
-            except ConfigError as exc:
-                origin = origin_where(config, point.origin)
-                result.add_error(ConfigError(exc.problem, where=origin, field=exc.field))
-                continue
-            problems = Problems()
-            validate(body, problems)
-            if not problems:
-                try:
-                    to_json(body)  # what the engine sends: a body JSON cannot carry is a problem
-                except ConfigError as exc:
-                    problems.add(exc.field or "job", exc.problem)
-            for item in problems.items:
-                if static(item):
-                    result.add_template_error(
-                        ConfigError(item.message, where=where, field=item.field)
-                    )
-                else:
-                    origin = origin_where(config, point.origin)
-                    result.add_error(ConfigError(item.message, where=origin, field=item.field))
-            if problems:
+            body = rows.body(point)
+            if body is None:
                 continue
             if len(result.samples) < samples:
                 result.samples.append((point, body))
@@ -230,6 +207,49 @@ def check(
         f"from {config.path}"
     )
     return result
+
+
+class _RowCheck:
+    """Renders and validates one point at a time, adding its problems to a result."""
+
+    def __init__(
+        self, config: Config, validate: Callable[[Any, Problems], None], result: PlanResult
+    ):
+        self._config = config
+        self._run = config.run.name
+        self._render = config.template.render
+        self._validate = validate
+        self._static = _StaticFields(config.template.source)
+        self._result = result
+
+    def body(self, point: Point) -> Any:
+        """The point's rendered body, or None when it has a problem (each one is added).
+
+        (A body is never None itself: the ``[job]`` template is a table.)
+        """
+        try:
+            body = self._render(render_context(point, self._run))
+        except ConfigError as exc:
+            origin = origin_where(self._config, point.origin)
+            self._result.add_error(ConfigError(exc.problem, where=origin, field=exc.field))
+            return None
+        problems = Problems()
+        self._validate(body, problems)
+        if not problems:
+            try:
+                to_json(body)  # what the engine sends: a body JSON cannot carry is a problem
+            except ConfigError as exc:
+                problems.add(exc.field or "job", exc.problem)
+        for item in problems.items:
+            if self._static(item):
+                where = self._config.template_where
+                self._result.add_template_error(
+                    ConfigError(item.message, where=where, field=item.field)
+                )
+            else:
+                origin = origin_where(self._config, point.origin)
+                self._result.add_error(ConfigError(item.message, where=origin, field=item.field))
+        return None if problems else body
 
 
 PREVIEW_CHARS = 120  # characters of a value shown in a human-readable line or table cell
@@ -268,7 +288,7 @@ def _tokens(value: Any, limit: int) -> Iterator[str]:
                 yield ","
             yield from _tokens(v, limit)
         yield "]"
-    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _JSON_BITS:
         yield f"<an integer of {value.bit_length()} bits>"
     else:
         try:
@@ -276,6 +296,8 @@ def _tokens(value: Any, limit: int) -> Iterator[str]:
         except orjson.JSONEncodeError:
             yield f"<{type(value).__name__}>"
 
+
+_JSON_BITS = 64  # wider integers are not JSON (orjson refuses them): described, not written
 
 # Values inside a problem's message: quoted text and numbers. Masked, they leave its kind.
 _VALUES = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[-+]?\d[\d_.,]*(?:e[-+]?\d+)?""")
@@ -316,30 +338,47 @@ class _StaticFields:
             return False
         node, rest = self._source, path[3:]
         while rest:
-            if isinstance(node, Mapping):
-                if not rest.startswith("."):
-                    return False
-                matches = [
-                    k
-                    for k in node
-                    if rest.startswith(str(k), 1) and rest[1 + len(str(k)) :][:1] in ("", ".", "[")
-                ]
-                if len(matches) != 1:
-                    return not matches  # absent from the template: absent from every body
-                name = matches[0]
-                node, rest = node[name], rest[1 + len(str(name)) :]
-                if key and not rest:
-                    return True  # the key itself is spelled out in the template
-            elif isinstance(node, list | tuple):
-                index = _INDEX.match(rest)
-                if index is None:
-                    return False
-                if int(index[1]) >= len(node):
-                    return True
-                node, rest = node[int(index[1])], rest[index.end() :]
-            else:
-                return not has_placeholder(node)
+            step = _descend(node, rest, key=key)
+            if isinstance(step, bool):
+                return step
+            node, rest = step
         return not has_placeholder(node)
+
+
+def _descend(node: Any, rest: str, *, key: bool) -> bool | tuple[Any, str]:
+    """One step down the path ``rest`` from the template node ``node``: the child and the
+    path left, or, where the walk ends, whether the field is constant."""
+    if isinstance(node, Mapping):
+        return _descend_key(node, rest, key=key)
+    if isinstance(node, list | tuple):
+        return _descend_index(node, rest)
+    return not has_placeholder(node)
+
+
+def _descend_key(node: Mapping[Any, Any], rest: str, *, key: bool) -> bool | tuple[Any, str]:
+    if not rest.startswith("."):
+        return False
+    matches = [
+        k
+        for k in node
+        if rest.startswith(str(k), 1) and rest[1 + len(str(k)) :][:1] in ("", ".", "[")
+    ]
+    if len(matches) != 1:
+        return not matches  # absent from the template: absent from every body
+    name = matches[0]
+    child, rest = node[name], rest[1 + len(str(name)) :]
+    if key and not rest:
+        return True  # the key itself is spelled out in the template
+    return child, rest
+
+
+def _descend_index(node: Sequence[Any], rest: str) -> bool | tuple[Any, str]:
+    index = _INDEX.match(rest)
+    if index is None:
+        return False
+    if int(index[1]) >= len(node):
+        return True
+    return node[int(index[1])], rest[index.end() :]
 
 
 _INDEX = re.compile(r"\[(\d+)\]")

@@ -331,6 +331,10 @@ def _blank_lines_error(path: Path, line: int, limit: int) -> ConfigError:
     return ConfigError(msg, where=f"{path}:{line}")
 
 
+# Floats orjson may have made of integers it could not hold: just inside -2**63 .. 2**64.
+_EXACT_LOW, _EXACT_HIGH = -9.2e18, 1.8e19
+
+
 def _maybe_inexact(obj: dict[str, Any]) -> bool:
     """Whether orjson may have read a number of ``obj`` inexactly, without a word.
 
@@ -343,7 +347,7 @@ def _maybe_inexact(obj: dict[str, Any]) -> bool:
         value = stack.pop()
         kind = type(value)
         if kind is float:
-            if value == 0.0 or not -9.2e18 < value < 1.8e19:
+            if value == 0.0 or not _EXACT_LOW < value < _EXACT_HIGH:
                 return True
         elif kind is list:
             stack.extend(value)
@@ -441,12 +445,7 @@ def _read_csv(
 
     reader = csv.reader(row_lines(), strict=True)
     try:
-        header = next(reader, None)
-        if header is None:
-            msg = "empty file; a CSV sweep starts with a header row"
-            raise ConfigError(msg, where=str(path))
-        _check_header(path, header)
-        width = len(header)
+        header = _read_header(path, reader)
         typed = [name not in strings for name in header]
         blank = 0
         first_line, size = reader.line_num + 1, 0
@@ -458,21 +457,36 @@ def _read_csv(
                 if blank > max_blank:
                     raise _blank_lines_error(path, reader.line_num, max_blank)
                 continue
-            if len(record) != width:
-                msg = f"expected {width} columns (from header), got {len(record)}"
-                raise ConfigError(msg, where=where)
-            variables: dict[str, Any] = {}
-            for name, cell, convert in zip(header, record, typed, strict=True):
-                if not cell:
-                    continue  # an empty cell is a missing variable
-                variables[name] = _typed(cell) if convert else cell
-            yield Row(where, variables)
+            yield Row(where, _cells(where, header, typed, record))
     except csv.Error as exc:
         if str(exc).startswith("field larger than field limit"):  # = MAX_VALUE_CHARS
             msg = f"a value is too long; the limit is {MAX_VALUE_CHARS:,} characters"
             raise ConfigError(msg, where=f"{path}:{first_line}") from None
         msg = f"malformed CSV: {exc}"
         raise ConfigError(msg, where=f"{path}:{reader.line_num}") from None
+
+
+def _read_header(path: Path, reader: Iterator[list[str]]) -> list[str]:
+    """A CSV file's header row, checked."""
+    header = next(reader, None)
+    if header is None:
+        msg = "empty file; a CSV sweep starts with a header row"
+        raise ConfigError(msg, where=str(path))
+    _check_header(path, header)
+    return header
+
+
+def _cells(where: str, header: list[str], typed: list[bool], record: list[str]) -> dict[str, Any]:
+    """A CSV record's variables: its non-empty cells, typed where ``typed`` says."""
+    if len(record) != len(header):
+        msg = f"expected {len(header)} columns (from header), got {len(record)}"
+        raise ConfigError(msg, where=where)
+    variables: dict[str, Any] = {}
+    for name, cell, convert in zip(header, record, typed, strict=True):
+        if not cell:
+            continue  # an empty cell is a missing variable
+        variables[name] = _typed(cell) if convert else cell
+    return variables
 
 
 def _name_problem(name: str) -> str | None:
@@ -511,30 +525,35 @@ def _typed(cell: str) -> Any:
     """
     first = cell[0]
     if (first.isdigit() or first in "+-.") and cell.isascii():  # int() reads "١" as 1
-        if "_" in cell or cell != cell.strip():
-            return cell
-        digits = cell.lstrip("+-")
-        if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
-            return cell
-        try:
-            number = int(cell)
-        except ValueError:
-            pass
-        else:
-            # JSON consumers (and orjson) take 64-bit integers; a longer one is an id: keep it.
-            return number if -(2**63) <= number < 2**64 else cell
-        try:
-            value = float(cell)
-        except ValueError:
-            return cell
-        if not math.isfinite(value):
-            return cell  # inf, nan, 1e400: JSON has no such number
-        if value == 0.0 and any(c in "123456789" for c in cell.lower().partition("e")[0]):
-            return cell  # 1e-400: a 64-bit float would make it 0.0
-        return value
-    lower = cell.lower()
-    if lower == "true":
-        return True
-    if lower == "false":
-        return False
-    return cell
+        return _number(cell)
+    return _BOOLEANS.get(cell.lower(), cell)
+
+
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _number(cell: str) -> Any:
+    """A cell that may be a number: the number, unless it would lose information as one."""
+    digits = cell.lstrip("+-")
+    leading_zero = len(digits) > 1 and digits[0] == "0" and digits[1].isdigit()
+    if "_" in cell or cell != cell.strip() or leading_zero:
+        return cell
+    try:
+        number = int(cell)
+    except ValueError:
+        return _float(cell)
+    # JSON consumers (and orjson) take 64-bit integers; a longer one is an id: keep it.
+    return number if -(2**63) <= number < 2**64 else cell
+
+
+def _float(cell: str) -> Any:
+    """A cell that may be a float: the float, unless a 64-bit float cannot hold it."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell
+    if not math.isfinite(value):
+        return cell  # inf, nan, 1e400: JSON has no such number
+    if value == 0.0 and any(c in "123456789" for c in cell.lower().partition("e")[0]):
+        return cell  # 1e-400: a 64-bit float would make it 0.0
+    return value

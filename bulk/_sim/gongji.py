@@ -210,6 +210,24 @@ class GongjiSim:
             bucket = self.buckets[token] = TokenBucket(limit)
         return not bucket.take()
 
+    def create(self, body: dict[str, Any]) -> _Task:
+        """Create a task of a valid body (it may be drawn to fail) and count it in the ledger."""
+        self.next_id += 1
+        task = _Task(
+            self.next_id,
+            body,
+            time.monotonic(),
+            self.roll(self.config.failure_rate),
+            _run_s(body, self.config.run_s),
+        )
+        self.tasks[task.task_id] = task
+        name = str(body["task_name"])
+        self.creates[name] = self.creates.get(name, 0) + 1
+        self.last_create = time.monotonic()
+        if self.first_create is None:
+            self.first_create = self.last_create
+        return task
+
     def view(self, task: _Task) -> dict[str, Any]:
         """The task in the detail/search field shapes of the API doc."""
         cfg = self.config
@@ -291,13 +309,21 @@ def _required(body: dict[str, Any]) -> str | None:
     for res in body["resources"]:
         if not isinstance(res, dict) or not res.get("mark"):
             return "resources.mark"
+    return _required_support(body) or _required_service(body["services"])
+
+
+def _required_support(body: dict[str, Any]) -> str | None:
     support = body["job_support"]
     for key in ("timeout_sec", "parallelism", "mod_param"):
         if not isinstance(support, dict) or support.get(key) is None:
             return f"job_support.{key}"
     if body.get("sub_type") == "Spot" and not support.get("estimated_exec_sec"):
         return "job_support.estimated_exec_sec"
-    for svc in body["services"]:
+    return None
+
+
+def _required_service(services: Any) -> str | None:
+    for svc in services:
         for key in ("service_name", "service_image", "resource_weight"):
             if not isinstance(svc, dict) or not svc.get(key):
                 return f"services.{key}"
@@ -347,17 +373,47 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
     sim.rng.seed(sim.config.seed)
     app = web.Application()
     app[GONGJI] = sim
+    api = _Api(sim)
+    app.middlewares.append(api.gate)
+    app.router.add_post("/api/task/job/create", api.create)
+    app.router.add_get("/api/task/job/detail", api.detail)
+    app.router.add_get("/api/task/job/search", api.search)
+    app.router.add_post("/api/task/job/stop", api.stop)
+    app.router.add_get("/api/deployment/resource/search", api.resources)
+    app.router.add_get("/_sim/ledger", api.ledger)
+    return app
+
+
+class _Api:
+    """The simulator's HTTP endpoints, over its state, behind one gate for every request."""
+
+    def __init__(self, sim: GongjiSim):
+        self.sim = sim
+        self.newest = sim.config.list_order == "newest"
 
     @web.middleware
-    async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Count, delay, authenticate, throttle and inject faults, then hand the request on."""
         if request.path.startswith("/_sim/"):
             return await handler(request)  # type: ignore[no-any-return]
-        cfg = sim.config
+        sim = self.sim
         sim.requests[request.path] = sim.requests.get(request.path, 0) + 1
         sim.times.append(time.monotonic())
-        if cfg.latency_s:
-            await asyncio.sleep(cfg.latency_s)
+        if sim.config.latency_s:
+            await asyncio.sleep(sim.config.latency_s)
         raw = await request.read()
+        answer = self._refusal(request, raw)
+        if answer is None:
+            sim.served.append(time.monotonic())
+            answer = self._fault(request, raw)
+        if answer is not None:
+            return answer
+        # The handlers read the body again: aiohttp caches it.
+        return await handler(request)  # type: ignore[no-any-return]
+
+    def _refusal(self, request: web.Request, raw: bytes) -> web.Response | None:
+        """The answer to a request that fails authentication or is throttled, or None."""
+        sim, cfg = self.sim, self.sim.config
         token = request.headers.get("token", "")
         problem = _authenticate(sim, request, token, raw)
         if problem is not None:
@@ -372,12 +428,16 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
         if sim.roll(cfg.throttle_rate):
             sim.throttled += 1
             return _envelope(code="C008", message="请求过于频繁")
-        sim.served.append(time.monotonic())
+        return None
+
+    def _fault(self, request: web.Request, raw: bytes) -> web.Response | None:
+        """The answer of a drawn fault (a bad gateway, a reset, an echo), or None."""
+        sim, cfg = self.sim, self.sim.config
         if sim.roll(cfg.error_rate):
             return web.Response(status=502, text="bad gateway")
         if sim.roll(cfg.reset_rate):
-            assert request.transport is not None
-            request.transport.close()
+            if request.transport is not None:  # None only once the client has gone
+                request.transport.close()
             return web.Response(status=500)
         if sim.roll(cfg.echo_rate):
             sim.echoed += 1
@@ -388,10 +448,10 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
                     status=500, text=f"internal server error; request: {echo.decode()}"
                 )
             return _envelope(code="C999", message=f"系统错误 request: {echo.decode()}")
-        # The handlers read the body again: aiohttp caches it.
-        return await handler(request)  # type: ignore[no-any-return]
+        return None
 
-    async def create(request: web.Request) -> web.StreamResponse:
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        sim = self.sim
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
@@ -401,20 +461,7 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
         missing = _required(body)
         if missing is not None:
             return _envelope(code="C999", message=f"参数错误: {missing} 不能为空")
-        sim.next_id += 1
-        task = _Task(
-            sim.next_id,
-            body,
-            time.monotonic(),
-            sim.roll(sim.config.failure_rate),
-            _run_s(body, sim.config.run_s),
-        )
-        sim.tasks[task.task_id] = task
-        name = str(body["task_name"])
-        sim.creates[name] = sim.creates.get(name, 0) + 1
-        sim.last_create = time.monotonic()
-        if sim.first_create is None:
-            sim.first_create = sim.last_create
+        task = sim.create(body)
         if sim.roll(sim.config.commit_fail_rate):
             if sim.roll(0.5) and request.transport is not None:
                 request.transport.close()
@@ -422,48 +469,47 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
             return web.Response(status=500, text="internal server error")
         return _envelope({"task_id": task.task_id})
 
-    async def detail(request: web.Request) -> web.StreamResponse:
+    async def detail(self, request: web.Request) -> web.StreamResponse:
         try:
-            task = sim.tasks[int(request.query.get("task_id", ""))]
+            task = self.sim.tasks[int(request.query.get("task_id", ""))]
         except (ValueError, KeyError):
             return _envelope(code="C999", message="任务不存在")
-        return _envelope(sim.view(task))
+        return _envelope(self.sim.view(task))
 
-    newest = sim.config.list_order == "newest"
-
-    async def search(request: web.Request) -> web.StreamResponse:
+    async def search(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         statuses = set(filter(None, q.get("status", "Pending,Running,Paused").split(",")))
         value = q.get("search_value", "")
         try:
             page = max(1, int(q.get("page", "1")))
-            size = max(1, min(1000, int(q.get("page_size", "10"))))
+            size = max(1, min(_MAX_PAGE_SIZE, int(q.get("page_size", "10"))))
         except ValueError:
             return _envelope(code="C999", message="分页参数错误")
-        tasks = sim.tasks.values()
+        tasks = self.sim.tasks.values()
         views = [
             v
-            for v in (sim.view(t) for t in (reversed(tasks) if newest else tasks))
+            for v in (self.sim.view(t) for t in (reversed(tasks) if self.newest else tasks))
             if v["status"] in statuses and value in str(v["task_name"])
         ]
         return _envelope({"count": len(views), "results": views[(page - 1) * size : page * size]})
 
-    async def stop(request: web.Request) -> web.StreamResponse:
+    async def stop(self, request: web.Request) -> web.StreamResponse:
         try:
-            task = sim.tasks[int(orjson.loads(await request.read())["task_id"])]
+            task = self.sim.tasks[int(orjson.loads(await request.read())["task_id"])]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return _envelope(code="C999", message="任务不存在")
-        if sim.view(task)["status"] == "End":
-            if sim.config.stop_ended_ok:
+        if self.sim.view(task)["status"] == "End":
+            if self.sim.config.stop_ended_ok:
                 return _envelope()
             return _envelope(code="C010", message="任务已结束，无法停止")
         task.stopped_at = time.monotonic()
         return _envelope()
 
-    async def resources(request: web.Request) -> web.StreamResponse:
+    async def resources(self, request: web.Request) -> web.StreamResponse:
         return _envelope({"count": len(DEVICES), "results": DEVICES})
 
-    async def ledger(request: web.Request) -> web.StreamResponse:
+    async def ledger(self, request: web.Request) -> web.StreamResponse:
+        sim = self.sim
         return web.Response(
             body=orjson.dumps(
                 {
@@ -480,38 +526,49 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
             content_type="application/json",
         )
 
-    app.middlewares.append(gate)
-    app.router.add_post("/api/task/job/create", create)
-    app.router.add_get("/api/task/job/detail", detail)
-    app.router.add_get("/api/task/job/search", search)
-    app.router.add_post("/api/task/job/stop", stop)
-    app.router.add_get("/api/deployment/resource/search", resources)
-    app.router.add_get("/_sim/ledger", ledger)
-    return app
+
+_MAX_PAGE_SIZE = 1000  # the simulator clamps search's page_size to this (the API documents none)
+_STAMP_DIGITS = 13  # a timestamp in ms has 13 digits (from 2001 to 2286)
+_SIGNATURE_BYTES = 256  # an RSA-2048 signature
 
 
 def _authenticate(
     sim: GongjiSim, request: web.Request, token: str, raw: bytes
 ) -> tuple[str, str] | None:
+    """The error code and message of a request that fails authentication, or None."""
+    problem = _check_headers(sim, request, token)
+    if problem is not None:
+        return problem
+    key = sim.tokens[token]
+    if key is None:
+        return None  # simple mode: no signature to check
+    return _check_signature(key, request, token, raw)
+
+
+def _check_headers(sim: GongjiSim, request: web.Request, token: str) -> tuple[str, str] | None:
     if token not in sim.tokens:
         return "C001", "token 无效"
     if request.headers.get("version") != "1.0.0":
         return "C002", "version 错误"
     stamp = request.headers.get("timestamp", "")
     # isdigit() alone accepts Unicode digits ("²" raises in int(), "١" parses): ASCII only.
-    if len(stamp) != 13 or not (stamp.isascii() and stamp.isdigit()):
+    if len(stamp) != _STAMP_DIGITS or not (stamp.isascii() and stamp.isdigit()):
         return "C004", "timestamp 格式错误"
     if abs(time.time() * 1000 - int(stamp)) > sim.config.skew_s * 1000:
         return "C004", "timestamp 已过期"
-    key = sim.tokens[token]
-    if key is None:
-        return None  # simple mode: no signature to check
+    return None
+
+
+def _check_signature(
+    key: rsa.RSAPublicKey, request: web.Request, token: str, raw: bytes
+) -> tuple[str, str] | None:
     try:
         signature = base64.b64decode(request.headers.get("sign_str", ""), validate=True)
     except (binascii.Error, ValueError):
         return "C005", "sign_str 不是 Base64"
-    if len(signature) != 256:
+    if len(signature) != _SIGNATURE_BYTES:
         return "C005", "sign_str 长度错误"
+    stamp = request.headers.get("timestamp", "")
     data = raw if request.method == "POST" else b""
     message = f"{request.raw_path}\n1.0.0\n{stamp}\n{token}\n".encode() + data
     try:

@@ -93,6 +93,23 @@ class StubService:
         """Whether this request is beyond the service's rate limit (if it has one)."""
         return self._bucket is not None and not self._bucket.take()
 
+    def create(self, name: str, run_s: float) -> _Job:
+        """Create a job (it may be drawn to fail) and count it in the ledger."""
+        job = _Job(
+            f"job-{len(self.jobs) + 1}",
+            name,
+            time.monotonic(),
+            self.roll(self.faults.job_failure_rate),
+            run_s,
+        )
+        self.jobs[job.id] = job
+        self.by_name[name] = job
+        self.creates[name] = self.creates.get(name, 0) + 1
+        self.last_create = time.monotonic()
+        if self.first_create is None:
+            self.first_create = self.last_create
+        return job
+
     def state(self, job: _Job) -> tuple[str, str | None]:
         if job.stopped:
             return "stopped", "stopped"
@@ -113,16 +130,32 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
     service = StubService(faults or StubFaults())
     app = web.Application()
     app[SERVICE] = service
+    api = _Api(service)
+    app.router.add_post("/jobs", api.create)
+    app.router.add_post("/jobs/status", api.status)
+    app.router.add_get("/jobs", api.lookup)
+    app.router.add_post("/jobs/{id}/stop", api.stop)
+    app.router.add_get("/ledger", api.ledger)
+    return app
 
-    def throttled() -> web.Response:
+
+class _Api:
+    """The service's HTTP endpoints, over its state."""
+
+    def __init__(self, service: StubService):
+        self.service = service
+
+    def throttled(self) -> web.Response:
         # A new response each time: aiohttp cannot send one response object twice.
         return web.json_response(
             {"error": "slow down"},
             status=429,
-            headers={"Retry-After": f"{service.faults.retry_after_s:g}"},
+            headers={"Retry-After": f"{self.service.faults.retry_after_s:g}"},
         )
 
-    async def common(request: web.Request) -> web.StreamResponse | None:
+    async def common(self, request: web.Request) -> web.StreamResponse | None:
+        """What every job request goes through first: the answer that ends it early, or None."""
+        service = self.service
         service.requests += 1
         f = service.faults
         if f.latency_s:
@@ -145,16 +178,31 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
             return web.json_response(echo, status=500)
         return None
 
-    async def create(request: web.Request) -> web.StreamResponse:
-        if (early := await common(request)) is not None:
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        if (early := await self.common(request)) is not None:
             return early
-        body = await _json_object(request)
+        admitted = self._admit(await _json_object(request))
+        if isinstance(admitted, web.Response):
+            return admitted
+        service = self.service
+        job = service.create(*admitted)
+        if service.roll(service.faults.fail_after_rate):
+            if service.roll(0.5) and request.transport is not None:
+                request.transport.close()  # the client sees a dropped connection
+                return web.Response(status=503)
+            return web.json_response({"error": "internal error"}, status=503)
+        return web.json_response({"id": job.id}, status=201)
+
+    def _admit(self, body: dict[str, Any] | None) -> web.Response | tuple[str, float]:
+        """A create's job name and run time, or the answer that refuses it (with the faults
+        drawn in the order a service meets them)."""
+        service = self.service
         name = body.get("name") if body is not None else None
         if body is None or not isinstance(name, str) or "spec" not in body:
             return web.json_response({"error": "need a JSON object with name and spec"}, status=400)
         f = service.faults
         if service.roll(f.throttle_rate):
-            return throttled()
+            return self.throttled()
         if service.roll(f.fail_before_rate):
             return web.json_response({"error": "unavailable"}, status=503)
         existing = service.by_name.get(name)
@@ -164,28 +212,10 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
         run_s = spec.get("run_s", f.run_s) if isinstance(spec, dict) else f.run_s
         if isinstance(run_s, bool) or not isinstance(run_s, int | float):
             return web.json_response({"error": "spec.run_s must be a number"}, status=400)
-        job = _Job(
-            f"job-{len(service.jobs) + 1}",
-            name,
-            time.monotonic(),
-            service.roll(f.job_failure_rate),
-            float(run_s),
-        )
-        service.jobs[job.id] = job
-        service.by_name[name] = job
-        service.creates[name] = service.creates.get(name, 0) + 1
-        service.last_create = time.monotonic()
-        if service.first_create is None:
-            service.first_create = service.last_create
-        if service.roll(f.fail_after_rate):
-            if service.roll(0.5) and request.transport is not None:
-                request.transport.close()  # the client sees a dropped connection
-                return web.Response(status=503)
-            return web.json_response({"error": "internal error"}, status=503)
-        return web.json_response({"id": job.id}, status=201)
+        return name, float(run_s)
 
-    async def status(request: web.Request) -> web.StreamResponse:
-        if (early := await common(request)) is not None:
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        if (early := await self.common(request)) is not None:
             return early
         body = await _json_object(request)
         ids = body.get("ids") if body is not None else None
@@ -193,32 +223,33 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
             return web.json_response({"error": "need a JSON object with ids"}, status=400)
         out = {}
         for job_id in ids:
-            job = service.jobs.get(job_id) if isinstance(job_id, str) else None
+            job = self.service.jobs.get(job_id) if isinstance(job_id, str) else None
             if job is not None:
-                state, reason = service.state(job)
+                state, reason = self.service.state(job)
                 out[job_id] = {"state": state, "reason": reason}
         return web.Response(body=orjson.dumps({"jobs": out}), content_type="application/json")
 
-    async def lookup(request: web.Request) -> web.StreamResponse:
-        if (early := await common(request)) is not None:
+    async def lookup(self, request: web.Request) -> web.StreamResponse:
+        if (early := await self.common(request)) is not None:
             return early
-        job = service.by_name.get(request.query.get("name", ""))
+        job = self.service.by_name.get(request.query.get("name", ""))
         if job is None:
             return web.json_response({"error": "not found"}, status=404)
-        state, reason = service.state(job)
+        state, reason = self.service.state(job)
         return web.json_response({"id": job.id, "name": job.name, "state": state, "reason": reason})
 
-    async def stop(request: web.Request) -> web.StreamResponse:
-        if (early := await common(request)) is not None:
+    async def stop(self, request: web.Request) -> web.StreamResponse:
+        if (early := await self.common(request)) is not None:
             return early
-        job = service.jobs.get(request.match_info["id"])
+        job = self.service.jobs.get(request.match_info["id"])
         if job is None:
             return web.json_response({"error": "not found"}, status=404)
-        if service.state(job)[0] in ("queued", "running"):
+        if self.service.state(job)[0] in ("queued", "running"):
             job.stopped = True
         return web.json_response({})
 
-    async def ledger(request: web.Request) -> web.StreamResponse:
+    async def ledger(self, request: web.Request) -> web.StreamResponse:
+        service = self.service
         return web.Response(
             body=orjson.dumps(
                 {
@@ -231,13 +262,6 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
             ),
             content_type="application/json",
         )
-
-    app.router.add_post("/jobs", create)
-    app.router.add_post("/jobs/status", status)
-    app.router.add_get("/jobs", lookup)
-    app.router.add_post("/jobs/{id}/stop", stop)
-    app.router.add_get("/ledger", ledger)
-    return app
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | None:

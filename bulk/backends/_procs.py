@@ -262,14 +262,7 @@ class Trees:
             if proc is None:
                 self._owners.pop(pid, None)
                 continue
-            owner = self._owners.get(pid) if self._subreaper else None
-            if owner is None:
-                owner = self.job_of(pid, settle=self._subreaper)
-            if owner is None and self._subreaper and proc.session != pid:
-                # A cleared environment: the job's session or group still tells. (Only for
-                # our own children: elsewhere a session id may belong to a recycled pid.
-                # And never a session leader: that may be a job being started right now.)
-                owner = by_session.get(proc.session) or by_session.get(proc.pgrp)
+            owner = self._owner(proc, by_session)
             if owner is None or owner not in leaders:
                 continue  # not this run's, or a job being started right now
             if not proc.alive:
@@ -280,6 +273,19 @@ class Trees:
                 self._owners[pid] = owner
             found[pid] = owner
         return found
+
+    def _owner(self, proc: Proc, by_session: Mapping[int, str]) -> str | None:
+        """The job ``proc`` belongs to, if it tells (``by_session``: job names by leader pid)."""
+        pid = proc.pid
+        owner = self._owners.get(pid) if self._subreaper else None
+        if owner is None:
+            owner = self.job_of(pid, settle=self._subreaper)
+        if owner is None and self._subreaper and proc.session != pid:
+            # A cleared environment: the job's session or group still tells. (Only for
+            # our own children: elsewhere a session id may belong to a recycled pid.
+            # And never a session leader: that may be a job being started right now.)
+            owner = by_session.get(proc.session) or by_session.get(proc.pgrp)
+        return owner
 
     def _reap(self, pid: int) -> None:
         # Only ever a child that is ours and no one else waits for: an orphan of a job,

@@ -76,7 +76,10 @@ class TestSigning:
 
     def test_vector_get_with_query(self) -> None:
         """A GET signs path?query as sent, and ends with a newline after the token."""
-        target = "/api/task/job/search?status=Running%2CPending%2CPaused&search_value=&page=1&page_size=10"
+        target = (
+            "/api/task/job/search?status=Running%2CPending%2CPaused&search_value=&page=1"
+            "&page_size=10"
+        )
         message = string_to_sign(target, "1724222524375", TOKEN, b"")
 
         assert message.endswith(f"{TOKEN}\n".encode())
