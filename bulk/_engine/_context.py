@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import anyio
 
+from bulk._journal import State
 from bulk._naming import Point
 from bulk._ratelimit import RateLimiter
-from bulk.backends.base import Receipt
+from bulk.backends.base import Phase, Receipt
 
-__all__ = ["INTERRUPTED", "Job", "LimiterFactory", "SentMark", "Stats", "job_point"]
+__all__ = ["END_STATE", "INTERRUPTED", "Job", "LimiterFactory", "SentMark", "Stats", "job_point"]
 
 LimiterFactory = Callable[[float, int], RateLimiter]
 
@@ -82,3 +84,14 @@ class Job:
 
 def job_point(job: Job) -> Point:
     return Point(job.index, job.key, job.origin, job.variables)
+
+
+# The one mapping from a backend's terminal phase to the journal's state. A job the service
+# lost (``Phase.MISSING``) is not here: the tracker looks it up and sends it again first.
+END_STATE: Mapping[Phase, State] = MappingProxyType(
+    {
+        Phase.SUCCEEDED: State.SUCCEEDED,
+        Phase.FAILED: State.FAILED,
+        Phase.STOPPED: State.STOPPED,
+    }
+)
