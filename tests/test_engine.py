@@ -34,7 +34,7 @@ from bulk._retry import Backoff
 from bulk._runs import SentMark
 from bulk._sim.stub import StubFaults, make_app
 from bulk._template import compile_template
-from bulk.backends.base import JobStatus, Phase, Receipt, Submission
+from bulk.backends.base import JobStatus, Phase, Receipt, Send, Submission
 from bulk.backends.stub import StubBackend, StubOptions
 from bulk.errors import (
     AmbiguousBackendError,
@@ -1010,6 +1010,31 @@ class TestRunContext:
         assert 0 < (
             samples("bulk_requests_total", {"endpoint": "stop", "outcome": "throttled"}) or 0
         )
+
+
+async def test_the_gateway_is_the_send_of_a_one_off_command() -> None:
+    """What the CLI builds for a one-off command: ``Gateway.for_command(...).send`` is a
+    ``Send``; a throttle is waited out and sent again, and both answers are in the metrics."""
+    clock = AnyioClock()
+    metrics = Metrics(CollectorRegistry())
+    pol = policy()
+    send: Send = Gateway.for_command(pol, metrics, clock, ClockLimiter.factory(clock)).send
+    answers: list[Exception | str] = [ThrottledError("HTTP 429", status=429, retry_after=3), "ok"]
+
+    async def read(what: str) -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return f"{answer}: {what}"
+
+    started = clock.now()
+    assert "ok: devices" == await send("status", read, "devices")
+
+    assert 3 <= clock.now() - started  # the Retry-After was waited
+    get = metrics.registry.get_sample_value
+    assert 1 == get("bulk_requests_total", {"endpoint": "status", "outcome": "throttled"})
+    assert 1 == get("bulk_requests_total", {"endpoint": "status", "outcome": "ok"})
+    assert 1 == get("bulk_retries_total", {"reason": "throttled"})
 
 
 class TestStopThroughTheGateway:
