@@ -155,8 +155,9 @@ class Engine:
             The run's counters (the journal holds the full record).
 
         Raises:
-            PermanentBackendError: the service refused a status or look-up request outright
-                (bad credentials): nothing more can be done until that is fixed.
+            PermanentBackendError: the service refused a status or look-up request outright,
+                or refused the credentials (``RunRefusedError``) on any request, the stop of
+                a timed-out job included: nothing more can be done until that is fixed.
             OutageError: no request reached the service for ``retry.budget_s``; the run
                 stopped with every unfinished row kept for the next run.
             RuntimeError: this engine ran before.
