@@ -6,11 +6,16 @@ fixed set: never a job id.
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bulk.backends.base import Endpoint
 
 __all__ = ["ENDPOINTS", "OUTCOMES", "Metrics"]
 
-ENDPOINTS = ("submit", "status", "stop", "lookup")
+# The endpoint label: the same names the engine and backends use (one list, the Literal).
+ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
 OUTCOMES = ("ok", "throttled", "transient", "ambiguous", "unreachable", "permanent")
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _JOB_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 48 * 3600)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +19,26 @@ import anyio
 import orjson
 import pytest
 import trio.testing
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
 
 from bulk._clock import AnyioClock
 from bulk._engine import INTERRUPTED, Engine, stop_run
+from bulk._engine._context import END_STATE
+from bulk._engine._gateway import Gateway
 from bulk._journal import Journal, Record, State
+from bulk._metrics import Metrics
 from bulk._naming import Point, job_name, point_key
 from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
 from bulk._retry import Backoff
 from bulk._runs import SentMark
+from bulk._sim.stub import StubFaults, make_app
 from bulk._template import compile_template
-from bulk.backends.base import Phase, Submission
+from bulk.backends.base import JobStatus, Phase, Receipt, Send, Submission
+from bulk.backends.stub import StubBackend, StubOptions
 from bulk.errors import (
     AmbiguousBackendError,
+    AuthenticationError,
     OutageError,
     PermanentBackendError,
     ThrottledError,
@@ -910,3 +918,181 @@ def test_backoff_never_overflows() -> None:
 
     assert all(d is not None and 0 <= d <= 60.0 for d in delays)
     assert all(0 <= w <= 60.0 for w in waits)
+
+
+def test_every_terminal_phase_has_one_end_state() -> None:
+    """One mapping from a backend's terminal phase to the journal's state, name for name."""
+    assert {p for p in Phase if p.terminal} == set(END_STATE)
+    assert all(state.value == phase.value for phase, state in END_STATE.items())
+
+
+class TestRunContext:
+    @pytest.mark.rows(3)
+    async def test_an_engine_runs_once(self, journal: Journal) -> None:
+        """A second run() of one engine is refused: each run builds its own context."""
+        e = engine(FakeBackend(clock=AnyioClock()), journal, policy())
+        await e.run()
+
+        with pytest.raises(RuntimeError, match="runs once"):
+            await e.run()
+        assert 3 == e.stats.succeeded
+
+    @pytest.mark.rows(2)
+    async def test_refused_credentials_on_a_timeout_stop_end_the_run(
+        self, journal: Journal
+    ) -> None:
+        """The client-side timeout's stop is not swallowed when the credentials are refused."""
+
+        class Refusing(FakeBackend):
+            async def stop(self, job: Receipt) -> None:
+                msg = "HTTP 401: token rejected"
+                raise AuthenticationError(msg, job_name=job.name, status=401)
+
+        backend = Refusing(clock=AnyioClock(), runs_for=1000)
+        e = engine(backend, journal, policy(timeout_s=5.0))
+
+        with pytest.RaisesGroup(AuthenticationError, flatten_subgroups=True):
+            await e.run()
+        assert 0 == (await inline(journal.counts)).get("failed", 0)
+
+    @pytest.mark.rows(2)
+    async def test_a_refused_timeout_stop_is_recorded_with_its_reason(
+        self, journal: Journal
+    ) -> None:
+        """Any other permanent refusal of the stop is recorded with the job (as before)."""
+
+        class NotStoppable(FakeBackend):
+            async def stop(self, job: Receipt) -> None:
+                msg = "HTTP 409: cannot stop a job in this state"
+                raise PermanentBackendError(msg, job_name=job.name, status=409)
+
+        backend = NotStoppable(clock=AnyioClock(), runs_for=1000)
+        await engine(backend, journal, policy(timeout_s=5.0)).run()
+
+        rows = await inline(journal.jobs, [State.FAILED])
+        assert 2 == len(rows)
+        assert all("the stop request failed" in (r.error or "") for r in rows)
+        assert all("409" in (r.error or "") for r in rows)
+
+    @pytest.mark.rows(40)
+    async def test_throttled_status_and_stop_cut_the_adaptive_rates(self, journal: Journal) -> None:
+        """Throttles of status and of the timeout's stop reach the adaptive rate; a throttled
+        stop is tried again, never recorded as a failed stop."""
+
+        class Throttling(FakeBackend):
+            polls = 0
+            stops = 0
+
+            async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
+                self.polls += 1
+                if self.polls % 2:
+                    raise ThrottledError("HTTP 429: slow down", status=429)
+                return await super().status(jobs)
+
+            async def stop(self, job: Receipt) -> None:
+                self.stops += 1
+                if self.stops % 2:
+                    raise ThrottledError("HTTP 429: slow down", status=429)
+                await super().stop(job)
+
+        backend = Throttling(clock=AnyioClock(), runs_for=1000)
+        pol = policy(timeout_s=5.0, batch=1)
+        e = engine(backend, journal, pol)
+        await e.run()
+
+        assert e.gateway is not None
+        assert e.gateway.rates["status"].rate_per_s < pol.limits.status_rate_per_s
+        assert e.gateway.rates["stop"].rate_per_s < pol.limits.stop_rate_per_s
+        rows = await inline(journal.jobs, [State.FAILED])
+        assert 40 == len(rows)
+        assert {"timeout"} == {r.error for r in rows}  # every stop went through in the end
+        samples = e.metrics.registry.get_sample_value
+        assert 0 < (
+            samples("bulk_requests_total", {"endpoint": "stop", "outcome": "throttled"}) or 0
+        )
+
+
+async def test_the_gateway_is_the_send_of_a_one_off_command() -> None:
+    """What the CLI builds for a one-off command: ``Gateway.for_command(...).send`` is a
+    ``Send``; a throttle is waited out and sent again, and both answers are in the metrics."""
+    clock = AnyioClock()
+    metrics = Metrics(CollectorRegistry())
+    pol = policy()
+    send: Send = Gateway.for_command(pol, metrics, clock, ClockLimiter.factory(clock)).send
+    answers: list[Exception | str] = [ThrottledError("HTTP 429", status=429, retry_after=3), "ok"]
+
+    async def read(what: str) -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return f"{answer}: {what}"
+
+    started = clock.now()
+    assert "ok: devices" == await send("status", read, "devices")
+
+    assert 3 <= clock.now() - started  # the Retry-After was waited
+    get = metrics.registry.get_sample_value
+    assert 1 == get("bulk_requests_total", {"endpoint": "status", "outcome": "throttled"})
+    assert 1 == get("bulk_requests_total", {"endpoint": "status", "outcome": "ok"})
+    assert 1 == get("bulk_retries_total", {"reason": "throttled"})
+
+
+class TestStopThroughTheGateway:
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "asyncio"
+
+    @pytest.mark.rows(12)
+    async def test_bulk_stop_under_a_throttling_service_stops_every_job(
+        self, journal: Journal
+    ) -> None:
+        """`bulk stop` against the stub simulator with a tight rate limit: every job is stopped
+        (a 429 is waited out, never "could not be stopped"), and the throttles show in the
+        metrics. The retry budget is shorter than the service's Retry-After on purpose."""
+        n = 12
+        server = TestServer(
+            make_app(StubFaults(rate_limit_per_s=4.0, run_s=300.0)), host="127.0.0.1"
+        )
+        await server.start_server()
+        backend = StubBackend(StubOptions(url=str(server.make_url(""))))
+        try:
+            pol = policy(budget_s=0.5, attempts=2)
+            metrics = Metrics(CollectorRegistry())
+            # The jobs are created through a gateway too (the stub's names are unique, so a
+            # submit sent again is the same job).
+            setup = Gateway.for_command(pol, Metrics(CollectorRegistry()), AnyioClock())
+            receipts = [
+                await setup.send("submit", backend.submit, Submission(name(i), b"{}"))
+                for i in range(n)
+            ]
+            await anyio.to_thread.run_sync(
+                journal.apply,
+                [
+                    Record(i, State.SUBMITTED, attempt=1, remote_id=r.remote_id)
+                    for i, r in enumerate(receipts)
+                ],
+            )
+
+            with anyio.fail_after(60):
+                stopped, problems = await stop_run(
+                    backend,
+                    journal,
+                    run=RUN,
+                    template=TEMPLATE,
+                    policy=pol,
+                    metrics=metrics,
+                )
+
+            assert (n, []) == (stopped, problems)
+            assert {"stopped": n} == await anyio.to_thread.run_sync(journal.counts)
+            statuses = await setup.send("status", backend.status, receipts)
+            assert {Phase.STOPPED} == {s.phase for s in statuses.values()}
+            get = metrics.registry.get_sample_value
+            assert n == get("bulk_requests_total", {"endpoint": "stop", "outcome": "ok"})
+            assert 0 < (
+                get("bulk_requests_total", {"endpoint": "stop", "outcome": "throttled"}) or 0
+            )
+            assert 0 < (get("bulk_throttled_total") or 0)
+        finally:
+            await backend.aclose()
+            await server.close()

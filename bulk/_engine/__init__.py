@@ -1,13 +1,8 @@
 """The engine: submit every pending job politely, exactly once, and track each to its end (private)."""
 
-from bulk._engine._engine import (
-    INTERRUPTED,
-    Engine,
-    LimiterFactory,
-    SentMark,
-    Stats,
-    stop_run,
-)
+from bulk._engine._context import INTERRUPTED, LimiterFactory, SentMark, Stats
+from bulk._engine._engine import Engine
+from bulk._engine._stop import stop_run
 
 __all__ = [
     "INTERRUPTED",

@@ -1,6 +1,6 @@
 """The engine: submit every pending job politely, exactly once, and track each to its end.
 
-The only module that starts tasks. One run looks like this::
+One run looks like this (``_submitter``, ``_tracker``; every request through ``_gateway``)::
 
     journal ──pending rows──► producer ──bounded stream──► N submit workers ──► backend.submit
                                                                │ accepted
@@ -40,160 +40,34 @@ Guarantees, and where they are kept:
   job of the same name makes that harmless (the resend is "already exists"); on one that
   does not (``BackendKind.unique_names`` false: Gongji), a run that follows a session that
   did not end cleanly looks its first pending rows up by name before sending them (see
-  :meth:`Engine._produce`).
+  :meth:`Submitter._produce <bulk._engine._submitter.Submitter._produce>`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import heapq
-import itertools
-import logging
-import math
 import random
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from collections.abc import Mapping
 
 import anyio
-import anyio.abc
 from prometheus_client import CollectorRegistry
 
 from bulk._clock import AnyioClock, Clock
+from bulk._engine._context import INTERRUPTED, LimiterFactory, SentMark, Stats
+from bulk._engine._gateway import Gateway
+from bulk._engine._run import RunContext
+from bulk._engine._slots import Slots
+from bulk._engine._submitter import Submitter
+from bulk._engine._tracker import Tracker
 from bulk._journal import Journal, JournalWriter, Offload, Record, State, StoredJob
-from bulk._metrics import ENDPOINTS, OUTCOMES, Metrics
-from bulk._naming import Point, job_name, render_context
+from bulk._metrics import Metrics
 from bulk._policy import Policy
-from bulk._ratelimit import AdaptiveRate, RateLimiter, aiolimiter_factory, pacing
-from bulk._retry import Backoff
+from bulk._ratelimit import aiolimiter_factory
 from bulk._template import Template
-from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
-from bulk.errors import (
-    AmbiguousBackendError,
-    BackendError,
-    BulkError,
-    JournalError,
-    OutageError,
-    PermanentBackendError,
-    RetryableBackendError,
-    RunRefusedError,
-    ThrottledError,
-    TransientBackendError,
-    UnreachableError,
-)
+from bulk.backends.base import Backend
+from bulk.errors import JournalError, OutageError, UnreachableError
 
-__all__ = ["INTERRUPTED", "Engine", "LimiterFactory", "Policy", "SentMark", "Stats"]
-
-_T = TypeVar("_T")
-LimiterFactory = Callable[[float, int], RateLimiter]
-_PAGE = 1000  # pending rows read from the journal at a time
-_ENDED = ("succeeded", "failed", "stopped")
-
-
-class SentMark(Protocol):
-    """How far a run may have sent, kept durably outside the journal (``bulk._runs``)."""
-
-    def below(self) -> int | None:
-        """Every row sent since the last clean end has a smaller index (None: unknown)."""
-
-    def raise_to(self, value: int) -> None:
-        """Record durably that rows below ``value`` may be sent."""
-
-    def clear(self) -> None:
-        """Record that the journal holds every row sent."""
-
-
-_log = logging.getLogger("bulk._engine")
-# The reason recorded on a job that bulk ended as it stopped (jobs_outlive_bulk False).
-INTERRUPTED = "interrupted: killed by bulk, runs again on resume"
-
-
-@dataclass(slots=True)
-class Stats:
-    """Live counters for progress display; the journal remains the record."""
-
-    total: int = 0
-    done: int = 0
-    submitted: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    stopped: int = 0
-    unknown: int = 0
-    active: int = 0
-    throttled: int = 0
-    retries: int = 0
-    status_requests: int = 0
-    unreachable: bool = False  # the service cannot be reached right now (bulk is waiting)
-
-
-@dataclass(slots=True)
-class _Job:
-    """A job the engine is working on (``__slots__``: there may be many)."""
-
-    index: int
-    key: str
-    origin: str
-    variables: dict[str, Any]
-    attempt: int
-    name: str
-    template: int = 1  # the version of the job template this attempt is rendered with
-    remote_id: str | None = None
-    reconcile: bool = False  # look the name up before sending anything
-    accepted_at: float = 0.0  # clock time the service accepted it
-    interval: float = 0.0  # current polling interval
-    running: bool = False  # "running" recorded already
-    lost: int = 0  # times the service said it did not know the job
-    # For a row the scan of a lost history looks up (_Scan): set once its name has been
-    # looked up, or once it left its worker without; ``found`` is that look-up's answer.
-    looked_up: anyio.Event | None = None
-    found: bool | None = None
-
-    @property
-    def receipt(self) -> Receipt:
-        assert self.remote_id is not None
-        return Receipt(self.name, self.remote_id)
-
-
-class _Slots:
-    """The active-job cap, first come first served.
-
-    A free slot is taken without a checkpoint (this runs once per job, and an anyio
-    Semaphore's checkpoint was a measurable share of the engine's CPU); a released slot is
-    handed straight to the longest waiter. Jobs adopted on resume take a slot even past the
-    cap: ``free`` then goes below zero, and releases pay that debt before waking anyone.
-    """
-
-    def __init__(self, size: int):
-        self._free = size
-        self._waiters: deque[anyio.Event] = deque()
-
-    async def acquire(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        handed = anyio.Event()
-        self._waiters.append(handed)
-        try:
-            await handed.wait()
-        except BaseException:
-            if handed.is_set():
-                self.release()  # a slot was handed over as we were cancelled: pass it on
-            else:
-                self._waiters.remove(handed)
-            raise
-
-    def take_now(self) -> None:
-        self._free -= 1
-
-    def release(self) -> None:
-        if self._free < 0:
-            self._free += 1  # paying the debt of adopted jobs: still at or over the cap
-        elif self._waiters:
-            self._waiters.popleft().set()
-        else:
-            self._free += 1
+__all__ = ["Engine"]
 
 
 class Engine:
@@ -225,7 +99,8 @@ class Engine:
             when the run stops are then recorded ``pending``, :data:`INTERRUPTED`).
         unique_names: whether the service refuses a second job of the same name
             (``BackendKind.unique_names``); if not, pending rows are looked up before they
-            are sent where an unclean end may have lost their records (see ``_produce``).
+            are sent where an unclean end may have lost their records (see
+            ``Submitter._produce``).
     """
 
     def __init__(
@@ -261,113 +136,116 @@ class Engine:
         self._offload = offload or anyio.to_thread.run_sync
         self._jobs_outlive_bulk = jobs_outlive_bulk
         self._unique_names = unique_names
-        self._window = 0  # consecutive look-up misses that end the scan of pending rows
-        # Where names are not unique: how far this run may send (see SentMark), and, after
-        # an unclean end, the rows below which pending ones are looked up first.
+        # Where names are not unique: how far this run may send (see SentMark).
         self._sent_mark = None if unique_names else sent_mark
-        self._sent_below = 0
-        self._look_up_below: int | None = None
-        self._mark_lock = anyio.Lock()
         self.stats = Stats()
         self.interrupted = False
         self.outage: UnreachableError | None = None  # set when an outage stopped the run
-        self._unreachable_since: float | None = None  # no request has reached the service since
-        # Labelled metric children, looked up once: .labels() is a dict walk under a lock.
-        m = self.metrics
-        self._m_jobs = {s: m.jobs.labels(state=s) for s in ("submitted", *_ENDED)}
-        self._m_requests = {
-            (e, o): m.requests.labels(endpoint=e, outcome=o) for e in ENDPOINTS for o in OUTCOMES
-        }
-        self._m_duration = {e: m.request_duration.labels(endpoint=e) for e in ENDPOINTS}
+        self.gateway: Gateway | None = None  # the run's request path, once it started
+        self._started = False
 
     # -- the run ----------------------------------------------------------------------------
 
     async def run(self, drain: anyio.Event | None = None) -> Stats:
         """Submit every pending row and track every job until it ends (or ``drain`` is set).
 
+        An engine runs once: build another for the next run.
+
         Returns:
             The run's counters (the journal holds the full record).
 
         Raises:
-            PermanentBackendError: the service refused a status or look-up request outright
-                (bad credentials): nothing more can be done until that is fixed.
+            PermanentBackendError: the service refused a status or look-up request outright,
+                or refused the credentials (``RunRefusedError``) on any request, the stop of
+                a timed-out job included: nothing more can be done until that is fixed.
             OutageError: no request reached the service for ``retry.budget_s``; the run
                 stopped with every unfinished row kept for the next run.
+            RuntimeError: this engine ran before.
         """
-        limits = self._policy.limits
-        clock = self._clock
-        self._writer = JournalWriter(self._journal, offload=self._offload)
-        self._slots = _Slots(limits.max_active)
-        # The same gate as the active-job cap: no checkpoint while a slot is free (one
-        # request per job goes through it), FIFO hand-off when the cap is reached.
-        self._in_flight = _Slots(limits.max_in_flight)
-        self._ceilings = {
-            "submit": self._limiter_factory(limits.submit_rate_per_s, limits.burst),
-            "status": self._limiter_factory(limits.status_rate_per_s, limits.burst),
-            "stop": self._limiter_factory(limits.stop_rate_per_s, limits.burst),
-        }
-        self._rates = {
-            "submit": AdaptiveRate(limits.submit_rate_per_s, clock),
-            "status": AdaptiveRate(limits.status_rate_per_s, clock),
-            "stop": AdaptiveRate(limits.stop_rate_per_s, clock),
-        }
-        # The service-wide budget, shared by every endpoint (``[limits] service_rate_per_s``).
-        # With it, throttles cut the shared rate: they say the service is over its limit,
-        # not which endpoint is (see bulk._ratelimit).
-        self._service: tuple[AdaptiveRate, RateLimiter] | None = None
-        if limits.service_rate_per_s is not None:
-            self._service = (
-                AdaptiveRate(limits.service_rate_per_s, clock),
-                self._limiter_factory(limits.service_rate_per_s, limits.burst),
-            )
-            self._rates["service"] = self._service[0]
-        for endpoint, rate in self._rates.items():
-            self.metrics.rate_limit.labels(endpoint=endpoint).set(rate.rate_per_s)
-        self._pace_extra = {c: functools.partial(self._pace, c) for c in self._ceilings}
-        self._tracker = _Tracker(self)
+        if self._started:
+            msg = "an Engine runs once: build another for the next run"
+            raise RuntimeError(msg)
+        self._started = True
+        policy = self._policy
+        gateway = Gateway(
+            policy,
+            clock=self._clock,
+            metrics=self.metrics,
+            limiter_factory=self._limiter_factory,
+            rng=self._rng,
+            stats=self.stats,
+        )
+        self.gateway = gateway
 
         unclean = await self._offload(self._journal.begin_session, self._workers)
-        self._window = 0 if self._unique_names else unclean
+        window = 0 if self._unique_names else unclean
+        sent_below, look_up_below = 0, None
         if self._sent_mark is not None:
             below = await self._offload(self._sent_mark.below)
-            self._sent_below = below or 0
+            sent_below = below or 0
             if unclean and below is not None:
                 # The mark bounds every row the unclean sessions sent: look up exactly the
                 # pending rows below it, and no window of misses is needed.
-                self._look_up_below, self._window = below, 0
+                look_up_below, window = below, 0
         counts, unsettled, tracked = await self._offload(self._load)
-        # Rows the engine owns from the start. One of them may fall back to ``pending`` after
-        # a transient error before the pager reaches its index: the pager must skip it, or a
-        # second worker would send the same job.
-        self._owned = {r.index for r in unsettled} | {r.index for r in tracked}
+        ctx = RunContext(
+            backend=self._backend,
+            journal=self._journal,
+            run=self._run,
+            template=self._template,
+            templates=self._templates,
+            policy=policy,
+            clock=self._clock,
+            rng=self._rng,
+            offload=self._offload,
+            metrics=self.metrics,
+            stats=self.stats,
+            writer=JournalWriter(self._journal, offload=self._offload),
+            gateway=gateway,
+            slots=Slots(policy.limits.max_active),
+        )
+        tracker = Tracker(ctx)
+        submitter = Submitter(
+            ctx,
+            tracker,
+            workers=self._workers,
+            # Rows the engine owns from the start. One of them may fall back to ``pending``
+            # after a transient error before the pager reaches its index: the pager must
+            # skip it, or a second worker would send the same job.
+            owned={r.index for r in unsettled} | {r.index for r in tracked},
+            window=window,
+            sent_mark=self._sent_mark,
+            sent_below=sent_below,
+            look_up_below=look_up_below,
+        )
         self._init_stats(counts)
         for stored in tracked:
-            job = self._job(stored)
+            job = ctx.job(stored)
             job.remote_id = stored.remote_id
             job.running = stored.state is State.RUNNING
-            self._slots.take_now()
-            self._tracker.add(job)
+            ctx.slots.take_now()
+            tracker.add(job)
 
         async with anyio.create_task_group() as io:
-            io.start_soon(self._writer.run)
+            io.start_soon(ctx.writer.run)
             try:
-                with anyio.CancelScope() as work:
-                    self._work = work
+                with ctx.work:
                     async with anyio.create_task_group() as tg:
                         if drain is not None:
-                            tg.start_soon(self._watch, drain, work)
-                        tg.start_soon(self._submit_all, unsettled)
-                        await self._tracker.run(tg)
+                            tg.start_soon(self._watch, drain, ctx.work)
+                        tg.start_soon(submitter.submit_all, unsettled)
+                        await tracker.run(tg, submitter.submit_job)
                         tg.cancel_scope.cancel()  # ends the drain watcher
             finally:
-                self._release_active()
-                await self._writer.aclose()
+                self._release_active(ctx, tracker)
+                await ctx.writer.aclose()
         # Every state change of this session is committed: a lost WAL can lose no send now.
         await self._offload(self._journal.end_session)
         if self._sent_mark is not None:
             await self._offload(self._sent_mark.clear)
+        self.outage = ctx.outage
         if self.outage is not None and not self.interrupted:
-            budget = self._policy.retry.budget_s
+            budget = policy.retry.budget_s
             msg = (
                 f"the service could not be reached for {budget:g}s (retry.budget_s): "
                 f"{self.outage}; no job failed for it, and the rows not yet sent are kept"
@@ -375,7 +253,7 @@ class Engine:
             raise OutageError(msg) from self.outage
         return self.stats
 
-    def _release_active(self) -> None:
+    def _release_active(self, ctx: RunContext, tracker: Tracker) -> None:
         """Jobs still active as the run stops: if they end with bulk, they are pending again.
 
         Recorded before the backend ends them (it closes after the engine): should bulk die
@@ -385,8 +263,8 @@ class Engine:
         if self._jobs_outlive_bulk:
             return
         with contextlib.suppress(JournalError):  # the writer failed: rows stay as they were
-            for job in self._tracker.active():
-                self._writer.record_nowait(Record(job.index, State.PENDING, error=INTERRUPTED))
+            for job in tracker.active():
+                ctx.writer.record_nowait(Record(job.index, State.PENDING, error=INTERRUPTED))
 
     async def _watch(self, drain: anyio.Event, work: anyio.CancelScope) -> None:
         await drain.wait()
@@ -411,715 +289,3 @@ class Engine:
         s.done = s.succeeded + s.failed + s.stopped
         self.metrics.rows_total.set(s.total)
         self.metrics.rows_done.set(s.done)
-
-    def _job(self, stored: StoredJob) -> _Job:
-        return _Job(
-            index=stored.index,
-            key=stored.key,
-            origin=stored.origin,
-            variables=stored.variables,
-            attempt=stored.attempt,
-            name=job_name(self._run, stored.key, stored.attempt),
-            template=stored.template,
-        )
-
-    # -- submitting -------------------------------------------------------------------------
-
-    async def _submit_all(self, unsettled: list[StoredJob]) -> None:
-        send, receive = anyio.create_memory_object_stream[_Job](max_buffer_size=_PAGE)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._produce, send, unsettled)
-            async with receive:
-                for _ in range(self._workers):
-                    tg.start_soon(self._worker, receive.clone())
-        self._tracker.close_intake()
-
-    async def _produce(
-        self, send: anyio.abc.ObjectSendStream[_Job], unsettled: list[StoredJob]
-    ) -> None:
-        """Hand every row to the workers: unsettled ones to look up, then pending ones.
-
-        Pending rows go in index order, and each worker holds one job at a time. So when an
-        earlier session sent a row, every pending row before it had been handed out, and at
-        most ``workers - 1`` of those could still be unsent (held by the other workers).
-        Where the records of such a session may be lost (``self._window`` > 0: the most
-        workers of any session since the last clean end), pending rows are looked up by name
-        in index order (up to ``workers`` at a time) until the first ``window`` consecutive
-        rows not on the service: no later row can have been sent. Later rows go out
-        without a look-up. Cost: a look-up for each row the lost records had sent, plus
-        ``window``, plus at most ``workers - 1`` looked up past the end of the scan.
-
-        What this cannot see: more than ``window`` consecutive rows that ended without
-        being created (refused outright) and whose records were lost too, followed by rows
-        that were sent.
-        """
-        async with send:
-            for stored in unsettled:
-                job = self._job(stored)
-                job.reconcile = True
-                await send.send(job)
-            scan = _Scan(self._window, self._workers)
-            after = -1
-            while True:
-                rows = await self._offload(self._pending_page, after)
-                for stored in rows:
-                    if stored.index in self._owned:
-                        continue
-                    job = self._job(stored)
-                    if self._look_up_below is not None:
-                        job.reconcile = stored.index < self._look_up_below
-                    elif await scan.needs_lookup(job):
-                        job.reconcile = True
-                    await send.send(job)
-                if len(rows) < _PAGE:
-                    return
-                after = rows[-1].index
-
-    def _pending_page(self, after: int) -> list[StoredJob]:
-        return self._journal.jobs([State.PENDING], after=after, limit=_PAGE)
-
-    async def _worker(self, receive: anyio.abc.ObjectReceiveStream[_Job]) -> None:
-        async with receive:
-            async for job in receive:
-                await self._submit_job(job)
-
-    async def _submit_job(self, job: _Job) -> None:
-        """Deliver one job under the active-job cap, then hand it to the tracker."""
-        await self._slots.acquire()
-        try:
-            accepted = await self._deliver(job)
-        except BaseException:
-            self._slots.release()
-            raise
-        finally:
-            if job.looked_up is not None:
-                job.looked_up.set()  # the producer waits for nothing more from this job
-        if accepted:
-            self._tracker.add(job)
-        else:
-            self._slots.release()
-
-    async def _deliver(self, job: _Job) -> bool:
-        """Get the job accepted exactly once; whether it was (else it was recorded ended)."""
-        clock = self._clock
-        backoff = Backoff(self._policy.retry, started=clock.now(), rng=self._rng)
-        last_error = ""
-        while True:
-            try:
-                template = self._templates.get(job.template, self._template)
-                submission = Submission(
-                    job.name,
-                    template.render_bytes(render_context(_point(job), self._run, job.attempt)),
-                )
-                if job.reconcile:
-                    receipt = await self._call("lookup", self._backend.lookup, submission)
-                    job.reconcile = False
-                    if job.looked_up is not None and not job.looked_up.is_set():
-                        job.found = receipt is not None  # the first answer is the evidence
-                        job.looked_up.set()
-                    if receipt is not None:
-                        await self._accepted(job, receipt, adopted=True)
-                        return True
-                await self._pace("submit")
-                if self._sent_mark is not None and job.index >= self._sent_below:
-                    await self._raise_sent_mark(job.index)
-                intent = Record(job.index, State.SUBMITTING, attempt=job.attempt)
-                try:
-                    await self._writer.write(intent)
-                except anyio.get_cancelled_exc_class():
-                    # Stopped (Ctrl-C, an outage) while the intent was being committed: the
-                    # request never went out, so the row is plainly pending again.
-                    with contextlib.suppress(JournalError):
-                        self._writer.record_nowait(Record(job.index, State.PENDING))
-                    raise
-                receipt = await self._call("submit", self._backend.submit, submission)
-            except ThrottledError as exc:
-                # Not an attempt: wait as asked (the adaptive rate already slowed down) and go on.
-                self.stats.retries += 1
-                self.metrics.retries.labels(reason="throttled").inc()
-                await clock.sleep(exc.retry_after or 0)
-                continue
-            except RunRefusedError:
-                # Bad credentials (or an unknown device) fail every job alike: stop the run
-                # and keep this row unsent.
-                if not job.reconcile:
-                    await self._writer.write(Record(job.index, State.PENDING))
-                raise
-            except UnreachableError as exc:
-                # Nothing was sent: not an attempt, and not this job's failure. A row being
-                # looked up stays as it is (it may exist); one being sent is pending again.
-                if not job.reconcile:
-                    self._writer.record_nowait(Record(job.index, State.PENDING, error=str(exc)))
-                if self._unreachable_too_long(exc):
-                    return False  # the run is stopping; the row is kept as recorded
-                self.stats.retries += 1
-                self.metrics.retries.labels(reason="unreachable").inc()
-                await clock.sleep(min(backoff.outage_delay(), self._outage_left()))
-                continue
-            except PermanentBackendError as exc:
-                await self._ended(job, State.FAILED, str(exc))
-                return False
-            except AmbiguousBackendError as exc:
-                job.reconcile = True
-                last_error = str(exc)
-                reason = "ambiguous"
-                self._writer.record_nowait(Record(job.index, State.UNKNOWN, error=last_error))
-                retry_after = exc.retry_after
-            except TransientBackendError as exc:
-                last_error = str(exc)
-                reason = "transient"
-                if not job.reconcile:  # known not sent: it is pending again
-                    self._writer.record_nowait(Record(job.index, State.PENDING, error=last_error))
-                retry_after = exc.retry_after
-            except _UnexpectedError as exc:
-                # Not a bulk error: a backend bug, or an error it did not translate. Whether
-                # the request reached the service is unknown, so the row is left unknown (never
-                # failed: `bulk retry` would send it under a new name) and a resume looks it up
-                # by name before sending anything. Not retried now: the same request would meet
-                # the same error. The run goes on with the other rows.
-                _log.debug("%s: %s", job.name, exc, exc_info=exc.__cause__)
-                self.stats.unknown += 1
-                await self._writer.write(Record(job.index, State.UNKNOWN, error=str(exc)))
-                return False
-            except BulkError as exc:  # a row that no longer renders (an old journal)
-                await self._ended(job, State.FAILED, str(exc))
-                return False
-            else:
-                await self._accepted(job, receipt, adopted=False)
-                return True
-
-            delay = backoff.next_delay(clock.now(), retry_after)
-            if delay is None:
-                await self._give_up(job, backoff.failures, last_error)
-                return False
-            self.stats.retries += 1
-            self.metrics.retries.labels(reason=reason).inc()
-            await clock.sleep(delay)
-
-    async def _call(
-        self, endpoint: str, call: Callable[[Submission], Awaitable[_T]], submission: Submission
-    ) -> _T:
-        """A submit or look-up request; anything but a bulk error becomes ``_UnexpectedError``.
-
-        Only the backend call is wrapped: an error of the journal or of bulk itself is not one
-        row's problem and still stops the run.
-        """
-        try:
-            return await self._request(endpoint, call, submission)
-        except BulkError:
-            raise
-        except Exception as exc:
-            text = str(exc)  # cut: it is stored in the journal and shown
-            text = text if len(text) <= 300 else text[:300] + "…"
-            msg = f"unexpected error from the backend: {type(exc).__name__}: {text}"
-            raise _UnexpectedError(msg) from exc
-
-    async def _raise_sent_mark(self, index: int) -> None:
-        """Make the sent mark durable past ``index`` before that row is sent (see SentMark).
-
-        Raised a step ahead at a time, a second of sending at the submit ceiling (16 rows at
-        least): about one fsynced file write a second at full speed, and after a crash about
-        a second's worth of rows never sent is looked up in vain.
-        """
-        assert self._sent_mark is not None
-        async with self._mark_lock:
-            if index >= self._sent_below:
-                step = max(16, math.ceil(self._policy.limits.submit_rate_per_s))
-                below = index + step
-                await self._offload(self._sent_mark.raise_to, below)
-                self._sent_below = below
-
-    async def _give_up(self, job: _Job, attempts: int, last_error: str) -> None:
-        message = f"gave up after {attempts} attempts: {last_error}"
-        if job.reconcile:
-            # The last answer was ambiguous and the look-up did not settle it: the job may
-            # exist. Leave it unknown, never failed, so that a resume looks it up first.
-            self.stats.unknown += 1
-            await self._writer.write(Record(job.index, State.UNKNOWN, error=message))
-            return
-        await self._ended(job, State.FAILED, message)
-
-    async def _accepted(self, job: _Job, receipt: Receipt, *, adopted: bool) -> None:
-        job.remote_id = receipt.remote_id
-        job.accepted_at = self._clock.now()
-        self.stats.submitted += 1
-        self._m_jobs["submitted"].inc()
-        error = "adopted after a look-up" if adopted else None
-        self._writer.record_nowait(
-            Record(
-                job.index,
-                State.SUBMITTED,
-                attempt=job.attempt,
-                remote_id=receipt.remote_id,
-                submitted_at=self._clock.wall(),
-                error=error,
-            )
-        )
-
-    async def _ended(self, job: _Job, state: State, reason: str | None) -> None:
-        """Record a terminal state (committed before returning)."""
-        await self._writer.write(self._count_end(job, state, reason))
-
-    def _record_end(self, job: _Job, state: State, reason: str | None) -> None:
-        """Count a terminal state and queue it; it is committed with the next batch."""
-        self._writer.record_nowait(self._count_end(job, state, reason))
-
-    def _count_end(self, job: _Job, state: State, reason: str | None) -> Record:
-        s = self.stats
-        s.done += 1
-        if state is State.SUCCEEDED:
-            s.succeeded += 1
-        elif state is State.FAILED:
-            s.failed += 1
-        else:
-            s.stopped += 1
-        self._m_jobs[state.value].inc()
-        self.metrics.rows_done.set(s.done)
-        if job.accepted_at:
-            self.metrics.job_duration.observe(max(0.0, self._clock.now() - job.accepted_at))
-        return Record(job.index, state, finished_at=self._clock.wall(), error=reason)
-
-    # -- outages ----------------------------------------------------------------------------
-
-    def _outage_left(self) -> float:
-        """Seconds of the outage budget left (all of it if the service was just reached)."""
-        since = self._unreachable_since
-        if since is None:
-            return self._policy.retry.budget_s
-        return max(0.0, since + self._policy.retry.budget_s - self._clock.now())
-
-    def _unreachable_too_long(self, exc: UnreachableError) -> bool:
-        """Whether no request has reached the service for ``retry.budget_s``. If so, the run
-        stops: everything in it is cancelled, and :meth:`run` raises ``OutageError``."""
-        if self._outage_left() > 0:
-            return False
-        if self.outage is None:
-            self.outage = exc
-            self._work.cancel()
-        return True
-
-    # -- requests ---------------------------------------------------------------------------
-
-    async def _pace(self, endpoint: str) -> None:
-        await self._rates[endpoint].acquire()
-        await self._ceilings[endpoint].acquire()
-        if self._service is not None:
-            await self._service[0].acquire()
-            await self._service[1].acquire()
-
-    async def _request(self, endpoint: str, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-        """One backend call: paced (look-ups as status), capped in flight, measured.
-
-        The call's first HTTP request was paced here (submit: by the worker, before its
-        journal write); any further one waits its turn in ``pace_request`` (a Gongji status
-        reads several pages). Every answer is evidence for the adaptive rate: the service's
-        when there is a service-wide budget, else the endpoint's.
-        """
-        rate_class = "status" if endpoint == "lookup" else endpoint
-        if endpoint != "submit":  # submit is paced by the worker, before its journal write
-            await self._pace(rate_class)
-        judged = "service" if self._service is not None else rate_class
-        rate = self._rates[judged]
-        started = self._clock.now()
-        outcome = "ok"
-        with pacing(self._pace_extra[rate_class]) as pacer:
-            try:
-                await self._in_flight.acquire()
-                try:
-                    result = await call(*args)
-                finally:
-                    self._in_flight.release()
-            except BackendError as exc:
-                outcome = _outcome(exc)
-                if isinstance(exc, UnreachableError):
-                    if self._unreachable_since is None:
-                        self._unreachable_since = started
-                        self.stats.unreachable = True
-                elif isinstance(exc, ThrottledError | PermanentBackendError):
-                    # The service answered. (A reset or a timeout proves nothing either way.)
-                    self._reached()
-                if isinstance(exc, ThrottledError):
-                    self.stats.throttled += 1
-                    self.metrics.throttled.inc()
-                    if pacer.requests > 1:  # the requests before the throttled one went through
-                        rate.succeeded(pacer.requests - 1)
-                    if rate.throttled(exc.retry_after):
-                        self.metrics.rate_limit.labels(endpoint=judged).set(rate.rate_per_s)
-                elif pacer.requests > 1:
-                    rate.succeeded(pacer.requests - 1)
-                raise
-            else:
-                self._reached()
-                if rate.succeeded(max(1, pacer.requests)):
-                    self.metrics.rate_limit.labels(endpoint=judged).set(rate.rate_per_s)
-                return result
-            finally:
-                self._m_requests[endpoint, outcome].inc()
-                self._m_duration[endpoint].observe(max(0.0, self._clock.now() - started))
-
-    def _reached(self) -> None:
-        """The service answered (whatever it said): any outage is over."""
-        if self._unreachable_since is not None:
-            self._unreachable_since = None
-            self.stats.unreachable = False
-
-
-class _UnexpectedError(BulkError):
-    """Internal: a backend's submit or look-up raised something that is not a bulk error."""
-
-
-class _Scan:
-    """Which pending rows to look up before sending, after a session that may have lost
-    records: rows in index order until ``window`` consecutive ones are not on the service.
-
-    Up to ``concurrency`` look-ups run at once; answers are counted in index order, so the
-    scan ends at the same row as one look-up at a time would, having started at most
-    ``concurrency - 1`` more.
-    """
-
-    def __init__(self, window: int, concurrency: int):
-        self._window = window
-        self._concurrency = max(1, concurrency)
-        self._misses = 0  # consecutive misses among the answered rows, in index order
-        self._waiting: deque[tuple[_Job, anyio.Event]] = deque()  # not counted yet, in order
-
-    async def needs_lookup(self, job: _Job) -> bool:
-        """Whether ``job`` must be looked up (if so, it is counted once answered)."""
-        while True:
-            while self._waiting and self._waiting[0][1].is_set():
-                answered, _ = self._waiting.popleft()
-                # Not looked up (it failed, or the look-up gave up): no evidence, go on.
-                self._misses = self._misses + 1 if answered.found is False else 0
-            if self._misses >= self._window:
-                return False
-            if len(self._waiting) < self._concurrency:
-                break
-            await self._waiting[0][1].wait()
-        job.looked_up = anyio.Event()
-        self._waiting.append((job, job.looked_up))
-        return True
-
-
-def _outcome(exc: BackendError) -> str:
-    if isinstance(exc, ThrottledError):
-        return "throttled"
-    if isinstance(exc, AmbiguousBackendError):
-        return "ambiguous"
-    if isinstance(exc, UnreachableError):
-        return "unreachable"
-    if isinstance(exc, TransientBackendError):
-        return "transient"
-    return "permanent"
-
-
-def _point(job: _Job) -> Point:
-    return Point(job.index, job.key, job.origin, job.variables)
-
-
-class _Tracker:
-    """Polls accepted jobs to a terminal state: per-job back-off, batched requests."""
-
-    def __init__(self, engine: Engine):
-        self._engine = engine
-        self._track = engine._policy.track
-        self._heap: list[tuple[float, int, _Job]] = []
-        self._seq = itertools.count()
-        self._wake = anyio.Event()
-        self._intake_open = True
-        self._busy = 0  # tasks the tracker started that may still record or re-add a job
-        self._active: dict[int, _Job] = {}  # accepted and not ended, by row index
-
-    def add(self, job: _Job) -> None:
-        """Start tracking an accepted job; its first poll is ``track.first_s`` from now."""
-        job.interval = self._track.first_s
-        if not job.accepted_at:
-            job.accepted_at = self._engine._clock.now()
-        self._active[job.index] = job
-        self._engine.stats.active += 1
-        self._engine.metrics.active.inc()
-        self._push(job, self._engine._clock.now() + job.interval)
-        self._wake.set()
-
-    def active(self) -> list[_Job]:
-        """The jobs accepted and not yet ended."""
-        return list(self._active.values())
-
-    def close_intake(self) -> None:
-        """No more jobs will be added (except the tracker's own resubmissions)."""
-        self._intake_open = False
-        self._wake.set()
-
-    def _push(self, job: _Job, due: float) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), job))
-
-    async def run(self, tg: anyio.abc.TaskGroup) -> None:
-        """Poll until every job has ended and no more can come."""
-        clock = self._engine._clock
-        while True:
-            if not self._heap:
-                if not self._intake_open and not self._busy:
-                    return
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                continue
-            now = clock.now()
-            due = self._heap[0][0]
-            if due > now:
-                # A job added meanwhile is due first_s after it came, never before we wake.
-                await clock.sleep(min(due - now, self._track.first_s))
-                continue
-            await self._poll(tg, self._due_batch(now))
-
-    def _due_batch(self, now: float) -> list[_Job]:
-        # Take jobs due within half a first interval too: fewer, fuller status requests.
-        horizon = now + self._track.first_s / 2
-        batch: list[_Job] = []
-        while self._heap and self._heap[0][0] <= horizon and len(batch) < self._track.batch:
-            batch.append(heapq.heappop(self._heap)[2])
-        return batch
-
-    async def _poll(self, tg: anyio.abc.TaskGroup, batch: list[_Job]) -> None:
-        engine = self._engine
-        clock = engine._clock
-        engine.stats.status_requests += 1
-        try:
-            answers = await engine._request(
-                "status", engine._backend.status, [job.receipt for job in batch]
-            )
-        except RetryableBackendError as exc:
-            # Throttled, unreachable or a failed read: the jobs are as they were. Ask again
-            # after their (growing) interval, or the service's Retry-After; never at once,
-            # which would poll a service that is down as fast as the rate limit allows.
-            if isinstance(exc, UnreachableError) and engine._unreachable_too_long(exc):
-                return  # the run is stopping: the jobs stay accepted, tracked on resume
-            retry_at = clock.now() + exc.retry_after if exc.retry_after else None
-            for job in batch:
-                self._reschedule(job, retry_at)
-            return
-        now = clock.now()
-        timeout = self._track.timeout_s
-        for job in batch:
-            status = answers.get(job.remote_id or "")
-            if status is None or not (status.phase.terminal or status.phase is Phase.MISSING):
-                if status is not None and status.phase is Phase.RUNNING and not job.running:
-                    job.running = True
-                    engine._writer.record_nowait(
-                        Record(job.index, State.RUNNING, started_at=clock.wall())
-                    )
-                if timeout is not None and now - job.accepted_at > timeout:
-                    self._spawn(tg, self._time_out, job)
-                else:
-                    self._reschedule(job, None)
-                continue
-            self._finished(tg, job, status)
-
-    def _reschedule(self, job: _Job, at: float | None) -> None:
-        job.interval = min(self._track.max_s, job.interval * self._track.factor)
-        self._push(job, at if at is not None else self._engine._clock.now() + job.interval)
-
-    def _finished(self, tg: anyio.abc.TaskGroup, job: _Job, status: JobStatus) -> None:
-        engine = self._engine
-        del self._active[job.index]
-        engine.stats.active -= 1
-        engine.metrics.active.dec()
-        if status.phase is Phase.MISSING:
-            # The service does not know a job it accepted (purged, or a local job whose
-            # runner died): look its name up and send it again if it really is gone.
-            job.lost += 1
-            if job.lost <= engine._policy.retry.attempts:
-                job.reconcile = True
-                engine._slots.release()
-                self._spawn(tg, engine._submit_job, job)
-                return
-            status = JobStatus(Phase.FAILED, "lost by the service")
-        state = {
-            Phase.SUCCEEDED: State.SUCCEEDED,
-            Phase.FAILED: State.FAILED,
-            Phase.STOPPED: State.STOPPED,
-        }.get(status.phase, State.FAILED)
-        engine._slots.release()
-        # Not awaited: if this record is lost in a crash, the job is still "submitted" in the
-        # journal, so a resume polls it again and gets the same end. No task needed.
-        engine._record_end(job, state, status.reason)
-
-    def _spawn(
-        self, tg: anyio.abc.TaskGroup, func: Callable[..., Awaitable[None]], *args: Any
-    ) -> None:
-        """Start a task the tracker must wait for before it may say it is done."""
-
-        async def tracked() -> None:
-            try:
-                await func(*args)
-            finally:
-                self._busy -= 1
-                self._wake.set()
-
-        self._busy += 1
-        tg.start_soon(tracked)
-
-    async def _time_out(self, job: _Job) -> None:
-        """The client-side job timeout: stop the job, record it failed with ``timeout``."""
-        engine = self._engine
-        reason = "timeout"
-        try:
-            await engine._request("stop", engine._backend.stop, job.receipt)
-        except UnreachableError as exc:
-            # The stop never reached the service: the job may be running still. Keep
-            # tracking it; the next poll past the timeout tries the stop again.
-            if not engine._unreachable_too_long(exc):
-                self._reschedule(job, None)
-            return
-        except (RetryableBackendError, PermanentBackendError) as exc:
-            reason = f"timeout; the stop request failed, the job may still run: {exc}"
-        del self._active[job.index]
-        engine.stats.active -= 1
-        engine.metrics.active.dec()
-        engine._slots.release()
-        await engine._ended(job, State.FAILED, reason)
-
-
-async def stop_run(
-    backend: Backend,
-    journal: Journal,
-    *,
-    run: str,
-    template: Template,
-    policy: Policy,
-    templates: Mapping[int, Template] | None = None,
-    clock: Clock | None = None,
-    limiter_factory: LimiterFactory = aiolimiter_factory,
-    offload: Offload | None = None,
-    rng: random.Random | None = None,
-) -> tuple[int, list[str]]:
-    """``bulk stop``: stop every job of the run that may be on the service, and record it.
-
-    Accepted jobs are stopped by their remote id; ``submitting``/``unknown`` rows are looked
-    up by name first (and only stopped if found), each rendered with its own template
-    version (``templates``, as for :class:`Engine`). Rows never sent stay ``pending``. Stops
-    go at the stop rate, look-ups at the status rate, both within any service-wide budget.
-    Each request is retried as the engine's are: throttles as the service asks, failures
-    within ``retry.attempts``/``retry.budget_s``, and a service that cannot be reached is
-    waited for, up to ``retry.budget_s`` for the whole command.
-
-    Returns:
-        How many jobs were recorded stopped, and one message per job that could not be.
-
-    Raises:
-        OutageError: the service could not be reached for ``retry.budget_s``; the jobs
-            stopped so far are recorded, the others are left as they were.
-        RunRefusedError: the service refused the credentials (no use trying every job).
-    """
-    clock = clock or AnyioClock()
-    offload = offload or anyio.to_thread.run_sync
-    rng = rng or random.Random()
-    limits = policy.limits
-    stops = limiter_factory(limits.stop_rate_per_s, limits.burst)
-    lookups = limiter_factory(limits.status_rate_per_s, limits.burst)
-    service = (
-        limiter_factory(limits.service_rate_per_s, limits.burst)
-        if limits.service_rate_per_s is not None
-        else None
-    )
-    rows = await offload(
-        journal.jobs, [State.SUBMITTING, State.UNKNOWN, State.SUBMITTED, State.RUNNING]
-    )
-    writer = JournalWriter(journal, offload=offload)
-    stopped = 0
-    problems: list[str] = []
-    unreachable_since: float | None = None
-    ended: BulkError | None = None  # why the command stopped before the last row
-
-    async def patiently(limiter: RateLimiter, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-        """One request, every HTTP request of it paced (a look-up may read several pages)."""
-        nonlocal unreachable_since
-
-        async def pace() -> None:
-            await limiter.acquire()
-            if service is not None:
-                await service.acquire()
-
-        started = clock.now()
-        backoff = Backoff(policy.retry, started=started, rng=rng)
-        while True:
-            await pace()
-            try:
-                with pacing(pace):
-                    result = await call(*args)
-            except ThrottledError as exc:
-                unreachable_since = None  # the service answered
-                wait = exc.retry_after or 1.0
-                if clock.now() + wait - started > policy.retry.budget_s:
-                    raise
-                await clock.sleep(wait)
-                continue
-            except PermanentBackendError:
-                unreachable_since = None
-                raise
-            except UnreachableError:
-                now = clock.now()
-                unreachable_since = now if unreachable_since is None else unreachable_since
-                left = unreachable_since + policy.retry.budget_s - now
-                if left <= 0:
-                    raise
-                await clock.sleep(min(backoff.outage_delay(), left))
-                continue
-            except RetryableBackendError as exc:
-                delay = backoff.next_delay(clock.now(), exc.retry_after)
-                if delay is None:
-                    raise
-                await clock.sleep(delay)
-                continue
-            unreachable_since = None
-            return result
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(writer.run)
-        try:
-            for done, row in enumerate(rows):
-                name = job_name(run, row.key, row.attempt)
-                try:
-                    remote_id = row.remote_id
-                    if remote_id is None:
-                        row_template = (templates or {}).get(row.template, template)
-                        body = row_template.render_bytes(
-                            render_context(row.point, run, row.attempt)
-                        )
-                        receipt = await patiently(lookups, backend.lookup, Submission(name, body))
-                        if receipt is None:
-                            writer.record_nowait(
-                                Record(row.index, State.PENDING, error="not on the service")
-                            )
-                            continue
-                        remote_id = receipt.remote_id
-                    await patiently(stops, backend.stop, Receipt(name, remote_id))
-                except UnreachableError as exc:
-                    budget = policy.retry.budget_s
-                    msg = (
-                        f"the service could not be reached for {budget:g}s (retry.budget_s): "
-                        f"{exc}; {stopped:,} jobs stopped, {len(rows) - done:,} not: run "
-                        "bulk stop again once the service can be reached"
-                    )
-                    ended = OutageError(msg)
-                    ended.__cause__ = exc
-                    break
-                except RunRefusedError as exc:
-                    ended = exc
-                    break
-                except BackendError as exc:
-                    problems.append(f"{row.origin}: {name}: {exc}")
-                    continue
-                stopped += 1
-                writer.record_nowait(
-                    Record(
-                        row.index,
-                        State.STOPPED,
-                        remote_id=remote_id,
-                        finished_at=clock.wall(),
-                        error="stopped by bulk stop",
-                    )
-                )
-        finally:
-            await writer.aclose()
-    if ended is not None:
-        raise ended  # out here, not wrapped in the writer's task group
-    return stopped, problems
