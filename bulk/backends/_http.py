@@ -24,7 +24,9 @@ a 2xx answer the backend cannot read   ``Response.malformed``: TransientBackendE
 (not JSON, wrong shape)                idempotent request, AmbiguousBackendError otherwise
 =====================================  ===================================================
 
-"Idempotent" is the caller's word: reads and look-ups are; a create is not.
+"Idempotent" is the caller's word: reads and look-ups are; a create is not. Every error
+raised for an answer carries that answer's HTTP ``status`` (and a backend adds the service's
+``code``): callers decide by those fields, never by the message's text.
 
 **Secrets.** A service, or a proxy in front of it, may echo what it received: an error page
 that dumps the request headers puts the token and the signature into the answer. Every answer
@@ -117,13 +119,19 @@ class Response:
             msg = "not JSON"
             raise self.malformed(msg) from None
 
-    def malformed(self, what: str) -> BackendError:
-        """The error for an answer bulk cannot read (``what`` says how it is wrong)."""
+    @property
+    def path(self) -> str:
+        """The target without its query string (which may carry tokens or user data)."""
+        return _path(self.target)
+
+    def malformed(self, what: str, answer: object = None) -> BackendError:
+        """The error for an answer bulk cannot read (``what`` says how it is wrong), quoting
+        ``answer`` (the part of it that is wrong), or else the whole body."""
         return malformed(
             self.method,
             self.target,
             what,
-            self.body,
+            self.body if answer is None else answer,
             idempotent=self.idempotent,
             job_name=self.job_name,
             status=self.status,
@@ -148,7 +156,7 @@ def malformed(
     code = f"HTTP {status} " if status is not None else ""
     msg = f"{method} {_path(target)}: {code}answer bulk cannot read ({what}): {excerpt(answer)}"
     kind = TransientBackendError if idempotent else AmbiguousBackendError
-    return kind(msg, job_name=job_name)
+    return kind(msg, job_name=job_name, status=status)
 
 
 def excerpt(value: object, limit: int = EXCERPT_LIMIT) -> str:
@@ -441,14 +449,14 @@ class HttpClient:
             return Response(status, data, method, target, idempotent, job_name)
         msg = f"{method} {_path(target)}: HTTP {status}: {excerpt(data)}"
         if status == 429:
-            raise ThrottledError(msg, job_name=job_name, retry_after=retry_after)
+            raise ThrottledError(msg, job_name=job_name, status=status, retry_after=retry_after)
         if status >= 500:
             kind = TransientBackendError if idempotent else AmbiguousBackendError
-            raise kind(msg, job_name=job_name, retry_after=retry_after)
+            raise kind(msg, job_name=job_name, status=status, retry_after=retry_after)
         if status == 401:
             msg += "; check the token"
-            raise AuthenticationError(msg, job_name=job_name)
-        raise PermanentBackendError(msg, job_name=job_name)
+            raise AuthenticationError(msg, job_name=job_name, status=status)
+        raise PermanentBackendError(msg, job_name=job_name, status=status)
 
     def _clean(self, text: str, extra: Sequence[str]) -> str:
         return self.secrets.scrub(text, extra)

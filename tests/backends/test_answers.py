@@ -25,13 +25,15 @@ from bulk._sim.stub import StubFaults
 from bulk._sim.stub import make_app as make_stub_app
 from bulk.backends._http import REDACTED, HttpClient, Secrets, excerpt, read_token
 from bulk.backends.base import Receipt, Submission
-from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions, Signer
+from bulk.backends.gongji import CODES, GongjiBackend, GongjiClient, GongjiOptions, Signer
 from bulk.backends.stub import StubBackend, StubOptions
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
     BackendError,
     ConfigError,
+    PermanentBackendError,
+    ThrottledError,
     TransientBackendError,
 )
 
@@ -463,3 +465,94 @@ class TestGongjiGarbage:
         with pytest.raises(TransientBackendError, match="has no mark"):
             await backend.submit(Submission("g-1", orjson.dumps(body)))
         await backend.aclose()
+
+
+# -- decisions by fields, never by text ---------------------------------------------------------
+
+
+def failing(code: str, message: str = "refused") -> bytes:
+    return orjson.dumps({"code": code, "message": message, "data": None})
+
+
+class TestStructuredFields:
+    """Every backend error carries the service's code and the HTTP status, and callers decide
+    by those: a message that happens to quote a code decides nothing."""
+
+    @pytest.mark.parametrize(
+        ("status", "method", "kind"),
+        [
+            (429, "POST", ThrottledError),
+            (503, "POST", AmbiguousBackendError),
+            (503, "GET", TransientBackendError),
+            (401, "GET", AuthenticationError),
+            (404, "GET", PermanentBackendError),
+            (302, "GET", PermanentBackendError),
+        ],
+    )
+    async def test_http_errors_carry_the_status(
+        self,
+        status: int,
+        method: str,
+        kind: type[BackendError],
+        serve: Callable[[Handler], Awaitable[str]],
+    ) -> None:
+        """_http: the status that decided the error's kind is on the error."""
+
+        async def handler(_request: web.Request) -> web.StreamResponse:
+            return web.Response(status=status, body=b"no", headers={"Location": "/x"})
+
+        client = HttpClient(await serve(handler))
+
+        with pytest.raises(kind) as info:
+            await client.request(method, "/x", idempotent=method == "GET")
+        await client.aclose()
+
+        assert type(info.value) is kind
+        assert (status, None) == (info.value.status, info.value.code)
+
+    async def test_an_unreadable_2xx_carries_its_status(
+        self, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """A 201 bulk cannot read: ambiguous, with the 201 on it."""
+        backend = StubBackend(
+            StubOptions(url=await serve(scripted({"/jobs": b"<html>"}, status=201)))
+        )
+
+        with pytest.raises(AmbiguousBackendError) as info:
+            await backend.submit(Submission("g-1", b"{}"))
+        await backend.aclose()
+
+        assert 201 == info.value.status
+
+    @pytest.mark.parametrize("code", [*sorted(CODES), "Q123"])
+    async def test_gongji_codes_are_on_the_error(
+        self, code: str, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """Every envelope code, documented or not, is the error's ``code``; HTTP 200 its status."""
+        backend = await gongji_against(
+            await serve(scripted({"/api/task/job/detail": failing(code)}))
+        )
+
+        with pytest.raises(BackendError) as info:
+            await backend.client.detail(10001)
+        await backend.aclose()
+
+        assert (code, 200) == (info.value.code, info.value.status)
+
+    async def test_stop_of_an_ended_task_is_decided_by_the_code(
+        self, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """C010 (already ended) is a stopped task; another code whose message quotes
+        "code C010" is still the refusal it is."""
+        ended = await gongji_against(await serve(scripted({"/api/task/job/stop": failing("C010")})))
+        quoting = await gongji_against(
+            await serve(scripted({"/api/task/job/stop": failing("Q123", "not code C010")}))
+        )
+
+        await ended.stop(Receipt("g-1", "10001"))
+        with pytest.raises(PermanentBackendError) as info:
+            await quoting.stop(Receipt("g-2", "10002"))
+        await ended.aclose()
+        await quoting.aclose()
+
+        assert "Q123" == info.value.code

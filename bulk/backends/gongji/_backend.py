@@ -372,7 +372,7 @@ class GongjiBackend:
         try:
             await self.client.stop(int(job.remote_id), job_name=job.name)
         except PermanentBackendError as exc:
-            if "code C010" not in str(exc):  # C010: the task has already ended
+            if exc.code != "C010":  # C010: the task has already ended
                 raise
 
     async def resources(self) -> list[dict[str, Any]]:

@@ -22,13 +22,14 @@ import anyio
 import orjson
 
 from bulk._ratelimit import pace_request
-from bulk.backends._http import HttpClient, malformed, read_token
+from bulk.backends._http import HttpClient, Response, read_token
 from bulk.backends.gongji._codes import code_error
 from bulk.backends.gongji._signing import VERSION, Signer, string_to_sign
-from bulk.errors import ConfigError
+from bulk.errors import BackendError, ConfigError
 
 __all__ = [
     "DEFAULT_URL",
+    "Answer",
     "GongjiClient",
     "GongjiOptions",
     "digits",
@@ -39,6 +40,18 @@ __all__ = [
 ]
 
 DEFAULT_URL = "https://openapi.suanli.cn"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The ``data`` of an envelope whose code was ``0000``, and the response it came in."""
+
+    data: Any
+    response: Response
+
+    def malformed(self, what: str) -> BackendError:
+        """The error for ``data`` of a shape bulk cannot read (quoted in the message)."""
+        return self.response.malformed(what, "(empty)" if self.data is None else self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +163,7 @@ class GongjiClient:
         body: bytes | None = None,
         idempotent: bool,
         job_name: str | None = None,
-    ) -> Any:
+    ) -> Answer:
         """One request; the envelope's ``data`` on ``code == "0000"``, else a bulk error.
 
         ``body`` is sent as given (already serialised); ``payload`` is serialised once here.
@@ -174,29 +187,28 @@ class GongjiClient:
             msg = "not an API envelope {code, message, data}"
             raise response.malformed(msg)
         if code == "0000":
-            return envelope.get("data")
-        raise code_error(code, envelope.get("message"), method, path, idempotent, job_name)
+            return Answer(envelope.get("data"), response)
+        raise code_error(code, envelope.get("message"), response)
 
     async def create(self, body: bytes, *, job_name: str) -> int:
         """``POST /api/task/job/create``: the new task's id."""
         path = "/api/task/job/create"
-        data = await self.call("POST", path, body=body, idempotent=False, job_name=job_name)
+        answer = await self.call("POST", path, body=body, idempotent=False, job_name=job_name)
+        data = answer.data
         task_id = task_id_of(data.get("task_id") if isinstance(data, dict) else None)
         if task_id is None:
-            error = malformed("POST", path, "no task_id", data, idempotent=False, job_name=job_name)
-            raise error
+            msg = "no task_id"
+            raise answer.malformed(msg)
         return task_id
 
     async def detail(self, task_id: int) -> dict[str, Any]:
         """``GET /api/task/job/detail``."""
         path = "/api/task/job/detail"
-        data = await self.call("GET", path, query={"task_id": task_id}, idempotent=True)
-        if not isinstance(data, dict):
-            error = malformed(
-                "GET", path, "data is not a task", data, idempotent=True, job_name=None
-            )
-            raise error
-        return data
+        answer = await self.call("GET", path, query={"task_id": task_id}, idempotent=True)
+        if not isinstance(answer.data, dict):
+            msg = "data is not a task"
+            raise answer.malformed(msg)
+        return answer.data
 
     async def search(
         self, *, status: str, search_value: str, page: int, page_size: int
@@ -209,8 +221,7 @@ class GongjiClient:
             "page_size": page_size,
         }
         path = "/api/task/job/search"
-        data = await self.call("GET", path, query=query, idempotent=True)
-        return page_of(path, data)
+        return page_of(await self.call("GET", path, query=query, idempotent=True))
 
     async def stop(self, task_id: int, *, job_name: str | None = None) -> None:
         """``POST /api/task/job/stop``."""
@@ -226,8 +237,7 @@ class GongjiClient:
         """``GET /api/deployment/resource/search`` for Job GPU devices."""
         path = "/api/deployment/resource/search"
         query = {"task_type": "Job", "device_type": "GpuDevice"}
-        data = await self.call("GET", path, query=query, idempotent=True)
-        return page_of(path, data)[1]
+        return page_of(await self.call("GET", path, query=query, idempotent=True))[1]
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -248,8 +258,9 @@ def task_id_of(value: Any) -> int | None:
     return None
 
 
-def page_of(path: str, data: Any) -> tuple[int, list[dict[str, Any]]]:
+def page_of(answer: Answer) -> tuple[int, list[dict[str, Any]]]:
     """``count`` and ``results`` of a list answer; any other shape is an unreadable answer."""
+    data = answer.data
     if data is None:
         return 0, []  # nothing matched: some services answer data null
     count = data.get("count") if isinstance(data, dict) else None
@@ -263,7 +274,6 @@ def page_of(path: str, data: Any) -> tuple[int, list[dict[str, Any]]]:
         or not isinstance(results, list)
         or not all(isinstance(r, dict) for r in results)
     ):
-        what = "data is not {count, results: [objects]}"
-        error = malformed("GET", path, what, data, idempotent=True, job_name=None)
-        raise error
+        msg = "data is not {count, results: [objects]}"
+        raise answer.malformed(msg)
     return count or 0, results

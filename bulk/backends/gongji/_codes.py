@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bulk.backends._http import excerpt
+from bulk.backends._http import Response, excerpt
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
@@ -79,18 +79,23 @@ CODES: dict[str, _Code] = {
 }
 
 
-def code_error(
-    code: str, message: Any, method: str, path: str, idempotent: bool, job_name: str | None
-) -> BackendError:
-    """The error for an envelope whose ``code`` is not ``0000`` (see :data:`CODES`)."""
+def code_error(code: str, message: Any, response: Response) -> BackendError:
+    """The error for an envelope whose ``code`` is not ``0000`` (see :data:`CODES`).
+
+    The error carries the code (cut to 20 characters) and the answer's HTTP status, for
+    callers to decide by (a stop answered C010 is a task that has already ended).
+    """
+    shown = excerpt(code, 20)
     rule = CODES.get(code)
     said = excerpt(message) if message else "no message"
-    text = f"{method} {path}: code {excerpt(code, 20)}: {said}"
+    text = f"{response.method} {response.path}: code {shown}: {said}"
+    job_name, status = response.job_name, response.status
     if rule is None:
-        return PermanentBackendError(f"{text} (an undocumented code)", job_name=job_name)
+        text += " (an undocumented code)"
+        return PermanentBackendError(text, job_name=job_name, code=shown, status=status)
     if rule.family == "auth":
         text += f"; {_AUTH}"
-    kind = rule.on_read if idempotent else rule.on_write
+    kind = rule.on_read if response.idempotent else rule.on_write
     if kind is ThrottledError:
-        return ThrottledError(text, job_name=job_name, retry_after=1.0)
-    return kind(text, job_name=job_name)
+        return ThrottledError(text, job_name=job_name, code=shown, status=status, retry_after=1.0)
+    return kind(text, job_name=job_name, code=shown, status=status)
