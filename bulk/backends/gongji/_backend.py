@@ -352,16 +352,17 @@ class GongjiBackend:
             if self._order == "newest":
                 if min(ids, default=oldest) <= oldest:
                     bound = page if bound is None else min(bound, page)
-                candidates = [q for q in range(1, last + 1) if q not in visited]
-                candidates = [q for q in candidates if bound is None or q < bound]
-                page = min(candidates, default=0)
+                # The first page not read yet (lazily: a garbled count may be 10¹⁸).
+                page = next((q for q in range(1, last + 1) if q not in visited), 0)
+                if bound is not None and page >= bound:
+                    page = 0
             elif self._order == "oldest":
                 # Ascending: page 1 (read before the order was known) is the old end.
                 if min(ids, default=oldest) <= oldest and page != 1:
                     bound = page if bound is None else max(bound, page)
-                candidates = [q for q in range(last, 0, -1) if q not in visited]
-                candidates = [q for q in candidates if bound is None or q > bound]
-                page = max(candidates, default=0)
+                page = next((q for q in range(last, 0, -1) if q not in visited), 0)
+                if bound is not None and page <= bound:
+                    page = 0
             else:  # no order to go by: the first pages, as the newest may be anywhere
                 page = page + 1 if page < last else 0
             if not page:
@@ -401,12 +402,32 @@ class GongjiBackend:
         return orjson.dumps(body)
 
     async def _search_all(self, status: str, search_value: str) -> list[dict[str, Any]]:
+        """Every page of a search, until ``count`` tasks were listed or a page is empty.
+
+        A page whose tasks were all on earlier pages ends it as an unreadable answer: a
+        ``count`` the pages do not bear out (a garbled one, or 10¹⁸) would otherwise be
+        followed page after page for ever.
+        """
         tasks: list[dict[str, Any]] = []
+        seen: set[str] = set()
         page = 1
         while True:
             count, results = await self.client.search(
                 status=status, search_value=search_value, page=page, page_size=self._page_size
             )
+            ids = {str(task.get("task_id")) for task in results}
+            if page > 1 and results and ids <= seen:
+                what = f"page {page} lists only tasks of earlier pages"
+                error = malformed(
+                    "GET",
+                    "/api/task/job/search",
+                    what,
+                    {"count": count},
+                    idempotent=True,
+                    job_name=None,
+                )
+                raise error
+            seen |= ids
             tasks.extend(results)
             if not results or page * self._page_size >= count:
                 return tasks
