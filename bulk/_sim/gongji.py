@@ -27,7 +27,8 @@ Faithful to ``shared/api/gongji.md`` where it is known, and explicit where it gu
   every endpoint (HTTP 429 beyond it); ``echo_rate`` echoes the request's headers (token,
   ``sign_str``) and body back, half the time as an HTTP 500 page and half as a C999 envelope
   whose message holds them (nothing is created either way), as a careless service or proxy
-  would.
+  would; ``garbage_rate`` replaces a successful answer (code 0000), once the request took
+  effect, by one bulk cannot read: not JSON, not an envelope, or ``data`` of the wrong shape.
 - ``GET /_sim/ledger``: ``{"creates": {task_name: count}, "requests": {path: count},
   "echoed", "first_create", "last_create", "busiest_second", "throttled",
   "served_per_s_while_creating"}`` (the most API requests in any 1 s; requests answered with a
@@ -55,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bulk._sim._common import TokenBucket
 
-__all__ = ["DEVICES", "GONGJI", "GongjiSim", "SimConfig", "make_app", "sample_body"]
+__all__ = ["DEVICES", "GARBAGE", "GONGJI", "GongjiSim", "SimConfig", "make_app", "sample_body"]
 
 _CHINA = timezone(timedelta(hours=8))
 
@@ -78,6 +79,7 @@ class SimConfig:
     latency_s: float = 0.0
     rate_limit_per_s: float | None = None
     echo_rate: float = 0.0
+    garbage_rate: float = 0.0
     list_order: str = "newest"  # search results: "newest" task first, or "oldest" first
     seed: int = 0
 
@@ -274,6 +276,18 @@ class GongjiSim:
 GONGJI: web.AppKey[GongjiSim] = web.AppKey("gongji", GongjiSim)
 
 
+# What ``garbage_rate`` answers instead of a successful envelope: each is wrong for every
+# endpoint (a ``data`` of null is a valid empty list, so none is null).
+GARBAGE = (
+    b"<html><body>502 Bad Gateway</body></html>",
+    b"[]",
+    b'{"code": 0, "data": {}}',
+    b'{"code": "0000", "message": "success", "data": [1, 2]}',
+    b'{"code": "0000", "message": "success", "data": "ok"}',
+    b'{"code": "0000", "message": "success", "data": {"count": "many", "results": {}}}',
+)
+
+
 def _envelope(data: Any = None, code: str = "0000", message: str = "success") -> web.Response:
     if code != "0000":
         data = None
@@ -389,7 +403,16 @@ def make_app(sim: GongjiSim | None = None) -> web.Application:
                 )
             return _envelope(code="C999", message=f"系统错误 request: {echo.decode()}")
         # The handlers read the body again: aiohttp caches it.
-        return await handler(request)  # type: ignore[no-any-return]
+        response: web.Response = await handler(request)
+        if (
+            isinstance(response.body, bytes)
+            and response.body.startswith(b'{"code":"0000"')
+            and sim.roll(cfg.garbage_rate)
+        ):
+            return web.Response(
+                body=GARBAGE[sim.rng.randrange(len(GARBAGE))], content_type="application/json"
+            )
+        return response
 
     async def create(request: web.Request) -> web.StreamResponse:
         try:
