@@ -556,3 +556,55 @@ class TestStructuredFields:
         await quoting.aclose()
 
         assert "Q123" == info.value.code
+
+
+class TestGongjiDetail:
+    """Tracking asks ``detail`` for tasks no list showed: what it drops, what it lets through."""
+
+    NOWHERE = envelope({"count": 0, "results": []})  # neither unfinished nor among the ended
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            pytest.param(failing("C008"), id="throttle-code"),
+            pytest.param(b"slow down", id="http-429"),
+        ],
+    )
+    async def test_a_throttle_reaches_the_engine(
+        self, answer: bytes, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """A throttled detail is the engine's to hear (its adaptive rate), not dropped."""
+        status = 429 if answer == b"slow down" else 200
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if request.path == "/api/task/job/detail":
+                return web.Response(status=status, body=answer, headers={"Retry-After": "2"})
+            return web.Response(body=self.NOWHERE, content_type="application/json")
+
+        backend = await gongji_against(await serve(handler))
+
+        with pytest.raises(ThrottledError) as info:
+            await backend.status([Receipt("g-1", "10001"), Receipt("g-2", "10002")])
+        await backend.aclose()
+
+        assert status == info.value.status
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            pytest.param(failing("C010"), id="conflict"),
+            pytest.param(failing("Q123"), id="undocumented"),
+            pytest.param(failing("C999"), id="server-error"),
+            pytest.param(envelope("ok"), id="unreadable"),
+        ],
+    )
+    async def test_what_cannot_be_known_now_is_left_out(
+        self, answer: bytes, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """A refused or unreadable detail leaves the job out (asked again later): never
+        reported missing, which would send it again."""
+        answers = {"/api/task/job/detail": answer, "/api/task/job/search": self.NOWHERE}
+        backend = await gongji_against(await serve(scripted(answers)))
+
+        assert {} == await backend.status([Receipt("g-1", "10001")])
+        await backend.aclose()

@@ -52,6 +52,7 @@ from bulk.errors import (
     PermanentBackendError,
     RetryableBackendError,
     RunRefusedError,
+    ThrottledError,
     UnreachableError,
 )
 
@@ -299,8 +300,11 @@ class GongjiBackend:
                 continue  # not a task id of this service: never reported at all
             try:
                 out[remote_id] = map_status(await self.client.detail(int(remote_id)))
-            except UnreachableError:
-                raise  # the service is down: no use asking about the other jobs now
+            except (UnreachableError, ThrottledError):
+                # The service is down, or asks to slow down: no use asking about the other
+                # jobs now. A throttle reaches the engine, which slows the rate and asks
+                # about the whole batch again later.
+                raise
             except (RetryableBackendError, PermanentBackendError) as exc:
                 # Unknown this time: left out, so the engine asks again later. A task the
                 # service no longer knows is never reported missing (which would resend it).
