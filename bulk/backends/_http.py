@@ -37,7 +37,7 @@ and so is the value after any secret header's name (``"sign_str": "..."``) and a
 private key. Every string bulk later derives from an answer (error messages, failure reasons,
 log lines, remote ids) is built from scrubbed bytes, so none can carry a secret into the
 journal, a log, the terminal, ``bulk status`` or an export. Text quoted from an answer is cut
-to ``EXCERPT_LIMIT`` characters (:func:`excerpt`), and every backend error to 1,000.
+to 300 characters (:func:`bulk._text.excerpt`), and every backend error to 1,000.
 Secrets shorter than 8 characters are not looked for: they cannot be told apart from
 ordinary text, and no real token is that short.
 """
@@ -59,6 +59,7 @@ import orjson
 from yarl import URL
 
 from bulk._ratelimit import pace_request
+from bulk._text import excerpt
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
@@ -72,13 +73,11 @@ from bulk.errors import (
 )
 
 __all__ = [
-    "EXCERPT_LIMIT",
     "REDACTED",
     "HttpClient",
     "Response",
     "Secrets",
     "display_url",
-    "excerpt",
     "malformed",
     "parse_retry_after",
     "read_token",
@@ -86,7 +85,6 @@ __all__ = [
     "url_secrets",
 ]
 
-EXCERPT_LIMIT = 300  # characters of an answer quoted in a message
 REDACTED = "[redacted]"
 _MIN_SECRET = 8
 # Headers whose values are always secret, whoever sets them.
@@ -157,27 +155,6 @@ def malformed(
     msg = f"{method} {_path(target)}: {code}answer bulk cannot read ({what}): {excerpt(answer)}"
     kind = TransientBackendError if idempotent else AmbiguousBackendError
     return kind(msg, job_name=job_name, status=status)
-
-
-def excerpt(value: object, limit: int = EXCERPT_LIMIT) -> str:
-    """A one-line quote of something a service sent, at most ``limit`` characters.
-
-    ``value`` is bytes or text (or any value, shown as JSON) that already passed through
-    :meth:`Secrets.scrub_bytes` (every answer of :class:`HttpClient` has).
-    """
-    if isinstance(value, bytes | bytearray):
-        text = bytes(value[: limit * 4]).decode("utf-8", "replace")
-    elif isinstance(value, str):
-        text = value[: limit * 4]
-    else:
-        try:
-            text = orjson.dumps(value).decode()
-        except TypeError:
-            text = repr(value)
-    text = " ".join(text.split())
-    if not text:
-        return "(empty)"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Secrets:

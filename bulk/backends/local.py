@@ -58,8 +58,8 @@ import anyio.abc
 import orjson
 
 from bulk._policy import LimitsConfig, TrackConfig
-from bulk._problems import short_repr
 from bulk._template import to_text
+from bulk._text import short_repr
 from bulk.backends._procs import (
     JOB_VAR,
     RUN_VAR,

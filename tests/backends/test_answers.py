@@ -23,7 +23,8 @@ from bulk._sim.gongji import GongjiSim, SimConfig, sample_body
 from bulk._sim.gongji import make_app as make_gongji_app
 from bulk._sim.stub import StubFaults
 from bulk._sim.stub import make_app as make_stub_app
-from bulk.backends._http import REDACTED, HttpClient, Secrets, excerpt, read_token
+from bulk._text import excerpt
+from bulk.backends._http import REDACTED, HttpClient, Secrets, read_token
 from bulk.backends.base import Receipt, Submission
 from bulk.backends.gongji import CODES, GongjiBackend, GongjiClient, GongjiOptions, Signer
 from bulk.backends.stub import StubBackend, StubOptions

@@ -35,8 +35,8 @@ import anyio
 import orjson
 
 from bulk._policy import LimitsConfig, TrackConfig
-from bulk._problems import short_repr
-from bulk.backends._http import excerpt, malformed, url_problem
+from bulk._text import excerpt, short_repr
+from bulk.backends._http import malformed, url_problem
 from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
 from bulk.backends.gongji._client import (
     GongjiClient,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bulk.backends._http import Response, excerpt
+from bulk._text import excerpt
+from bulk.backends._http import Response
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
