@@ -20,8 +20,8 @@ With ``token`` set, every job request must carry ``Authorization: Bearer <token>
 gets 401 (the ledger needs none).
 
 ``GET /ledger`` answers ``{"creates": {name: count}, "requests", "echoed", "garbled",
-"first_create", "last_create"}``: how many times each name was created, and when creating began and ended.
-A correct client makes it 1 for every name, whatever the faults.
+"first_create", "last_create"}``: how many times each name was created, and when creating
+began and ended. A correct client makes it 1 for every name, whatever the faults.
 """
 
 from __future__ import annotations
