@@ -21,7 +21,8 @@ TLS certificate not trusted            RunRefusedError: waiting will not fix it
 reset / timeout once sent, not idem.   AmbiguousBackendError
 reset / timeout once sent, idempotent  TransientBackendError
 a 2xx answer the backend cannot read   ``Response.malformed``: TransientBackendError for an
-(not JSON, wrong shape)                idempotent request, AmbiguousBackendError otherwise
+(not JSON, wrong shape, a 2xx status   idempotent request, AmbiguousBackendError otherwise
+the caller did not expect)
 =====================================  ===================================================
 
 "Idempotent" is the caller's word: reads and look-ups are; a create is not. Every error
@@ -422,8 +423,15 @@ class HttpClient:
             kind = TransientBackendError if idempotent else AmbiguousBackendError
             raise kind(msg, job_name=job_name) from exc
         data = self.secrets.scrub_bytes(data, extra)
+        response = Response(status, data, method, target, idempotent, job_name)
         if status in expect:
-            return Response(status, data, method, target, idempotent, job_name)
+            return response
+        if 200 <= status < 300:
+            # Success of a kind the caller does not know what to make of (a 200 where the
+            # protocol says 201, a 204): for a create, the job may well exist.
+            expected = " or ".join(str(code) for code in expect)
+            msg = f"HTTP {status} where {expected} was expected"
+            raise response.malformed(msg)
         msg = f"{method} {_path(target)}: HTTP {status}: {excerpt(data)}"
         if status == 429:
             raise ThrottledError(msg, job_name=job_name, status=status, retry_after=retry_after)

@@ -525,6 +525,37 @@ class TestStructuredFields:
 
         assert 201 == info.value.status
 
+    @pytest.mark.parametrize("status", [200, 202, 204])
+    async def test_an_unexpected_success_is_not_a_refusal(
+        self, status: int, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """A create answered with a 2xx the protocol does not name (200 for 201) may have
+        created the job: ambiguous (looked up next), never a refusal that fails the row."""
+        body = b"" if status == 204 else b'{"id": "job-1"}'
+        url = await serve(scripted({"/jobs": body}, status=status))
+        backend = StubBackend(StubOptions(url=url))
+
+        with pytest.raises(AmbiguousBackendError) as info:
+            await backend.submit(Submission("g-1", b"{}"))
+        await backend.aclose()
+
+        assert status == info.value.status
+
+    @pytest.mark.parametrize("status", [201, 202, 204])
+    async def test_an_unexpected_success_of_a_read_is_transient(
+        self, status: int, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """A look-up answered with a 2xx it does not name: asked again, never a refusal."""
+        body = b"" if status == 204 else b'{"id": "job-1"}'
+        url = await serve(scripted({"/jobs": body}, status=status))
+        backend = StubBackend(StubOptions(url=url))
+
+        with pytest.raises(TransientBackendError) as info:
+            await backend.lookup(Submission("g-1", b"{}"))
+        await backend.aclose()
+
+        assert status == info.value.status
+
     @pytest.mark.parametrize("code", [*sorted(CODES), "Q123"])
     async def test_gongji_codes_are_on_the_error(
         self, code: str, serve: Callable[[Handler], Awaitable[str]]
