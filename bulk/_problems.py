@@ -11,37 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import reprlib
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["Problem", "Problems", "short_repr"]
+from bulk._text import short_repr
 
-SHOWN_CHARS = 60  # characters of a value quoted in a message
-_SHOWN_INT_BITS = 200  # a wider integer is described by its size (its digits would swamp the line)
-
-
-def short_repr(value: Any, limit: int = SHOWN_CHARS) -> str:
-    """``repr(value)`` for a message, cut to about ``limit`` characters.
-
-    The cost does not grow with the value: a 50 MB string is cut before it is quoted.
-    """
-    if isinstance(value, str):
-        return repr(value) if len(value) <= limit else repr(value[:limit]) + "…"
-    if (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and value.bit_length() > _SHOWN_INT_BITS
-    ):
-        return f"an integer of {value.bit_length()} bits"
-    if isinstance(value, bool | int | float) or value is None:
-        return repr(value)
-    return _REPR.repr(value)
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = SHOWN_CHARS
-_REPR.maxlong = 80
+__all__ = ["Problem", "Problems"]
 
 _TYPE_NAMES = {
     str: "a string",

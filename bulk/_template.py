@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bulk._problems import short_repr
+from bulk._text import cut, short_repr
 from bulk.errors import ConfigError
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "compile_template",
     "has_placeholder",
     "int_too_big",
-    "shorten",
     "to_json",
     "to_text",
     "value_problem",
@@ -89,7 +88,7 @@ def value_problem_at(value: Any, path: str) -> tuple[str, str] | None:
         elif isinstance(node, bool):
             continue
         elif isinstance(node, int) and not _INT_MIN <= node < _INT_END:
-            shown = shorten(str(node)) if node.bit_length() < _SHOWN_INT_BITS else "an integer"
+            shown = cut(str(node), 32) if node.bit_length() < _SHOWN_INT_BITS else "an integer"
             return where, int_too_big(shown)
         elif isinstance(node, float) and not math.isfinite(node):
             return where, f"{node} is not a finite number; JSON has no NaN or infinity"
@@ -101,11 +100,6 @@ def int_too_big(shown: str) -> str:
     return (
         f"{shown} does not fit in 64 bits; JSON integers are 64-bit (quote it to keep it as text)"
     )
-
-
-def shorten(text: str, limit: int = 32) -> str:
-    """``text`` cut to ``limit`` characters (with ``...``) for a one-line message."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _MissingVariableError(Exception):
@@ -644,7 +638,7 @@ def _check_format_spec(spec: str, path: str) -> None:
             # (compared as text first: int() refuses numbers of more than 4,300 digits)
             if digits and (len(digits) > _MAX_WIDTH_DIGITS or int(digits) > _MAX_FORMAT_WIDTH):
                 msg = (
-                    f"format spec {shorten(spec)!r}: {what} {shorten(digits, 12)} is too large; "
+                    f"format spec {cut(spec, 32)!r}: {what} {cut(digits, 12)} is too large; "
                     f"widths and precisions go up to {_MAX_FORMAT_WIDTH:,}"
                 )
                 raise ConfigError(msg, field=path)

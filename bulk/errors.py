@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bulk._text import cut
+
 __all__ = [
     "AmbiguousBackendError",
     "AuthenticationError",
@@ -49,7 +51,7 @@ __all__ = [
 
 # Longest message a BackendError keeps. Messages quote what the service said (each backend
 # cuts a quote to a few hundred characters where it builds the message, see
-# bulk.backends._http.excerpt); this is the backstop, so that nothing a service sends can make
+# bulk._text.excerpt); this is the backstop, so that nothing a service sends can make
 # a journal row, a log line or a terminal screen arbitrarily long.
 _MESSAGE_LIMIT = 1000
 
@@ -120,9 +122,7 @@ class BackendError(BulkError):
         self.job_name = job_name
         self.code = code
         self.status = status
-        if len(message) > _MESSAGE_LIMIT:
-            message = message[: _MESSAGE_LIMIT - 1] + "…"
-        super().__init__(message)
+        super().__init__(cut(message, _MESSAGE_LIMIT))
 
 
 class RetryableBackendError(BackendError):

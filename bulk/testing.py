@@ -30,6 +30,7 @@ from typing import TypeVar
 import anyio
 
 from bulk._clock import Clock
+from bulk._text import cut
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.errors import PermanentBackendError, UnreachableError
 
@@ -353,6 +354,5 @@ def wait_until_sync(
 
 
 def _never(what: str, polls: int, interval_s: float, last: object) -> str:
-    shown = repr(last)
-    shown = shown if len(shown) <= 200 else shown[:197] + "..."
+    shown = cut(repr(last), 200)
     return f"{what}: not after {polls} polls {interval_s:g} s apart (last seen: {shown})"

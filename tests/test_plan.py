@@ -11,7 +11,8 @@ import pytest
 
 import bulk._plan._check as plan
 from bulk._cli import main
-from bulk._problems import Problem, short_repr
+from bulk._problems import Problem
+from bulk._text import short_repr
 
 
 def write(folder: Path, config: str, rows: list[dict[str, Any]] | None = None) -> Path:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from bulk._problems import SHOWN_CHARS, Problem, Problems, short_repr
+from bulk._problems import Problem, Problems
+from bulk._text import SHOWN_CHARS, short_repr
 
 
 def test_problems_count_in_order_and_are_falsy_when_none() -> None:

@@ -156,7 +156,7 @@ class TestExactRows:
             ),
             pytest.param(
                 '{"a": 0.' + "0" * 330 + "1}",
-                "0.000000000000000000000000000... is too small for a 64-bit float",
+                "0.00000000000000000000000000000… is too small for a 64-bit float",
                 id="long-zeros",
             ),
             pytest.param(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import bulk._template as spec
+from bulk._text import cut
 from bulk.errors import ConfigError
 
 __all__ = [
@@ -55,7 +56,7 @@ def number_problem(text: str) -> str | None:
     infinity (``1e400``) or zero (``1e-400``).
     """
     value = float(text)
-    shown = spec.shorten(text)
+    shown = cut(text, 32)
     if not math.isfinite(value):
         if any(c.isdigit() for c in text):
             return f"{shown} is too large for a 64-bit float (it would be infinity)"
@@ -72,7 +73,7 @@ def _int_problem(text: str) -> str | None:
     # More than 20 digits is past 2**64 whatever they are: no int() of a huge text.
     if len(text.lstrip("+-")) <= 20 and -(2**63) <= int(text) < 2**64:
         return None
-    return spec.int_too_big(spec.shorten(text))
+    return spec.int_too_big(cut(text, 32))
 
 
 class _NumberError(Exception):

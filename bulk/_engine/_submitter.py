@@ -23,6 +23,7 @@ from bulk._engine._tracker import Tracker
 from bulk._journal import Record, State, StoredJob
 from bulk._naming import render_context
 from bulk._retry import Backoff
+from bulk._text import EXCERPT_LIMIT, cut
 from bulk.backends.base import Endpoint, Receipt, Submission
 from bulk.errors import (
     AmbiguousBackendError,
@@ -311,8 +312,8 @@ class Submitter:
         except BulkError:
             raise
         except Exception as exc:
-            text = str(exc)  # cut: it is stored in the journal and shown
-            text = text if len(text) <= 300 else text[:300] + "…"
+            # Cut: it is stored in the journal and shown.
+            text = cut(str(exc), EXCERPT_LIMIT)
             msg = f"unexpected error from the backend: {type(exc).__name__}: {text}"
             raise UnexpectedError(msg) from exc
 

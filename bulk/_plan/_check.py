@@ -24,14 +24,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 import bulk._plan._sources as sweep
 from bulk._config import Config, SweepConfig
 from bulk._journal import Journal
 from bulk._naming import Point, render_context
 from bulk._problems import Problem, Problems
 from bulk._template import has_placeholder, to_json
+from bulk._text import preview
 from bulk.backends import get_kind
 from bulk.errors import ConfigError, InputErrors
 
@@ -251,53 +250,6 @@ class _RowCheck:
                 self._result.add_error(ConfigError(item.message, where=origin, field=item.field))
         return None if problems else body
 
-
-PREVIEW_CHARS = 120  # characters of a value shown in a human-readable line or table cell
-
-
-def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """Compact JSON of ``value``, cut to ``limit`` characters (``…`` marks the cut).
-
-    The cost depends on ``limit``, not on the value: only what is shown is serialised (a
-    50 MB string costs the same as a short one).
-    """
-    parts: list[str] = []
-    size = 0
-    for token in _tokens(value, limit):
-        parts.append(token)
-        size += len(token)
-        if size > limit:
-            return "".join(parts)[: limit - 1] + "…"
-    return "".join(parts)
-
-
-def _tokens(value: Any, limit: int) -> Iterator[str]:
-    """``value`` as compact JSON, piece by piece; strings are cut past ``limit``."""
-    if isinstance(value, str):
-        yield orjson.dumps(value[: limit + 1]).decode()
-    elif isinstance(value, Mapping):
-        yield "{"
-        for i, (k, v) in enumerate(value.items()):
-            yield ("," if i else "") + orjson.dumps(str(k)[: limit + 1]).decode() + ":"
-            yield from _tokens(v, limit)
-        yield "}"
-    elif isinstance(value, list | tuple):
-        yield "["
-        for i, v in enumerate(value):
-            if i:
-                yield ","
-            yield from _tokens(v, limit)
-        yield "]"
-    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _JSON_BITS:
-        yield f"<an integer of {value.bit_length()} bits>"
-    else:
-        try:
-            yield orjson.dumps(value).decode()
-        except orjson.JSONEncodeError:
-            yield f"<{type(value).__name__}>"
-
-
-_JSON_BITS = 64  # wider integers are not JSON (orjson refuses them): described, not written
 
 # Values inside a problem's message: quoted text and numbers. Masked, they leave its kind.
 _VALUES = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[-+]?\d[\d_.,]*(?:e[-+]?\d+)?""")

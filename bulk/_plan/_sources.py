@@ -34,7 +34,8 @@ from bulk._config import (
     open_regular,
 )
 from bulk._naming import Point, point_key
-from bulk._template import MAX_NESTING, shorten
+from bulk._template import MAX_NESTING
+from bulk._text import cut
 from bulk.errors import ConfigError
 
 __all__ = [
@@ -492,9 +493,9 @@ def _cells(where: str, header: list[str], typed: list[bool], record: list[str]) 
 def _name_problem(name: str) -> str | None:
     """What is wrong with a sweep file's variable name: bulk's own, or not an identifier."""
     if name.startswith("_"):
-        return f"{shorten(repr(name))}: {_RESERVED}"
+        return f"{cut(repr(name), 32)}: {_RESERVED}"
     if not is_variable_name(name):
-        return f"{shorten(repr(name))} is not a valid variable name; {_NAMES}"
+        return f"{cut(repr(name), 32)} is not a valid variable name; {_NAMES}"
     return None
 
 

@@ -1,6 +1,7 @@
 """``bulk sim gongji``: a simulator of the 共绩算力 Open API's Job endpoints.
 
-Faithful to ``shared/api/gongji.md`` where it is known, and explicit where it guesses:
+Faithful to api/gongji.md in the project's shared notes where it is known, and explicit where
+it guesses:
 
 - **Auth**: every request needs a registered ``token``, ``version: 1.0.0`` and a 13-digit
   ms ``timestamp`` within ``skew_s`` (default 300 s; the real window is undocumented). RSA-mode
@@ -27,7 +28,8 @@ Faithful to ``shared/api/gongji.md`` where it is known, and explicit where it gu
   every endpoint (HTTP 429 beyond it); ``echo_rate`` echoes the request's headers (token,
   ``sign_str``) and body back, half the time as an HTTP 500 page and half as a C999 envelope
   whose message holds them (nothing is created either way), as a careless service or proxy
-  would.
+  would; ``garbage_rate`` replaces a successful answer (code 0000), once the request took
+  effect, by one bulk cannot read: not JSON, not an envelope, or ``data`` of the wrong shape.
 - ``GET /_sim/ledger``: ``{"creates": {task_name: count}, "requests": {path: count},
   "echoed", "first_create", "last_create", "busiest_second", "throttled",
   "served_per_s_while_creating"}`` (the most API requests in any 1 s; requests answered with a
@@ -55,7 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bulk._sim._common import TokenBucket
 
-__all__ = ["DEVICES", "GONGJI", "GongjiSim", "SimConfig", "make_app", "sample_body"]
+__all__ = ["DEVICES", "GARBAGE", "GONGJI", "GongjiSim", "SimConfig", "make_app", "sample_body"]
 
 _CHINA = timezone(timedelta(hours=8))
 
@@ -78,6 +80,7 @@ class SimConfig:
     latency_s: float = 0.0
     rate_limit_per_s: float | None = None
     echo_rate: float = 0.0
+    garbage_rate: float = 0.0
     list_order: str = "newest"  # search results: "newest" task first, or "oldest" first
     seed: int = 0
 
@@ -292,6 +295,18 @@ class GongjiSim:
 GONGJI: web.AppKey[GongjiSim] = web.AppKey("gongji", GongjiSim)
 
 
+# What ``garbage_rate`` answers instead of a successful envelope: each is wrong for every
+# endpoint (a ``data`` of null is a valid empty list, so none is null).
+GARBAGE = (
+    b"<html><body>502 Bad Gateway</body></html>",
+    b"[]",
+    b'{"code": 0, "data": {}}',
+    b'{"code": "0000", "message": "success", "data": [1, 2]}',
+    b'{"code": "0000", "message": "success", "data": "ok"}',
+    b'{"code": "0000", "message": "success", "data": {"count": "many", "results": {}}}',
+)
+
+
 def _envelope(data: Any = None, code: str = "0000", message: str = "success") -> web.Response:
     if code != "0000":
         data = None
@@ -409,7 +424,22 @@ class _Api:
         if answer is not None:
             return answer
         # The handlers read the body again: aiohttp caches it.
-        return await handler(request)  # type: ignore[no-any-return]
+        response: web.Response = await handler(request)
+        return self._garbled(response)
+
+    def _garbled(self, response: web.Response) -> web.Response:
+        """``response``, or (at ``garbage_rate``) garbage instead of a success's body: the
+        request took effect, the answer cannot be read."""
+        sim = self.sim
+        if (
+            isinstance(response.body, bytes)
+            and response.body.startswith(b'{"code":"0000"')
+            and sim.roll(sim.config.garbage_rate)
+        ):
+            return web.Response(
+                body=GARBAGE[sim.rng.randrange(len(GARBAGE))], content_type="application/json"
+            )
+        return response
 
     def _refusal(self, request: web.Request, raw: bytes) -> web.Response | None:
         """The answer to a request that fails authentication or is throttled, or None."""

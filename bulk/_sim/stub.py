@@ -11,14 +11,17 @@ succeed (or fail, at ``job_failure_rate``). Faults, each drawn per request from 
 - ``latency_s``: every answer is delayed this long;
 - ``echo_rate``: a 500 whose body echoes the request's headers and body, as a careless
   service's error page would (nothing is created): the client must keep its token out of
-  everything it stores or shows.
+  everything it stores or shows;
+- ``garbage_rate``: a 2xx answer's body is replaced by one bulk cannot read (not JSON, a list,
+  an object without the fields the protocol promises), after the request took effect: a
+  create so answered did create its job.
 
 With ``token`` set, every job request must carry ``Authorization: Bearer <token>``; any other
 gets 401 (the ledger needs none).
 
-``GET /ledger`` answers ``{"creates": {name: count}, "requests", "echoed", "first_create",
-"last_create"}``: how many times each name was created, and when creating began and ended.
-A correct client makes it 1 for every name, whatever the faults.
+``GET /ledger`` answers ``{"creates": {name: count}, "requests", "echoed", "garbled",
+"first_create", "last_create"}``: how many times each name was created, and when creating
+began and ended. A correct client makes it 1 for every name, whatever the faults.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from aiohttp import web
 
 from bulk._sim._common import TokenBucket
 
-__all__ = ["SERVICE", "StubFaults", "StubService", "make_app"]
+__all__ = ["GARBAGE", "SERVICE", "StubFaults", "StubService", "make_app"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class StubFaults:
     run_s: float = 0.0
     job_failure_rate: float = 0.0
     echo_rate: float = 0.0
+    garbage_rate: float = 0.0
     token: str | None = None
     seed: int = 0
 
@@ -75,6 +79,7 @@ class StubService:
     creates: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     echoed: int = 0  # answers that echoed the request
+    garbled: int = 0  # 2xx answers whose body was replaced by garbage
     first_create: float | None = None  # monotonic times of the first and last create
     last_create: float | None = None
     _rng: random.Random = field(default_factory=random.Random)
@@ -124,11 +129,35 @@ class StubService:
 
 SERVICE: web.AppKey[StubService] = web.AppKey("service", StubService)
 
+# What ``garbage_rate`` answers instead of a 2xx body: each is wrong for every endpoint.
+GARBAGE = (
+    b"<html><body>502 Bad Gateway</body></html>",
+    b"",
+    b"[]",
+    b'"ok"',
+    b"{}",
+    b'{"id": null, "jobs": [], "state": 3}',
+)
+
 
 def make_app(faults: StubFaults | None = None) -> web.Application:
     """The stub service as an aiohttp application (``app[SERVICE]`` is its state)."""
     service = StubService(faults or StubFaults())
-    app = web.Application()
+
+    @web.middleware
+    async def garble(request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        if (
+            request.path != "/ledger"
+            and 200 <= response.status < 300
+            and service.roll(service.faults.garbage_rate)
+        ):
+            service.garbled += 1
+            body = GARBAGE[service._rng.randrange(len(GARBAGE))]
+            return web.Response(status=response.status, body=body, content_type="application/json")
+        return response
+
+    app = web.Application(middlewares=[garble])
     app[SERVICE] = service
     api = _Api(service)
     app.router.add_post("/jobs", api.create)
@@ -256,6 +285,7 @@ class _Api:
                     "creates": service.creates,
                     "requests": service.requests,
                     "echoed": service.echoed,
+                    "garbled": service.garbled,
                     "first_create": service.first_create,
                     "last_create": service.last_create,
                 }

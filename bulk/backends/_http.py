@@ -21,10 +21,13 @@ TLS certificate not trusted            RunRefusedError: waiting will not fix it
 reset / timeout once sent, not idem.   AmbiguousBackendError
 reset / timeout once sent, idempotent  TransientBackendError
 a 2xx answer the backend cannot read   ``Response.malformed``: TransientBackendError for an
-(not JSON, wrong shape)                idempotent request, AmbiguousBackendError otherwise
+(not JSON, wrong shape, a 2xx status   idempotent request, AmbiguousBackendError otherwise
+the caller did not expect)
 =====================================  ===================================================
 
-"Idempotent" is the caller's word: reads and look-ups are; a create is not.
+"Idempotent" is the caller's word: reads and look-ups are; a create is not. Every error
+raised for an answer carries that answer's HTTP ``status`` (and a backend adds the service's
+``code``): callers decide by those fields, never by the message's text.
 
 **Secrets.** A service, or a proxy in front of it, may echo what it received: an error page
 that dumps the request headers puts the token and the signature into the answer. Every answer
@@ -35,7 +38,7 @@ and so is the value after any secret header's name (``"sign_str": "..."``) and a
 private key. Every string bulk later derives from an answer (error messages, failure reasons,
 log lines, remote ids) is built from scrubbed bytes, so none can carry a secret into the
 journal, a log, the terminal, ``bulk status`` or an export. Text quoted from an answer is cut
-to ``EXCERPT_LIMIT`` characters (:func:`excerpt`), and every backend error to 1,000.
+to 300 characters (:func:`bulk._text.excerpt`), and every backend error to 1,000.
 Secrets shorter than 8 characters are not looked for: they cannot be told apart from
 ordinary text, and no real token is that short.
 """
@@ -57,6 +60,7 @@ import orjson
 from yarl import URL
 
 from bulk._ratelimit import pace_request
+from bulk._text import excerpt
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
@@ -70,13 +74,11 @@ from bulk.errors import (
 )
 
 __all__ = [
-    "EXCERPT_LIMIT",
     "REDACTED",
     "HttpClient",
     "Response",
     "Secrets",
     "display_url",
-    "excerpt",
     "malformed",
     "parse_retry_after",
     "read_token",
@@ -84,7 +86,6 @@ __all__ = [
     "url_secrets",
 ]
 
-EXCERPT_LIMIT = 300  # characters of an answer quoted in a message
 REDACTED = "[redacted]"
 _MIN_SECRET = 8
 # Headers whose values are always secret, whoever sets them.
@@ -117,13 +118,19 @@ class Response:
             msg = "not JSON"
             raise self.malformed(msg) from None
 
-    def malformed(self, what: str) -> BackendError:
-        """The error for an answer bulk cannot read (``what`` says how it is wrong)."""
+    @property
+    def path(self) -> str:
+        """The target without its query string (which may carry tokens or user data)."""
+        return _path(self.target)
+
+    def malformed(self, what: str, answer: object = None) -> BackendError:
+        """The error for an answer bulk cannot read (``what`` says how it is wrong), quoting
+        ``answer`` (the part of it that is wrong), or else the whole body."""
         return malformed(
             self.method,
             self.target,
             what,
-            self.body,
+            self.body if answer is None else answer,
             idempotent=self.idempotent,
             job_name=self.job_name,
             status=self.status,
@@ -148,28 +155,7 @@ def malformed(
     code = f"HTTP {status} " if status is not None else ""
     msg = f"{method} {_path(target)}: {code}answer bulk cannot read ({what}): {excerpt(answer)}"
     kind = TransientBackendError if idempotent else AmbiguousBackendError
-    return kind(msg, job_name=job_name)
-
-
-def excerpt(value: object, limit: int = EXCERPT_LIMIT) -> str:
-    """A one-line quote of something a service sent, at most ``limit`` characters.
-
-    ``value`` is bytes or text (or any value, shown as JSON) that already passed through
-    :meth:`Secrets.scrub_bytes` (every answer of :class:`HttpClient` has).
-    """
-    if isinstance(value, bytes | bytearray):
-        text = bytes(value[: limit * 4]).decode("utf-8", "replace")
-    elif isinstance(value, str):
-        text = value[: limit * 4]
-    else:
-        try:
-            text = orjson.dumps(value).decode()
-        except TypeError:
-            text = repr(value)
-    text = " ".join(text.split())
-    if not text:
-        return "(empty)"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return kind(msg, job_name=job_name, status=status)
 
 
 class Secrets:
@@ -437,18 +423,25 @@ class HttpClient:
             kind = TransientBackendError if idempotent else AmbiguousBackendError
             raise kind(msg, job_name=job_name) from exc
         data = self.secrets.scrub_bytes(data, extra)
+        response = Response(status, data, method, target, idempotent, job_name)
         if status in expect:
-            return Response(status, data, method, target, idempotent, job_name)
+            return response
+        if 200 <= status < 300:
+            # Success of a kind the caller does not know what to make of (a 200 where the
+            # protocol says 201, a 204): for a create, the job may well exist.
+            expected = " or ".join(str(code) for code in expect)
+            msg = f"HTTP {status} where {expected} was expected"
+            raise response.malformed(msg)
         msg = f"{method} {_path(target)}: HTTP {status}: {excerpt(data)}"
         if status == 429:
-            raise ThrottledError(msg, job_name=job_name, retry_after=retry_after)
+            raise ThrottledError(msg, job_name=job_name, status=status, retry_after=retry_after)
         if status >= 500:
             kind = TransientBackendError if idempotent else AmbiguousBackendError
-            raise kind(msg, job_name=job_name, retry_after=retry_after)
+            raise kind(msg, job_name=job_name, status=status, retry_after=retry_after)
         if status == 401:
             msg += "; check the token"
-            raise AuthenticationError(msg, job_name=job_name)
-        raise PermanentBackendError(msg, job_name=job_name)
+            raise AuthenticationError(msg, job_name=job_name, status=status)
+        raise PermanentBackendError(msg, job_name=job_name, status=status)
 
     def _clean(self, text: str, extra: Sequence[str]) -> str:
         return self.secrets.scrub(text, extra)

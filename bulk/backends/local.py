@@ -4,8 +4,8 @@ What it is for: real work with no account anywhere — a sweep of scripts on a w
 single big server, with the same journal, resume, limits, status and export as the remote
 backends; and trying a config out before pointing it at a cluster.
 
-What it is not for: more than one machine (use ``ray`` or ``gongji``), or isolation (jobs run
-as the user running bulk, with its environment plus the job's ``env``).
+What it is not for: more than one machine (use a service's backend: ``gongji`` today), or
+isolation (jobs run as the user running bulk, with its environment plus the job's ``env``).
 
 A job body is::
 
@@ -58,8 +58,8 @@ import anyio.abc
 import orjson
 
 from bulk._policy import LimitsConfig, TrackConfig
-from bulk._problems import short_repr
 from bulk._template import to_text
+from bulk._text import short_repr
 from bulk.backends._procs import (
     JOB_VAR,
     RUN_VAR,

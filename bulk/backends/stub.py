@@ -32,7 +32,8 @@ from urllib.parse import quote
 import orjson
 
 from bulk._policy import LimitsConfig, TrackConfig
-from bulk.backends._http import HttpClient, Response, excerpt, read_token, url_problem
+from bulk._text import excerpt
+from bulk.backends._http import HttpClient, Response, read_token, url_problem
 from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
 
 if TYPE_CHECKING:

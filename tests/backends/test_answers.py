@@ -23,15 +23,18 @@ from bulk._sim.gongji import GongjiSim, SimConfig, sample_body
 from bulk._sim.gongji import make_app as make_gongji_app
 from bulk._sim.stub import StubFaults
 from bulk._sim.stub import make_app as make_stub_app
-from bulk.backends._http import REDACTED, HttpClient, Secrets, excerpt, read_token
+from bulk._text import excerpt
+from bulk.backends._http import REDACTED, HttpClient, Secrets, read_token
 from bulk.backends.base import Receipt, Submission
-from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions, Signer
+from bulk.backends.gongji import CODES, GongjiBackend, GongjiClient, GongjiOptions, Signer
 from bulk.backends.stub import StubBackend, StubOptions
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
     BackendError,
     ConfigError,
+    PermanentBackendError,
+    ThrottledError,
     TransientBackendError,
 )
 
@@ -462,4 +465,178 @@ class TestGongjiGarbage:
 
         with pytest.raises(TransientBackendError, match="has no mark"):
             await backend.submit(Submission("g-1", orjson.dumps(body)))
+        await backend.aclose()
+
+
+# -- decisions by fields, never by text ---------------------------------------------------------
+
+
+def failing(code: str, message: str = "refused") -> bytes:
+    return orjson.dumps({"code": code, "message": message, "data": None})
+
+
+class TestStructuredFields:
+    """Every backend error carries the service's code and the HTTP status, and callers decide
+    by those: a message that happens to quote a code decides nothing."""
+
+    @pytest.mark.parametrize(
+        ("status", "method", "kind"),
+        [
+            (429, "POST", ThrottledError),
+            (503, "POST", AmbiguousBackendError),
+            (503, "GET", TransientBackendError),
+            (401, "GET", AuthenticationError),
+            (404, "GET", PermanentBackendError),
+            (302, "GET", PermanentBackendError),
+        ],
+    )
+    async def test_http_errors_carry_the_status(
+        self,
+        status: int,
+        method: str,
+        kind: type[BackendError],
+        serve: Callable[[Handler], Awaitable[str]],
+    ) -> None:
+        """_http: the status that decided the error's kind is on the error."""
+
+        async def handler(_request: web.Request) -> web.StreamResponse:
+            return web.Response(status=status, body=b"no", headers={"Location": "/x"})
+
+        client = HttpClient(await serve(handler))
+
+        with pytest.raises(kind) as info:
+            await client.request(method, "/x", idempotent=method == "GET")
+        await client.aclose()
+
+        assert type(info.value) is kind
+        assert (status, None) == (info.value.status, info.value.code)
+
+    async def test_an_unreadable_2xx_carries_its_status(
+        self, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """A 201 bulk cannot read: ambiguous, with the 201 on it."""
+        backend = StubBackend(
+            StubOptions(url=await serve(scripted({"/jobs": b"<html>"}, status=201)))
+        )
+
+        with pytest.raises(AmbiguousBackendError) as info:
+            await backend.submit(Submission("g-1", b"{}"))
+        await backend.aclose()
+
+        assert 201 == info.value.status
+
+    @pytest.mark.parametrize("status", [200, 202, 204])
+    async def test_an_unexpected_success_is_not_a_refusal(
+        self, status: int, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """A create answered with a 2xx the protocol does not name (200 for 201) may have
+        created the job: ambiguous (looked up next), never a refusal that fails the row."""
+        body = b"" if status == 204 else b'{"id": "job-1"}'
+        url = await serve(scripted({"/jobs": body}, status=status))
+        backend = StubBackend(StubOptions(url=url))
+
+        with pytest.raises(AmbiguousBackendError) as info:
+            await backend.submit(Submission("g-1", b"{}"))
+        await backend.aclose()
+
+        assert status == info.value.status
+
+    @pytest.mark.parametrize("status", [201, 202, 204])
+    async def test_an_unexpected_success_of_a_read_is_transient(
+        self, status: int, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """A look-up answered with a 2xx it does not name: asked again, never a refusal."""
+        body = b"" if status == 204 else b'{"id": "job-1"}'
+        url = await serve(scripted({"/jobs": body}, status=status))
+        backend = StubBackend(StubOptions(url=url))
+
+        with pytest.raises(TransientBackendError) as info:
+            await backend.lookup(Submission("g-1", b"{}"))
+        await backend.aclose()
+
+        assert status == info.value.status
+
+    @pytest.mark.parametrize("code", [*sorted(CODES), "Q123"])
+    async def test_gongji_codes_are_on_the_error(
+        self, code: str, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """Every envelope code, documented or not, is the error's ``code``; HTTP 200 its status."""
+        backend = await gongji_against(
+            await serve(scripted({"/api/task/job/detail": failing(code)}))
+        )
+
+        with pytest.raises(BackendError) as info:
+            await backend.client.detail(10001)
+        await backend.aclose()
+
+        assert (code, 200) == (info.value.code, info.value.status)
+
+    async def test_stop_of_an_ended_task_is_decided_by_the_code(
+        self, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """C010 (already ended) is a stopped task; another code whose message quotes
+        "code C010" is still the refusal it is."""
+        ended = await gongji_against(await serve(scripted({"/api/task/job/stop": failing("C010")})))
+        quoting = await gongji_against(
+            await serve(scripted({"/api/task/job/stop": failing("Q123", "not code C010")}))
+        )
+
+        await ended.stop(Receipt("g-1", "10001"))
+        with pytest.raises(PermanentBackendError) as info:
+            await quoting.stop(Receipt("g-2", "10002"))
+        await ended.aclose()
+        await quoting.aclose()
+
+        assert "Q123" == info.value.code
+
+
+class TestGongjiDetail:
+    """Tracking asks ``detail`` for tasks no list showed: what it drops, what it lets through."""
+
+    NOWHERE = envelope({"count": 0, "results": []})  # neither unfinished nor among the ended
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            pytest.param(failing("C008"), id="throttle-code"),
+            pytest.param(b"slow down", id="http-429"),
+        ],
+    )
+    async def test_a_throttle_reaches_the_engine(
+        self, answer: bytes, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """A throttled detail is the engine's to hear (its adaptive rate), not dropped."""
+        status = 429 if answer == b"slow down" else 200
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if request.path == "/api/task/job/detail":
+                return web.Response(status=status, body=answer, headers={"Retry-After": "2"})
+            return web.Response(body=self.NOWHERE, content_type="application/json")
+
+        backend = await gongji_against(await serve(handler))
+
+        with pytest.raises(ThrottledError) as info:
+            await backend.status([Receipt("g-1", "10001"), Receipt("g-2", "10002")])
+        await backend.aclose()
+
+        assert status == info.value.status
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            pytest.param(failing("C010"), id="conflict"),
+            pytest.param(failing("Q123"), id="undocumented"),
+            pytest.param(failing("C999"), id="server-error"),
+            pytest.param(envelope("ok"), id="unreadable"),
+        ],
+    )
+    async def test_what_cannot_be_known_now_is_left_out(
+        self, answer: bytes, serve: Callable[[Handler], Awaitable[str]]
+    ) -> None:
+        """A refused or unreadable detail leaves the job out (asked again later): never
+        reported missing, which would send it again."""
+        answers = {"/api/task/job/detail": answer, "/api/task/job/search": self.NOWHERE}
+        backend = await gongji_against(await serve(scripted(answers)))
+
+        assert {} == await backend.status([Receipt("g-1", "10001")])
         await backend.aclose()

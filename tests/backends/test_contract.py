@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -11,11 +11,12 @@ from aiohttp.test_utils import TestServer
 
 from bulk._sim.gongji import GongjiSim, SimConfig, sample_body
 from bulk._sim.gongji import make_app as make_gongji_app
-from bulk._sim.stub import StubFaults, make_app
+from bulk._sim.stub import SERVICE, StubFaults, make_app
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions
 from bulk.backends.local import LocalBackend, LocalOptions
 from bulk.backends.stub import StubBackend, StubOptions
+from bulk.errors import AmbiguousBackendError, TransientBackendError
 from bulk.testing import FakeBackend, wait_until
 
 BodyFor = Callable[[str, bool], bytes]  # (job name, runs until stopped?) -> body
@@ -26,6 +27,8 @@ class Case:
     backend: Backend
     body: BodyFor
     unique_names: bool = True  # a second submit of a name returns the first job
+    # Sets the share of the service's 2xx answers replaced by garbage (HTTP backends only).
+    garble: Callable[[float], None] | None = None
 
 
 def fixed(quick: bytes, slow: bytes) -> BodyFor:
@@ -50,6 +53,10 @@ async def case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     elif kind == "gongji":
         sim = GongjiSim(SimConfig(pending_s=0.0, run_s=0.0))
         sim.add_token("t", None)
+
+        def garble_gongji(rate: float) -> None:
+            sim.config = replace(sim.config, garbage_rate=rate)
+
         server = TestServer(make_gongji_app(sim), host="127.0.0.1")
         await server.start_server()
         client = GongjiClient(
@@ -62,14 +69,20 @@ async def case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
             gongji,
             lambda name, long: sample_body(f"contract-{name}", run_s=30 if long else None),
             unique_names=False,
+            garble=garble_gongji,
         )
         await gongji.aclose()
         await server.close()
     else:
-        server = TestServer(make_app(StubFaults(run_s=0.0)), host="127.0.0.1")
+        app = make_app(StubFaults(run_s=0.0))
+        server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         stub = StubBackend(StubOptions(url=str(server.make_url(""))))
-        yield Case(stub, fixed(b"{}", b'{"run_s": 30}'))
+
+        def garble_stub(rate: float) -> None:
+            app[SERVICE].faults = replace(app[SERVICE].faults, garbage_rate=rate)
+
+        yield Case(stub, fixed(b"{}", b'{"run_s": 30}'), garble=garble_stub)
         await stub.aclose()
         await server.close()
 
@@ -130,3 +143,43 @@ class TestContract:
         answer = await case.backend.status([Receipt("c-ghost", "ghost-id")])
 
         assert answer.get("ghost-id") in (None, JobStatus(Phase.MISSING))
+
+    async def test_garbage_2xx_is_a_backend_error(self, case: Case) -> None:
+        """A 2xx answer bulk cannot read (not JSON, the wrong shape) ends no run: after a
+        create it is ambiguous (the job is looked up next), after a read transient."""
+        if case.garble is None:
+            pytest.skip("no service answers to garble")
+        body = case.body("c-garbage", True)
+        receipt = await case.backend.submit(Submission("c-garbage", body))
+        case.garble(1.0)
+
+        for i in range(12):  # the simulators pick one of their garbage answers at random
+            fresh = Submission(f"c-garbage-{i}", case.body(f"c-garbage-{i}", True))
+            with pytest.raises(AmbiguousBackendError):
+                await case.backend.submit(fresh)
+            with pytest.raises(TransientBackendError):
+                await case.backend.lookup(Submission("c-garbage", body))
+            with pytest.raises(TransientBackendError):
+                await case.backend.status([receipt])
+            try:
+                await case.backend.stop(receipt)  # a stop may not read its answer at all
+            except TransientBackendError:
+                pass
+
+    async def test_name_already_exists_is_success(self, case: Case) -> None:
+        """A job whose create was not known to have worked (its answer unreadable) is, sent
+        again, accepted as the job that exists: the receipt a look-up finds."""
+        if not case.unique_names:
+            pytest.skip("this service does not refuse a second job of a name")
+        submission = Submission("c-exists", case.body("c-exists", True))
+        if case.garble is not None:
+            case.garble(1.0)
+            with pytest.raises(AmbiguousBackendError):
+                await case.backend.submit(submission)
+            case.garble(0.0)
+        else:
+            await case.backend.submit(submission)  # created; its receipt forgotten
+
+        again = await case.backend.submit(submission)
+
+        assert again == await case.backend.lookup(submission)

@@ -24,15 +24,15 @@ from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
 from bulk._sim.gongji import DEVICES, GongjiSim, SimConfig, make_app, sample_body
 from bulk._template import compile_template
 from bulk.backends.base import JobStatus, Phase, Submission
-from bulk.backends.gongji._backend import (
+from bulk.backends.gongji import (
     GongjiBackend,
     GongjiClient,
     GongjiOptions,
     Signer,
-    find_mark,
     map_status,
     string_to_sign,
 )
+from bulk.backends.gongji._backend import find_mark
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
@@ -259,7 +259,7 @@ class TestClientAgainstSimulator:
             )
         if tamper == "stale":
             monkeypatch.setattr(
-                "bulk.backends.gongji._backend.time.time_ns", lambda: 1_000_000_000_000
+                "bulk.backends.gongji._client.time.time_ns", lambda: 1_000_000_000_000
             )
         backend = backend_for(url, token=token, signer=key)
 

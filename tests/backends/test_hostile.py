@@ -23,7 +23,8 @@ from bulk._sim.gongji import make_app as make_gongji_app
 from bulk._sim.stub import SERVICE, StubFaults, make_app
 from bulk._template import compile_template
 from bulk.backends.base import Phase, Receipt, Submission
-from bulk.backends.gongji._backend import GongjiBackend, GongjiClient, GongjiOptions, _read_token
+from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions
+from bulk.backends.gongji._client import read_options_token
 from bulk.backends.stub import StubBackend, StubOptions
 from bulk.errors import ConfigError
 
@@ -153,4 +154,4 @@ def test_a_token_no_header_can_carry_is_refused_once(tmp_path: Path, token: str)
     token_file.write_text(f"{token}\n", encoding="utf-8")
 
     with pytest.raises(ConfigError, match="a character an HTTP header cannot carry"):
-        _read_token(GongjiOptions(token_file=token_file))
+        read_options_token(GongjiOptions(token_file=token_file))

@@ -1,17 +1,9 @@
 """The ``gongji`` backend: 共绩算力 (Gongji) Open API, Job batch tasks.
 
-Facts come from ``shared/api/gongji.md``; where it says a point is unknown, the safe choice is
-made and written down here.
-
-Requests carry the headers ``token``, ``timestamp`` (ms), ``version: 1.0.0`` and, for a key in
-RSA mode, ``sign_str``: Base64 of RSA PKCS#1 v1.5 / SHA-256 over::
-
-    {path}\\n{version}\\n{timestamp}\\n{token}\\n{data}
-
-where *path* is the request target exactly as sent (with its query string on a GET; the doc
-leaves this open, and every client that signs GETs does so) and *data* the exact body bytes
-(empty for a GET). The body is serialised once, those bytes signed, those bytes sent. Every
-retry is signed afresh with a new timestamp. Simple-mode ("token only") keys send no signature.
+Facts come from api/gongji.md in the project's shared notes; where it says a point is unknown,
+the safe choice is made and written down here. The package's other modules: ``_codes`` (the
+envelope's error codes), ``_signing`` (RSA signatures), ``_schema`` (create body checks),
+``_client`` (options, credentials, the HTTP calls).
 
 A job's identity on the service is its ``task_name``. Task names are **not documented as
 unique**: the service may well accept a second create with the same name. So exactly-once
@@ -19,11 +11,6 @@ rests on bulk alone: ``submitting`` is journaled before every create, and after 
 create the task is searched for by its exact name (all statuses, all pages) and adopted before
 anything is sent again. The template's ``task_name`` must contain ``{_name}`` (or ``{_key}``
 and ``{_attempt}``) so that every row and every attempt has a name of its own.
-
-Secrets: the token and every request's ``sign_str`` are secret headers of the HTTP client, so
-an answer that echoes them (an error page dumping the request) is scrubbed before anything
-reads it (see :mod:`bulk.backends._http`). An answer that is not the documented envelope, or
-whose ``data`` has the wrong shape, is transient for a read and ambiguous for a create.
 
 Status mapping: ``job_status.status`` Complete → succeeded, Failed → failed; task ``status``
 End (or Paused) otherwise → stopped; Pending/Running → queued/running; any other value is
@@ -35,38 +22,37 @@ rest.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import logging
 import os
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
 
 import anyio
 import orjson
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bulk._policy import LimitsConfig, TrackConfig
-from bulk._problems import short_repr
-from bulk._ratelimit import pace_request
-from bulk.backends._http import HttpClient, excerpt, malformed, read_token, url_problem
+from bulk._text import excerpt, short_repr
+from bulk.backends._http import malformed, url_problem
 from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
+from bulk.backends.gongji._client import (
+    GongjiClient,
+    GongjiOptions,
+    digits,
+    task_id_of,
+)
+from bulk.backends.gongji._client import read_options_token as _read_token
+from bulk.backends.gongji._client import read_signer as _read_signer
+from bulk.backends.gongji._schema import validate_resource as _validate_resource
+from bulk.backends.gongji._schema import validate_service as _validate_service
 from bulk.errors import (
-    AmbiguousBackendError,
-    AuthenticationError,
-    BackendError,
-    ConfigError,
     PermanentBackendError,
     RetryableBackendError,
     RunRefusedError,
     ThrottledError,
-    TransientBackendError,
     UnreachableError,
 )
 
@@ -75,151 +61,11 @@ if TYPE_CHECKING:
     from bulk._table import Table
     from bulk._template import Template
 
-__all__ = [
-    "CODES",
-    "DEFAULT_URL",
-    "KIND",
-    "GongjiBackend",
-    "GongjiClient",
-    "GongjiKind",
-    "GongjiOptions",
-    "Signer",
-    "map_status",
-    "string_to_sign",
-]
+__all__ = ["KIND", "GongjiBackend", "GongjiKind", "find_mark", "map_status"]
 
-DEFAULT_URL = "https://openapi.suanli.cn"
-VERSION = "1.0.0"
 ACTIVE = "Pending,Running,Paused"
 ALL_STATUSES = "Pending,Running,Paused,End"
 _log = logging.getLogger("bulk.gongji")
-
-
-# -- the envelope's error codes -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Code:
-    family: str
-    on_write: type[BackendError]  # for a create (not idempotent)
-    on_read: type[BackendError]  # for reads, look-ups and stop (idempotent)
-    why: str
-
-
-_AUTH = (
-    "check the key's mode (simple keys send no signature, RSA keys must), that the private "
-    "key matches the public key uploaded in the console, and the machine's clock (timestamps "
-    "are checked against the server's)"
-)
-
-# The API lists the codes 0000, C001-C010 (no C003), C999 and Z001 without saying what they
-# mean (api/gongji.md §1.4). Each choice below, with its reason; a code not listed is
-# permanent, so an unknown answer is never retried blindly.
-CODES: dict[str, _Code] = {
-    **{
-        code: _Code(
-            "auth",
-            AuthenticationError,
-            AuthenticationError,
-            "auth/signature family in public clients; same credentials cannot succeed",
-        )
-        for code in ("C001", "C002", "C004", "C005", "C006", "C007", "C003", "A003")
-    },
-    **{
-        code: _Code(
-            "throttle",
-            ThrottledError,
-            ThrottledError,
-            "mapped to 'rate limited, retryable' by a public adapter: slow down",
-        )
-        for code in ("C008", "C009")
-    },
-    "C010": _Code(
-        "conflict",
-        PermanentBackendError,
-        PermanentBackendError,
-        "operation conflict (e.g. stopping an ended task): retrying cannot help",
-    ),
-    "C999": _Code(
-        "system",
-        AmbiguousBackendError,
-        TransientBackendError,
-        "a generic server error may come after the task was created: look it up",
-    ),
-    "Z001": _Code(
-        "unknown",
-        AmbiguousBackendError,
-        TransientBackendError,
-        "meaning unknown: treated like a server error, the safe side",
-    ),
-}
-
-
-# -- signing ------------------------------------------------------------------------------------
-
-
-def string_to_sign(target: str, timestamp: str, token: str, data: bytes) -> bytes:
-    """The bytes an RSA-mode request signs (``data`` is the exact body; empty for a GET)."""
-    return f"{target}\n{VERSION}\n{timestamp}\n{token}\n".encode() + data
-
-
-class Signer:
-    """RSA-SHA256 (PKCS#1 v1.5) signatures, Base64-encoded, with the user's private key.
-
-    Args:
-        pem: the private key, PKCS#8 or PKCS#1 PEM (or bare Base64 DER).
-    """
-
-    def __init__(self, pem: bytes):
-        try:
-            key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError):
-            try:
-                key = serialization.load_der_private_key(base64.b64decode(pem), password=None)
-            except (ValueError, TypeError):
-                msg = "is not an unencrypted RSA private key in PEM (PKCS#8 or PKCS#1)"
-                raise ValueError(msg) from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            msg = "is not an RSA private key"
-            raise TypeError(msg)
-        self._key = key
-
-    def sign(self, message: bytes) -> str:
-        """Base64 of the signature (256 bytes for a 2048-bit key)."""
-        signature = self._key.sign(message, padding.PKCS1v15(), hashes.SHA256())
-        return base64.b64encode(signature).decode()
-
-
-# -- options and the job schema ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GongjiOptions:
-    """``[backend]`` keys of the Gongji backend (secrets by reference only).
-
-    Attributes:
-        url: the API's base URL.
-        token_env, token_file: where the API token is read from (one of them).
-        private_key_file, private_key_env: the RSA private key, for RSA-mode tokens; none for
-            a simple-mode token.
-        timeout_s: per request.
-        sign_threads: sign in this many worker threads (0: on the event loop; signing costs
-            ~0.25 ms and cryptography releases the GIL, so threads help only at high rates).
-        verify_tls: verify the server's certificate.
-        page_size: rows per ``search`` page.
-    """
-
-    url: str = DEFAULT_URL
-    token_env: str | None = "GONGJI_TOKEN"
-    token_file: Path | None = None
-    private_key_file: Path | None = None
-    private_key_env: str | None = None
-    timeout_s: float = 30.0
-    sign_threads: int = 0
-    verify_tls: bool = True
-    page_size: int = 100
-
-
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -357,264 +203,6 @@ class GongjiKind:
 KIND = GongjiKind()
 
 
-def _validate_resource(res: Any, where: str, problems: Problems) -> None:
-    obj = problems.table(res, where)
-    if obj is None:
-        return
-    if "mark" in obj:
-        problems.string(obj, "mark", where)
-        return
-    if "gpu_name" in obj:  # by name: resolved against the device list at run time
-        problems.string(obj, "gpu_name", where)
-        problems.number(obj, "gpu_count", where, integer=True, minimum=1)
-        problems.string(obj, "region", where)
-        return
-    problems.add(
-        f"{where}.mark",
-        "is required (from `bulk gongji resources`), or give "
-        "{gpu_name, gpu_count, region} to have bulk find the mark",
-    )
-
-
-def _validate_service(svc: Any, where: str, problems: Problems) -> None:
-    obj = problems.table(svc, where)
-    if obj is None:
-        return
-    problems.string(obj, "service_name", where)
-    problems.string(obj, "service_image", where)
-    weight = problems.kind(obj, "resource_weight", where, (dict,))
-    if weight is not None:
-        for key in ("cpu_weight", "mem_weight", "gpu_weight"):
-            problems.number(
-                weight, key, f"{where}.resource_weight", minimum=0, exclusive_minimum=True
-            )
-    env = obj.get("env")
-    if env is not None and not (
-        isinstance(env, list) and all(isinstance(e, dict) and "name" in e for e in env)
-    ):
-        problems.add(f"{where}.env", 'must be an array of {"name", "value"} objects (not "K=V")')
-
-
-def _read_token(options: GongjiOptions) -> str:
-    token = read_token(options.token_env, options.token_file)
-    assert token is not None  # required: read_token raises instead
-    return token
-
-
-def _read_signer(options: GongjiOptions) -> Signer | None:
-    if options.private_key_file is not None:
-        field_name = "backend.private_key_file"
-        try:
-            pem = options.private_key_file.read_bytes()
-        except OSError as exc:
-            msg = f"cannot read the private key {str(options.private_key_file)!r}: {exc.strerror}"
-            raise ConfigError(msg, field=field_name) from None
-    elif options.private_key_env is not None:
-        field_name = "backend.private_key_env"
-        pem = os.environ.get(options.private_key_env, "").encode()
-        if not pem:
-            msg = f"the environment variable {options.private_key_env} is not set"
-            raise ConfigError(msg, field=field_name)
-    else:
-        return None  # a simple-mode token
-    try:
-        return Signer(pem)
-    except (ValueError, TypeError) as exc:
-        # The message names the file or variable, never any of the key's bytes.
-        msg = f"the private key {exc}"
-        raise ConfigError(msg, field=field_name) from None
-
-
-# -- the client ---------------------------------------------------------------------------------
-
-
-class GongjiClient:
-    """The Open API's endpoints over one signed HTTP session.
-
-    Example::
-
-        client = GongjiClient(options, token="...", signer=Signer(pem))
-        task_id = await client.create(body_bytes, job_name="run-1a2b")
-        count, tasks = await client.search(status="Running", search_value="run-", page=1)
-    """
-
-    def __init__(self, options: GongjiOptions, *, token: str, signer: Signer | None):
-        # The token and each request's signature are secret headers: the client takes them
-        # out of every answer before this class reads it.
-        self._http = HttpClient(
-            options.url,
-            timeout_s=options.timeout_s,
-            verify_tls=options.verify_tls,
-            secrets=[token],
-            secret_headers=("token", "sign_str"),
-        )
-        self._token = token
-        self._signer = signer
-        self._sign_limiter = (
-            anyio.CapacityLimiter(options.sign_threads) if options.sign_threads else None
-        )
-        self.requests: dict[str, int] = {}  # per path: what tracking costs
-
-    async def _headers(self, target: str, body: bytes) -> dict[str, str]:
-        timestamp = str(time.time_ns() // 1_000_000)
-        headers = {"token": self._token, "timestamp": timestamp, "version": VERSION}
-        if self._signer is not None:
-            message = string_to_sign(target, timestamp, self._token, body)
-            if self._sign_limiter is None:
-                headers["sign_str"] = self._signer.sign(message)
-            else:
-                headers["sign_str"] = await anyio.to_thread.run_sync(
-                    self._signer.sign, message, limiter=self._sign_limiter
-                )
-        return headers
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, object] | None = None,
-        payload: Any = None,
-        body: bytes | None = None,
-        idempotent: bool,
-        job_name: str | None = None,
-    ) -> Any:
-        """One request; the envelope's ``data`` on ``code == "0000"``, else a bulk error.
-
-        ``body`` is sent as given (already serialised); ``payload`` is serialised once here.
-        """
-        target = path + ("?" + urlencode(query, quote_via=quote) if query else "")
-        data = body if body is not None else (orjson.dumps(payload) if payload is not None else b"")
-        self.requests[path] = self.requests.get(path, 0) + 1
-        await pace_request()  # before signing: the timestamp is then taken after any wait
-        response = await self._http.request(
-            method,
-            target,
-            body=data if method == "POST" else None,
-            headers=await self._headers(target, data if method == "POST" else b""),
-            idempotent=idempotent,
-            job_name=job_name,
-            paced=True,
-        )
-        envelope = response.json()
-        code = envelope.get("code") if isinstance(envelope, dict) else None
-        if not isinstance(code, str):
-            msg = "not an API envelope {code, message, data}"
-            raise response.malformed(msg)
-        if code == "0000":
-            return envelope.get("data")
-        raise _code_error(code, envelope.get("message"), method, path, idempotent, job_name)
-
-    async def create(self, body: bytes, *, job_name: str) -> int:
-        """``POST /api/task/job/create``: the new task's id."""
-        path = "/api/task/job/create"
-        data = await self.call("POST", path, body=body, idempotent=False, job_name=job_name)
-        task_id = _task_id(data.get("task_id") if isinstance(data, dict) else None)
-        if task_id is None:
-            error = malformed("POST", path, "no task_id", data, idempotent=False, job_name=job_name)
-            raise error
-        return task_id
-
-    async def detail(self, task_id: int) -> dict[str, Any]:
-        """``GET /api/task/job/detail``."""
-        path = "/api/task/job/detail"
-        data = await self.call("GET", path, query={"task_id": task_id}, idempotent=True)
-        if not isinstance(data, dict):
-            error = malformed(
-                "GET", path, "data is not a task", data, idempotent=True, job_name=None
-            )
-            raise error
-        return data
-
-    async def search(
-        self, *, status: str, search_value: str, page: int, page_size: int
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """``GET /api/task/job/search``: the total count and one page of tasks."""
-        query = {
-            "status": status,
-            "search_value": search_value,
-            "page": page,
-            "page_size": page_size,
-        }
-        path = "/api/task/job/search"
-        data = await self.call("GET", path, query=query, idempotent=True)
-        return _page(path, data)
-
-    async def stop(self, task_id: int, *, job_name: str | None = None) -> None:
-        """``POST /api/task/job/stop``."""
-        await self.call(
-            "POST",
-            "/api/task/job/stop",
-            payload={"task_id": task_id},
-            idempotent=True,
-            job_name=job_name,
-        )
-
-    async def resources(self) -> list[dict[str, Any]]:
-        """``GET /api/deployment/resource/search`` for Job GPU devices."""
-        path = "/api/deployment/resource/search"
-        query = {"task_type": "Job", "device_type": "GpuDevice"}
-        data = await self.call("GET", path, query=query, idempotent=True)
-        return _page(path, data)[1]
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-
-def _digits(text: str) -> bool:
-    """Whether ``text`` is ASCII digits (``isdigit`` alone accepts "²", which ``int`` refuses,
-    and "١", which it reads as 1)."""
-    return text.isascii() and text.isdigit()
-
-
-def _task_id(value: Any) -> int | None:
-    """A task id as the API gives it (an integer, or its digits), else None."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and _digits(value) and len(value) < 20:
-        return int(value)
-    return None
-
-
-def _page(path: str, data: Any) -> tuple[int, list[dict[str, Any]]]:
-    """``count`` and ``results`` of a list answer; any other shape is an unreadable answer."""
-    if data is None:
-        return 0, []  # nothing matched: some services answer data null
-    count = data.get("count") if isinstance(data, dict) else None
-    results = data.get("results") if isinstance(data, dict) else None
-    if results is None:
-        results = []
-    if (
-        not isinstance(data, dict)
-        or not isinstance(count, int | None)
-        or isinstance(count, bool)
-        or not isinstance(results, list)
-        or not all(isinstance(r, dict) for r in results)
-    ):
-        what = "data is not {count, results: [objects]}"
-        error = malformed("GET", path, what, data, idempotent=True, job_name=None)
-        raise error
-    return count or 0, results
-
-
-def _code_error(
-    code: str, message: Any, method: str, path: str, idempotent: bool, job_name: str | None
-) -> BackendError:
-    rule = CODES.get(code)
-    said = excerpt(message) if message else "no message"
-    text = f"{method} {path}: code {excerpt(code, 20)}: {said}"
-    if rule is None:
-        return PermanentBackendError(f"{text} (an undocumented code)", job_name=job_name)
-    if rule.family == "auth":
-        text += f"; {_AUTH}"
-    kind = rule.on_read if idempotent else rule.on_write
-    if kind is ThrottledError:
-        return ThrottledError(text, job_name=job_name, retry_after=1.0)
-    return kind(text, job_name=job_name)
-
-
-# -- status mapping ------------------------------------------------------------------------------
-
 _warned: set[str] = set()
 
 
@@ -639,9 +227,6 @@ def map_status(task: Mapping[str, Any]) -> JobStatus:
         _warned.add(shown)
         _log.warning("unknown task status %r: treated as not finished", shown)
     return JobStatus(Phase.QUEUED)
-
-
-# -- the backend --------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -679,7 +264,7 @@ class GongjiBackend:
         """Search every status for the exact task_name; the first task created wins."""
         name = _task_name(submission)
         ids = [
-            _task_id(t.get("task_id"))
+            task_id_of(t.get("task_id"))
             for t in await self._search_all(ALL_STATUSES, name)
             if t.get("task_name") == name
         ]
@@ -711,12 +296,15 @@ class GongjiBackend:
         if len(out) < len(wanted):
             out.update(await self._ended(wanted - out.keys(), prefix))
         for remote_id in wanted - out.keys():
-            if not _digits(remote_id):
+            if not digits(remote_id):
                 continue  # not a task id of this service: never reported at all
             try:
                 out[remote_id] = map_status(await self.client.detail(int(remote_id)))
-            except UnreachableError:
-                raise  # the service is down: no use asking about the other jobs now
+            except (UnreachableError, ThrottledError):
+                # The service is down, or asks to slow down: no use asking about the other
+                # jobs now. A throttle reaches the engine, which slows the rate and asks
+                # about the whole batch again later.
+                raise
             except (RetryableBackendError, PermanentBackendError) as exc:
                 # Unknown this time: left out, so the engine asks again later. A task the
                 # service no longer knows is never reported missing (which would resend it).
@@ -735,7 +323,7 @@ class GongjiBackend:
         ``detail`` asks for the rest.
         """
         found: dict[str, JobStatus] = {}
-        targets = {int(r) for r in missing if _digits(r)}
+        targets = {int(r) for r in missing if digits(r)}
         if not targets:
             return found
         size = self._page_size
@@ -754,7 +342,7 @@ class GongjiBackend:
             ids: list[int] = []
             for task in tasks:
                 remote_id = str(task.get("task_id"))
-                if _digits(remote_id):
+                if digits(remote_id):
                     ids.append(int(remote_id))
                 if remote_id in missing:
                     found[remote_id] = map_status(task)
@@ -768,16 +356,17 @@ class GongjiBackend:
             if self._order == "newest":
                 if min(ids, default=oldest) <= oldest:
                     bound = page if bound is None else min(bound, page)
-                candidates = [q for q in range(1, last + 1) if q not in visited]
-                candidates = [q for q in candidates if bound is None or q < bound]
-                page = min(candidates, default=0)
+                # The first page not read yet (lazily: a garbled count may be 10¹⁸).
+                page = next((q for q in range(1, last + 1) if q not in visited), 0)
+                if bound is not None and page >= bound:
+                    page = 0
             elif self._order == "oldest":
                 # Ascending: page 1 (read before the order was known) is the old end.
                 if min(ids, default=oldest) <= oldest and page != 1:
                     bound = page if bound is None else max(bound, page)
-                candidates = [q for q in range(last, 0, -1) if q not in visited]
-                candidates = [q for q in candidates if bound is None or q > bound]
-                page = max(candidates, default=0)
+                page = next((q for q in range(last, 0, -1) if q not in visited), 0)
+                if bound is not None and page <= bound:
+                    page = 0
             else:  # no order to go by: the first pages, as the newest may be anywhere
                 page = page + 1 if page < last else 0
             if not page:
@@ -788,7 +377,7 @@ class GongjiBackend:
         try:
             await self.client.stop(int(job.remote_id), job_name=job.name)
         except PermanentBackendError as exc:
-            if "code C010" not in str(exc):  # C010: the task has already ended
+            if exc.code != "C010":  # C010: the task has already ended
                 raise
 
     async def resources(self) -> list[dict[str, Any]]:
@@ -817,12 +406,32 @@ class GongjiBackend:
         return orjson.dumps(body)
 
     async def _search_all(self, status: str, search_value: str) -> list[dict[str, Any]]:
+        """Every page of a search, until ``count`` tasks were listed or a page is empty.
+
+        A page whose tasks were all on earlier pages ends it as an unreadable answer: a
+        ``count`` the pages do not bear out (a garbled one, or 10¹⁸) would otherwise be
+        followed page after page for ever.
+        """
         tasks: list[dict[str, Any]] = []
+        seen: set[str] = set()
         page = 1
         while True:
             count, results = await self.client.search(
                 status=status, search_value=search_value, page=page, page_size=self._page_size
             )
+            ids = {str(task.get("task_id")) for task in results}
+            if page > 1 and results and ids <= seen:
+                what = f"page {page} lists only tasks of earlier pages"
+                error = malformed(
+                    "GET",
+                    "/api/task/job/search",
+                    what,
+                    {"count": count},
+                    idempotent=True,
+                    job_name=None,
+                )
+                raise error
+            seen |= ids
             tasks.extend(results)
             if not results or page * self._page_size >= count:
                 return tasks
