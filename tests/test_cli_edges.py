@@ -20,7 +20,8 @@ import pytest
 
 import bulk._config as config
 import bulk._runs as runs
-from bulk._cli._main import _run_async, main
+from bulk._cli._common import run_async
+from bulk._cli._main import main
 from bulk._journal import Record, State
 
 BULK = [sys.executable, "-m", "bulk"]
@@ -339,4 +340,4 @@ def test_out_of_memory_inside_a_task_group_is_unwrapped() -> None:
             tg.start_soon(exhausted)
 
     with pytest.raises(MemoryError):
-        _run_async(tasks(), uvloop=False)
+        run_async(tasks(), uvloop=False)

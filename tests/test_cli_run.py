@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bulk._cli._main import _parser, main
+from bulk._cli._main import main
+from bulk._cli._parser import build_parser
 from bulk._journal import Journal, RunLock, State
 
 
@@ -237,7 +238,7 @@ class TestRetry:
         advised = advised_commands(retry_err) + advised_commands(run_err)
         assert len(advised) >= 4
         for command in advised:
-            _parser().parse_args(command[1:])  # exits (argparse) if it is not accepted
+            build_parser().parse_args(command[1:])  # exits (argparse) if it is not accepted
 
     def test_template_changed_sends_failed_rows_with_the_new_template(
         self, half_failed: Path, capsys: pytest.CaptureFixture[str]
@@ -334,6 +335,6 @@ def test_journal_of_schema_1_is_upgraded_and_resumed(
 )
 def test_interrupted_advice_repeats_the_command(argv: list[str], flags: list[str]) -> None:
     """ "Run the same command again" names that command: never --restart, retry's own flags."""
-    from bulk._cli._main import _resume_flags
+    from bulk._cli._run import resume_flags
 
-    assert flags == _resume_flags(_parser().parse_args(argv))
+    assert flags == resume_flags(build_parser().parse_args(argv))

@@ -1,0 +1,214 @@
+"""``bulk run``, ``bulk retry`` and ``bulk stop``: the run's objects, its metrics
+server, signals, progress and the event loop."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import signal
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import anyio
+
+import bulk._cli._progress as progress
+import bulk._config as config
+import bulk._runs as runs
+from bulk._cli._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    closed_if_refused,
+    err,
+    listen_error,
+    open_backend,
+    run_async,
+)
+from bulk._cli._report import open_existing, print_summary
+from bulk._engine import Engine, stop_run
+from bulk._journal import Journal, RunLock, State
+from bulk._policy import Policy
+from bulk.backends import Backend, BackendKind
+from bulk.errors import (
+    OutageError,
+)
+
+if TYPE_CHECKING:
+    from bulk._metrics import Metrics
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    # Credentials are read before the run's folder is touched: a missing token or key
+    # leaves nothing behind that a later run would take for a started one.
+    kind, backend = open_backend(cfg)
+    with closed_if_refused(backend), _metrics(args) as metrics, RunLock(cfg.run.dir):
+        journal, resumed = runs.open_run(cfg, restart=args.restart)
+        with journal:
+            if resumed:
+                err(f"bulk: resuming run {cfg.run.name} from {cfg.journal_path}")
+            return _execute(cfg, kind, backend, journal, args, metrics)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    runs.require_journal(cfg)  # before the lock: a run never started gets no folder
+    states = [State.FAILED, State.STOPPED] if args.stopped else [State.FAILED]
+    kind, backend = open_backend(cfg)  # credentials first, as for run
+    with closed_if_refused(backend), _metrics(args) as metrics, RunLock(cfg.run.dir):
+        journal, count = runs.open_retry(cfg, states, template_changed=args.template_changed)
+        with journal:
+            err(f"bulk: sending {count:,} {'row' if count == 1 else 'rows'} again")
+            return _execute(cfg, kind, backend, journal, args, metrics)
+
+
+@contextlib.contextmanager
+def _metrics(args: argparse.Namespace) -> Iterator[Metrics]:
+    """The run's metrics, served on 127.0.0.1:``--metrics-port`` when asked.
+
+    The port is taken before the run's files are touched, so a port in use stops the
+    command before anything is created or sent.
+
+    Raises:
+        ConfigError: the port cannot be listened on.
+    """
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from bulk._metrics import Metrics
+
+    registry = CollectorRegistry()
+    port = args.metrics_port
+    if port is None:
+        yield Metrics(registry)
+        return
+    try:
+        server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+    except OSError as exc:
+        prog = f"bulk {args.command}"
+        raise listen_error(prog, "--metrics-port", "127.0.0.1", port, exc) from None
+    try:
+        bound = server.server_address[1]  # the OS's choice when asked for port 0
+        err(f"bulk: metrics on http://127.0.0.1:{bound}/metrics")
+        yield Metrics(registry)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _execute(
+    cfg: config.Config,
+    kind: BackendKind,
+    backend: Backend,
+    journal: Journal,
+    args: argparse.Namespace,
+    metrics: Metrics,
+) -> int:
+    for note in cfg.limits.over_budget():
+        err(f"bulk: note: {note}")
+    engine = Engine(
+        backend,
+        journal,
+        template=cfg.template,
+        templates=runs.templates(cfg, journal),
+        run=cfg.run.name,
+        policy=Policy(cfg.limits, cfg.retry, cfg.track),
+        metrics=metrics,
+        jobs_outlive_bulk=kind.jobs_outlive_bulk,
+        unique_names=kind.unique_names,
+        sent_mark=runs.SentMark(cfg.run.dir),
+    )
+    started = time.monotonic()
+    state = _RunState()
+    try:
+        run_async(
+            _drive(engine, backend, cfg.run.name, args.progress_interval, state),
+            uvloop=kind.uvloop,
+        )
+    except OutageError as exc:
+        print_summary(cfg, journal, journal.counts(), time.monotonic() - started, True)
+        err(f"bulk: error: {exc}")
+        err(f"bulk: run the same command again to resume: bulk run {cfg.path}")
+        return EXIT_UNREACHABLE
+    counts = journal.counts()
+    print_summary(cfg, journal, counts, time.monotonic() - started, state.interrupted)
+    if state.interrupted:
+        again = " ".join(["bulk", args.command, str(cfg.path), *resume_flags(args)])
+        err(f"bulk: interrupted; run the same command again to resume: {again}")
+        return EXIT_INTERRUPTED
+    unfinished = sum(v for k, v in counts.items() if k != State.SUCCEEDED)
+    return EXIT_OK if unfinished == 0 else EXIT_FAILED
+
+
+def resume_flags(args: argparse.Namespace) -> list[str]:
+    """The flags that make running the same command again resume what was interrupted."""
+    if args.command == "run":
+        return []  # not --restart: that would start yet another run
+    return [
+        flag
+        for flag, given in (
+            ("--stopped", args.stopped),
+            ("--template-changed", args.template_changed),
+        )
+        if given
+    ]
+
+
+class _RunState:
+    interrupted = False
+
+
+async def _drive(
+    engine: Engine, backend: Backend, run: str, interval_s: float, state: _RunState
+) -> None:
+    """Run the engine with signal handling and progress; close the backend at the end."""
+    drain = anyio.Event()
+    async with contextlib.aclosing(backend), anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, drain, tg.cancel_scope, state)
+        tg.start_soon(functools.partial(progress.show, interval_s=interval_s), engine.stats, run)
+        await engine.run(drain)
+        state.interrupted = state.interrupted or engine.interrupted
+        tg.cancel_scope.cancel()
+
+
+async def _watch_signals(drain: anyio.Event, scope: anyio.CancelScope, state: _RunState) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            state.interrupted = True
+            if not drain.is_set():
+                err("bulk: stopping: no new jobs; Ctrl-C again to stop at once")
+                drain.set()
+            else:
+                scope.cancel()  # the journal writer's last flush is shielded
+                return
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    runs.require_journal(cfg)  # before the lock: a run never started gets no folder
+    with RunLock(cfg.run.dir), open_existing(cfg) as journal:
+        kind, backend = open_backend(cfg)
+        templates = runs.templates(cfg, journal)
+        result: list[tuple[int, list[str]]] = []
+
+        async def stop() -> None:
+            async with contextlib.aclosing(backend):
+                result.append(
+                    await stop_run(
+                        backend,
+                        journal,
+                        run=cfg.run.name,
+                        template=cfg.template,
+                        templates=templates,
+                        policy=Policy(cfg.limits, cfg.retry, cfg.track),
+                    )
+                )
+
+        run_async(stop(), uvloop=kind.uvloop)
+    stopped, problems = result[0]
+    for line in problems:
+        err(line)
+    err(f"bulk: stopped {stopped:,} jobs" + (f"; {len(problems)} could not be" if problems else ""))
+    return EXIT_FAILED if problems else EXIT_OK
