@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, TypeAlias
 
 from bulk._cli._common import EXIT_INPUT, err
 
@@ -16,6 +16,10 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         err(f"{self.prog}: error: {message} (see {self.prog} --help)")
         raise SystemExit(EXIT_INPUT)
+
+
+# The subcommands of a Parser (argparse has no public name for it).
+Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
 def port(text: str) -> int:

@@ -13,13 +13,23 @@ from bulk._cli._sim import add_gongji_commands, add_sim_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bulk`` parser: every command sets ``func``, the function that runs it."""
     parser = arg.Parser(
         prog="bulk",
         description="Submit very large batches of jobs, politely, exactly once, resumably.",
     )
     parser.add_argument("--version", action="version", version=f"bulk {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_plan(sub)
+    _add_run_and_retry(sub)
+    _add_status_and_stop(sub)
+    add_sim_commands(sub)
+    add_gongji_commands(sub)
+    _add_export(sub)
+    return parser
 
+
+def _add_plan(sub: arg.Subparsers) -> None:
     p = sub.add_parser("plan", help="expand and validate a sweep; send nothing")
     p.add_argument("config", type=Path, help="the run's TOML config")
     p.add_argument("--json", action="store_true", help="write every rendered job as JSONL")
@@ -32,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_plan)
 
+
+def _add_run_and_retry(sub: arg.Subparsers) -> None:
     for name, help_ in (
         ("run", "expand, validate, submit and track to the end; resumes an existing run"),
         ("retry", "send the failed rows again (new attempt, new job names), then track them"),
@@ -67,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.set_defaults(func=cmd_run if name == "run" else cmd_retry)
 
+
+def _add_status_and_stop(sub: arg.Subparsers) -> None:
     p = sub.add_parser("status", help="counts by state, and failures with their reasons")
     p.add_argument("config", type=Path)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -83,12 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path)
     p.set_defaults(func=cmd_stop)
 
-    add_sim_commands(sub)
-    add_gongji_commands(sub)
 
+def _add_export(sub: arg.Subparsers) -> None:
     p = sub.add_parser("export", help="the journal as CSV or JSONL")
     p.add_argument("config", type=Path)
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     p.set_defaults(func=cmd_export)
-    return parser

@@ -35,10 +35,15 @@ from bulk.errors import (
 )
 
 
-def add_sim_commands(sub: argparse._SubParsersAction[arg.Parser]) -> None:
+def add_sim_commands(sub: arg.Subparsers) -> None:
     """``bulk sim stub`` and ``bulk sim gongji`` on the subcommands ``sub``."""
     p = sub.add_parser("sim", help="serve a simulator of a job service on 127.0.0.1")
     sims = p.add_subparsers(dest="sim", metavar="KIND", required=True)
+    _add_sim_stub(sims)
+    _add_sim_gongji(sims)
+
+
+def _add_sim_stub(sims: arg.Subparsers) -> None:
     q = sims.add_parser("stub", help="bulk's reference HTTP job service, with fault injection")
     _serve_options(q)
     for name, kind, default, help_ in (
@@ -58,6 +63,8 @@ def add_sim_commands(sub: argparse._SubParsersAction[arg.Parser]) -> None:
         q.add_argument(name, type=kind, default=default, help=help_)
     q.set_defaults(func=_cmd_sim_stub)
 
+
+def _add_sim_gongji(sims: arg.Subparsers) -> None:
     q = sims.add_parser("gongji", help="a simulator of the Gongji Open API's Job endpoints")
     _serve_options(q)
     q.add_argument(
@@ -105,7 +112,7 @@ def add_sim_commands(sub: argparse._SubParsersAction[arg.Parser]) -> None:
     q.set_defaults(func=_cmd_sim_gongji)
 
 
-def add_gongji_commands(sub: argparse._SubParsersAction[arg.Parser]) -> None:
+def add_gongji_commands(sub: arg.Subparsers) -> None:
     """``bulk gongji resources`` on the subcommands ``sub``."""
     p = sub.add_parser("gongji", help="Gongji-specific commands")
     gongji = p.add_subparsers(dest="gongji", metavar="COMMAND", required=True)
