@@ -18,11 +18,12 @@ from typing import NoReturn
 import anyio
 import pytest
 
+import bulk._api
 import bulk._config as config
 import bulk._runs as runs
-from bulk._cli._common import run_async
 from bulk._cli._main import main
 from bulk._journal import Record, State
+from bulk._loop import run_async
 
 BULK = [sys.executable, "-m", "bulk"]
 ROWS = 4000  # enough output (well over a pipe's 64 KiB) that a closed pipe must be met
@@ -320,7 +321,7 @@ def test_out_of_memory_is_one_line(
     def exhausted(_path: object) -> NoReturn:
         raise MemoryError
 
-    monkeypatch.setattr(config, "load", exhausted)
+    monkeypatch.setattr(bulk._api, "load", exhausted)  # what `bulk plan` reads a config with
 
     assert 2 == main(["plan", str(tmp_path / "run.toml")])
 

@@ -1,5 +1,5 @@
 """What every ``bulk`` command shares: exit codes, the error channel, output that fails
-in one line, the event loop, and the run's backend."""
+in one line, and the error for an address that cannot be listened on."""
 
 from __future__ import annotations
 
@@ -7,14 +7,10 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import anyio
-
-import bulk._config as config
-from bulk.backends import Backend, BackendKind, get_kind
 from bulk.errors import (
     BulkError,
     ConfigError,
@@ -100,64 +96,3 @@ def listen_error(prog: str, option: str, host: str, port: int, exc: OSError) -> 
         advice = "choose another port, or 0 to let the OS choose"
     msg = f"cannot listen on {host}:{port}: {reason(exc)}; {advice}"
     return ConfigError(msg, where=f"{prog}: error: argument {option}")
-
-
-def run_async(coro: Coroutine[Any, Any, None], *, uvloop: bool = True) -> None:
-    """Run on asyncio; on uvloop where asked and installed (HTTP: 20-25 % less CPU)."""
-    options: dict[str, Any] = {}
-    if uvloop:
-        try:
-            import uvloop as _probe  # noqa: F401 - only probing that it is there
-        except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-            pass
-        else:
-            options["use_uvloop"] = True
-
-    async def main() -> None:
-        await coro
-
-    try:
-        anyio.run(main, backend="asyncio", backend_options=options)
-    except BaseExceptionGroup as group:
-        # Task groups wrap what their tasks raise; a bulk error inside is the real message.
-        error = _first_bulk_error(group)
-        if error is None:
-            if group.subgroup(MemoryError) is not None:
-                raise MemoryError from None  # main() says it in one line
-            raise
-        raise error from None
-
-
-def _first_bulk_error(error: BaseException) -> BulkError | None:
-    if isinstance(error, BulkError):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _first_bulk_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
-def open_backend(cfg: config.Config) -> tuple[BackendKind, Backend]:
-    """The run's backend kind and a live backend for it (credentials are read here)."""
-    kind = get_kind(cfg.backend.kind)
-    try:
-        return kind, kind.create(cfg.backend.options, run=cfg.run.name, run_dir=cfg.run.dir)
-    except ConfigError as exc:
-        # A kind names the key (backend.token_file); the config it is in is known here.
-        if exc.where is not None:
-            raise
-        raise ConfigError(exc.problem, where=str(cfg.path), field=exc.field) from None
-
-
-@contextlib.contextmanager
-def closed_if_refused(backend: Backend) -> Iterator[None]:
-    """Close ``backend`` when the command is refused (a changed config, a held lock, a
-    damaged journal) before or after its run. A run closes it in its own event loop;
-    closing again does nothing."""
-    try:
-        yield
-    except BulkError:
-        run_async(backend.aclose(), uvloop=False)
-        raise

@@ -7,7 +7,6 @@ import argparse
 import csv
 import os
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -15,18 +14,18 @@ from typing import Any, TextIO
 import orjson
 
 import bulk._config as config
-import bulk._plan._check as plan
 import bulk._runs as runs
+from bulk._api import Plan, plan
 from bulk._cli._common import EXIT_OK, err, output, output_error, stdout_console
 from bulk._journal import Journal, State
-from bulk._naming import job_name
+from bulk._naming import Point, job_name
+from bulk._plan._check import preview
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
     out = sys.stdout.buffer
 
-    def write_json(point: Any, body: Any) -> None:
+    def write_json(point: Point, body: Any) -> None:
         line = {"index": point.index, "key": point.key, "origin": point.origin, "job": body}
         # Not output(): a context manager per row costs ~2 µs, four times the write itself.
         try:
@@ -36,27 +35,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise output_error(exc) from None
 
-    # The pass stores points in a throw-away journal: its unique key index finds duplicates
-    # in constant memory, exactly as the run's own journal will.
-    with (
-        tempfile.TemporaryDirectory(prefix="bulk-plan-") as tmp,
-        Journal.create(Path(tmp) / "plan.sqlite", {"run": cfg.run.name}) as journal,
-    ):
-        result = plan.check(
-            cfg, journal, samples=args.limit, on_body=write_json if args.json else None
-        )
-    result.raise_if_errors()
+    result = plan(args.config, samples=args.limit, on_job=write_json if args.json else None)
     with output():
         if not args.json:
-            _print_plan(cfg, result)
+            _print_plan(result)
     return EXIT_OK
 
 
-def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
+def _print_plan(result: Plan) -> None:
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
+    cfg = result.config
     console = stdout_console()
     console.print(
         f"[bold]{result.total:,}[/bold] jobs in run [bold]{cfg.run.name}[/bold] "
@@ -74,8 +65,8 @@ def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
             str(point.index),
             point.key,
             Text(point.origin),
-            Text(plan.preview(point.variables)),
-            Text(plan.preview(body)),
+            Text(preview(point.variables)),
+            Text(preview(body)),
         )
     console.print(table)
     if result.total > len(result.samples):
@@ -83,7 +74,7 @@ def _print_plan(cfg: config.Config, result: plan.PlanResult) -> None:
 
 
 def _short(variables: dict[str, Any], limit: int = 60) -> str:
-    return plan.preview(variables, limit)
+    return preview(variables, limit)
 
 
 def print_summary(

@@ -16,20 +16,19 @@ import anyio
 import bulk._cli._progress as progress
 import bulk._config as config
 import bulk._runs as runs
+from bulk._api import closed_if_refused, execute, open_backend
 from bulk._cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNREACHABLE,
-    closed_if_refused,
     err,
     listen_error,
-    open_backend,
-    run_async,
 )
 from bulk._cli._report import open_existing, print_summary
 from bulk._engine import Engine, stop_run
 from bulk._journal import Journal, RunLock, State
+from bulk._loop import run_async
 from bulk._policy import Policy
 from bulk.backends import Backend, BackendKind
 from bulk.errors import (
@@ -108,38 +107,23 @@ def _execute(
 ) -> int:
     for note in cfg.limits.over_budget():
         err(f"bulk: note: {note}")
-    engine = Engine(
-        backend,
-        journal,
-        template=cfg.template,
-        templates=runs.templates(cfg, journal),
-        run=cfg.run.name,
-        policy=Policy(cfg.limits, cfg.retry, cfg.track),
-        metrics=metrics,
-        jobs_outlive_bulk=kind.jobs_outlive_bulk,
-        unique_names=kind.unique_names,
-        sent_mark=runs.SentMark(cfg.run.dir),
-    )
     started = time.monotonic()
     state = _RunState()
+    terminal = functools.partial(_terminal, cfg.run.name, args.progress_interval, state)
     try:
-        run_async(
-            _drive(engine, backend, cfg.run.name, args.progress_interval, state),
-            uvloop=kind.uvloop,
-        )
+        summary = execute(cfg, kind, backend, journal, metrics=metrics, beside=terminal)
     except OutageError as exc:
         print_summary(cfg, journal, journal.counts(), time.monotonic() - started, True)
         err(f"bulk: error: {exc}")
         err(f"bulk: run the same command again to resume: bulk run {cfg.path}")
         return EXIT_UNREACHABLE
-    counts = journal.counts()
-    print_summary(cfg, journal, counts, time.monotonic() - started, state.interrupted)
-    if state.interrupted:
+    interrupted = state.interrupted or summary.interrupted
+    print_summary(cfg, journal, dict(summary.counts), summary.elapsed_s, interrupted)
+    if interrupted:
         again = " ".join(["bulk", args.command, str(cfg.path), *resume_flags(args)])
         err(f"bulk: interrupted; run the same command again to resume: {again}")
         return EXIT_INTERRUPTED
-    unfinished = sum(v for k, v in counts.items() if k != State.SUCCEEDED)
-    return EXIT_OK if unfinished == 0 else EXIT_FAILED
+    return EXIT_OK if summary.ok else EXIT_FAILED
 
 
 def resume_flags(args: argparse.Namespace) -> list[str]:
@@ -160,17 +144,18 @@ class _RunState:
     interrupted = False
 
 
-async def _drive(
-    engine: Engine, backend: Backend, run: str, interval_s: float, state: _RunState
+async def _terminal(
+    run: str,
+    interval_s: float,
+    state: _RunState,
+    engine: Engine,
+    drain: anyio.Event,
+    scope: anyio.CancelScope,
 ) -> None:
-    """Run the engine with signal handling and progress; close the backend at the end."""
-    drain = anyio.Event()
-    async with contextlib.aclosing(backend), anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, drain, tg.cancel_scope, state)
-        tg.start_soon(functools.partial(progress.show, interval_s=interval_s), engine.stats, run)
-        await engine.run(drain)
-        state.interrupted = state.interrupted or engine.interrupted
-        tg.cancel_scope.cancel()
+    """Beside the engine: progress lines, and Ctrl-C (drain, then stop at once)."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, drain, scope, state)
+        await progress.show(engine.stats, run, interval_s=interval_s)
 
 
 async def _watch_signals(drain: anyio.Event, scope: anyio.CancelScope, state: _RunState) -> None:

@@ -19,15 +19,15 @@ import orjson
 
 import bulk._cli._args as arg
 import bulk._config as config
+from bulk._api import open_backend
 from bulk._cli._common import (
     EXIT_OK,
     listen_error,
-    open_backend,
     output,
     reason,
-    run_async,
     stdout_console,
 )
+from bulk._loop import run_async
 from bulk._retry import Backoff
 from bulk.errors import (
     ConfigError,
