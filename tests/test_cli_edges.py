@@ -7,17 +7,20 @@ that went away) no message at all and exit 0. Bad arguments live in the corpus
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import NoReturn
 
 import anyio
 import pytest
 
+import bulk
 import bulk._api
 import bulk._config as config
 import bulk._runs as runs
@@ -342,3 +345,61 @@ def test_out_of_memory_inside_a_task_group_is_unwrapped() -> None:
 
     with pytest.raises(MemoryError):
         run_async(tasks(), uvloop=False)
+
+
+@pytest.fixture
+def gc_settings() -> Iterator[tuple[tuple[int, int, int], int]]:
+    """The collector's thresholds and frozen count before the test, restored after it."""
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        yield threshold, frozen
+    finally:
+        gc.set_threshold(*threshold)
+        if gc.get_freeze_count() != frozen:
+            gc.unfreeze()
+
+
+def test_main_leaves_the_garbage_collector_alone(
+    gc_settings: tuple[tuple[int, int, int], int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main() runs inside a program or a test: process-wide GC tuning is not its to do."""
+    assert 0 == main(["--version"])
+
+    assert gc_settings == (gc.get_threshold(), gc.get_freeze_count())
+
+
+def test_the_console_script_tunes_the_garbage_collector(
+    gc_settings: tuple[tuple[int, int, int], int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The installed `bulk` executable is the function that tunes the collector, then runs
+    the command."""
+    (script,) = entry_points(group="console_scripts", name="bulk")
+    monkeypatch.setattr(sys, "argv", ["bulk", "--version"])
+
+    with pytest.raises(SystemExit) as exited:
+        script.load()()
+
+    assert 0 == exited.value.code
+    assert "bulk " in capsys.readouterr().out
+    assert (50_000, 20, 20) == gc.get_threshold()
+    assert gc.get_freeze_count() > 0
+
+
+def test_python_m_bulk_tunes_the_garbage_collector() -> None:
+    """`python -m bulk` is the same executable as `bulk`."""
+    code = (
+        "import gc, runpy, sys\n"
+        "sys.argv = ['bulk', '--version']\n"
+        "try:\n"
+        "    runpy.run_module('bulk', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    print(exc.code, gc.get_threshold()[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    version, exit_code, threshold = out.stdout.split()[1:]
+    assert (bulk.__version__, "0", "50000") == (version, exit_code, threshold)

@@ -7,9 +7,11 @@ backend), ``_main`` (``main()``).
 """
 
 from bulk._cli._main import (
+    console_main,
     main,
 )
 
 __all__ = [
+    "console_main",
     "main",
 ]
