@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+import bulk._runs as runs
 from bulk._cli._main import main
 from bulk._cli._parser import build_parser
+from bulk._config import Config
 from bulk._journal import Journal, RunLock, State
+from bulk._runs import require_journal
 
 
 def write_config(folder: Path, *, command: str, extra: str = "", rows: int = 6) -> Path:
@@ -186,6 +189,24 @@ def test_stop_records_unfinished_jobs(squares: Path, capsys: pytest.CaptureFixtu
 
     assert 0 == main(["stop", str(squares)])
     assert "stopped 0 jobs" in capsys.readouterr().err
+
+
+def test_stop_checks_for_the_journal_once(
+    squares: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bulk stop` looks for the run's journal once, before it takes the run's lock (opening
+    the journal refuses a missing one anyway)."""
+    main(["run", str(squares)])
+    checks: list[Path] = []
+
+    def counted(cfg: Config) -> None:
+        checks.append(cfg.journal_path)
+        require_journal(cfg)
+
+    monkeypatch.setattr(runs, "require_journal", counted)
+
+    assert 0 == main(["stop", str(squares)])
+    assert [squares.parent / ".bulk" / "demo" / "journal.sqlite"] == checks
 
 
 def advised_commands(message: str) -> list[list[str]]:

@@ -97,14 +97,14 @@ def print_summary(
         err(f"  (to run the stopped jobs again: bulk retry --stopped {cfg.path})")
 
 
-def open_existing(cfg: config.Config) -> Journal:
+def _open_existing(cfg: config.Config) -> Journal:
     runs.require_journal(cfg)
     return runs.open_journal(cfg)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
-    with open_existing(cfg) as journal:
+    with _open_existing(cfg) as journal:
         counts = journal.counts()
         failures = journal.jobs([State.FAILED, State.UNKNOWN], limit=args.failures)
         meta = journal.meta()
@@ -176,7 +176,7 @@ _EXPORT_FIELDS = (
 
 def cmd_export(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
-    with open_existing(cfg) as journal, output(args.output):
+    with _open_existing(cfg) as journal, output(args.output):
         out = _create_output(args.output) if args.output else sys.stdout
         try:
             writer = csv.writer(out) if args.format == "csv" else None

@@ -25,7 +25,7 @@ from bulk._cli._common import (
     err,
     listen_error,
 )
-from bulk._cli._report import open_existing, print_summary
+from bulk._cli._report import print_summary
 from bulk._engine import Engine, stop_run
 from bulk._journal import Journal, RunLock, State
 from bulk._loop import run_async
@@ -173,7 +173,7 @@ async def _watch_signals(drain: anyio.Event, scope: anyio.CancelScope, state: _R
 def cmd_stop(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
     runs.require_journal(cfg)  # before the lock: a run never started gets no folder
-    with RunLock(cfg.run.dir), open_existing(cfg) as journal:
+    with RunLock(cfg.run.dir), runs.open_journal(cfg) as journal:  # refuses a lost one
         kind, backend = open_backend(cfg)
         templates = runs.templates(cfg, journal)
         result: list[tuple[int, list[str]]] = []
