@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,11 +23,13 @@ import pytest
 
 import bulk
 import bulk._api
+import bulk._cli
 import bulk._config as config
 import bulk._runs as runs
 from bulk._cli._main import main
 from bulk._journal import Record, State
 from bulk._loop import run_async
+from bulk.backends import kind_names
 
 BULK = [sys.executable, "-m", "bulk"]
 ROWS = 4000  # enough output (well over a pipe's 64 KiB) that a closed pipe must be met
@@ -403,3 +406,18 @@ def test_python_m_bulk_tunes_the_garbage_collector() -> None:
 
     version, exit_code, threshold = out.stdout.split()[1:]
     assert (bulk.__version__, "0", "50000") == (version, exit_code, threshold)
+
+
+def test_the_cli_names_no_backend_outside_its_backend_commands() -> None:
+    """Everything in the CLI but `bulk sim` and `bulk gongji` (in _sim.py, which moves into
+    the backends) works for any kind: no module names one."""
+    folder = Path(bulk._cli.__file__).parent
+    named = {
+        (path.name, kind)
+        for path in sorted(folder.glob("*.py"))
+        if path.name != "_sim.py"
+        for kind in kind_names()
+        if re.search(rf"\b{kind}\b", path.read_text(encoding="utf-8"), re.IGNORECASE)
+    }
+
+    assert set() == named
