@@ -110,8 +110,8 @@ class TestRun:
     def test_resumes_a_run_interrupted_in_another_process(self, tmp_path: Path) -> None:
         """Ctrl-C stops a bulk.run() in a program; the next bulk.run() finishes the same run
         (attempt 1: resumed, not restarted) and every job ends succeeded once."""
-        rows = 40
-        config = write_config(tmp_path, rows, "sleep 0.05; echo {i} >> done.log")
+        rows = 60  # 2 at a time, 0.1 s each: seconds left to interrupt it in
+        config = write_config(tmp_path, rows, "sleep 0.1; echo {i} >> done.log")
         done = tmp_path / "done.log"
         program = f"import bulk\nbulk.run({str(config)!r})\n"
         proc = subprocess.Popen(
