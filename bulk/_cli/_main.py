@@ -62,34 +62,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except SystemExit as exc:  # argparse: --help, --version, or a bad argument (one line)
         return exc.code if isinstance(exc.code, int) else EXIT_INPUT
-    except InputErrors as exc:
-        for line in exc.lines():
-            err(line)
-        return EXIT_INPUT
-    except ConfigError as exc:
-        err(str(exc))
-        return EXIT_INPUT
-    except (OutageError, UnreachableError) as exc:
-        err(f"bulk: error: {exc}")
-        return EXIT_UNREACHABLE
-    except BulkError as exc:
-        err(f"bulk: error: {exc}")
-        return EXIT_INPUT
-    except MemoryError:
-        # Whatever ran out (a sweep, a value, a template bigger than the machine): one line,
-        # never a traceback. A run's journal holds what was committed; the command resumes.
-        err(
-            "bulk: error: out of memory; lower [sweep] max_jobs or split the sweep into "
-            "several runs, or give bulk more memory (a run resumes where it stopped)"
-        )
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        err("bulk: interrupted")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except (BulkError, MemoryError, KeyboardInterrupt, BrokenPipeError) as exc:
+        return _stopped_by(exc)
+    return code
+
+
+_OUT_OF_MEMORY = (
+    "bulk: error: out of memory; lower [sweep] max_jobs or split the sweep into several "
+    "runs, or give bulk more memory (a run resumes where it stopped)"
+)
+
+
+def _stopped_by(exc: BaseException) -> int:
+    """Say in one line (never a traceback) what stopped the command; its exit code."""
+    if isinstance(exc, BrokenPipeError):
         # The reader went away (`bulk plan --json | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    code = EXIT_INPUT
+    if isinstance(exc, InputErrors):
+        lines = exc.lines()
+    elif isinstance(exc, ConfigError):
+        lines = [str(exc)]
+    elif isinstance(exc, MemoryError):
+        # Whatever ran out (a sweep, a value, a template bigger than the machine): one line,
+        # never a traceback. A run's journal holds what was committed; the command resumes.
+        lines = [_OUT_OF_MEMORY]
+    elif isinstance(exc, KeyboardInterrupt):
+        lines, code = ["bulk: interrupted"], EXIT_INTERRUPTED
+    else:  # any other BulkError: a refusal, or a service out of reach
+        lines = [f"bulk: error: {exc}"]
+        if isinstance(exc, OutageError | UnreachableError):
+            code = EXIT_UNREACHABLE
+    for line in lines:
+        err(line)
     return code
 
 
