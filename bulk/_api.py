@@ -170,13 +170,13 @@ def run(
     from bulk._runs import open_run
 
     cfg = _config(config)
-    kind, backend = open_backend(cfg)  # credentials before the run's folder is touched
+    _, backend = open_backend(cfg)  # credentials before the run's folder is touched
     with closed_if_refused(backend), RunLock(cfg.run.dir):
         journal, _ = open_run(cfg, restart=restart)
         with journal:
             for note in cfg.limits.over_budget():
                 _log.warning("%s", note)
-            return execute(cfg, kind, backend, journal, metrics=_metrics(registry))
+            return execute(cfg, backend, journal, metrics=_metrics(registry))
 
 
 def _config(config: ConfigLike) -> Config:
@@ -193,7 +193,6 @@ def _metrics(registry: CollectorRegistry | None) -> Metrics:
 
 def execute(
     cfg: Config,
-    kind: BackendKind,
     backend: Backend,
     journal: Journal,
     *,
@@ -214,6 +213,7 @@ def execute(
     from bulk._policy import Policy
     from bulk._runs import SentMark, templates
 
+    kind = get_kind(cfg.backend.kind)
     engine = Engine(
         backend,
         journal,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
@@ -30,7 +30,7 @@ from bulk._engine import Engine, stop_run
 from bulk._journal import Journal, RunLock, State
 from bulk._loop import run_async
 from bulk._policy import Policy
-from bulk.backends import Backend, BackendKind
+from bulk.backends import Backend
 from bulk.errors import (
     OutageError,
 )
@@ -43,25 +43,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
     # Credentials are read before the run's folder is touched: a missing token or key
     # leaves nothing behind that a later run would take for a started one.
-    kind, backend = open_backend(cfg)
+    _, backend = open_backend(cfg)
     with closed_if_refused(backend), _metrics(args) as metrics, RunLock(cfg.run.dir):
         journal, resumed = runs.open_run(cfg, restart=args.restart)
         with journal:
             if resumed:
                 err(f"bulk: resuming run {cfg.run.name} from {cfg.journal_path}")
-            return _execute(cfg, kind, backend, journal, args, metrics)
+            return _execute(cfg, backend, journal, args, metrics)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
     runs.require_journal(cfg)  # before the lock: a run never started gets no folder
     states = [State.FAILED, State.STOPPED] if args.stopped else [State.FAILED]
-    kind, backend = open_backend(cfg)  # credentials first, as for run
+    _, backend = open_backend(cfg)  # credentials first, as for run
     with closed_if_refused(backend), _metrics(args) as metrics, RunLock(cfg.run.dir):
         journal, count = runs.open_retry(cfg, states, template_changed=args.template_changed)
         with journal:
             err(f"bulk: sending {count:,} {'row' if count == 1 else 'rows'} again")
-            return _execute(cfg, kind, backend, journal, args, metrics)
+            return _execute(cfg, backend, journal, args, metrics)
 
 
 @contextlib.contextmanager
@@ -99,7 +99,6 @@ def _metrics(args: argparse.Namespace) -> Iterator[Metrics]:
 
 def _execute(
     cfg: config.Config,
-    kind: BackendKind,
     backend: Backend,
     journal: Journal,
     args: argparse.Namespace,
@@ -108,16 +107,15 @@ def _execute(
     for note in cfg.limits.over_budget():
         err(f"bulk: note: {note}")
     started = time.monotonic()
-    state = _RunState()
-    terminal = functools.partial(_terminal, cfg.run.name, args.progress_interval, state)
+    terminal = _Terminal(cfg.run.name, args.progress_interval)
     try:
-        summary = execute(cfg, kind, backend, journal, metrics=metrics, beside=terminal)
+        summary = execute(cfg, backend, journal, metrics=metrics, beside=terminal)
     except OutageError as exc:
         print_summary(cfg, journal, journal.counts(), time.monotonic() - started, True)
         err(f"bulk: error: {exc}")
         err(f"bulk: run the same command again to resume: bulk run {cfg.path}")
         return EXIT_UNREACHABLE
-    interrupted = state.interrupted or summary.interrupted
+    interrupted = terminal.interrupted or summary.interrupted
     print_summary(cfg, journal, dict(summary.counts), summary.elapsed_s, interrupted)
     if interrupted:
         again = " ".join(["bulk", args.command, str(cfg.path), *resume_flags(args)])
@@ -140,34 +138,33 @@ def resume_flags(args: argparse.Namespace) -> list[str]:
     ]
 
 
-class _RunState:
-    interrupted = False
+@dataclass(slots=True)
+class _Terminal:
+    """Beside the engine: progress lines, and Ctrl-C (drain, then stop at once).
 
+    Attributes:
+        interrupted: a signal asked the run to stop.
+    """
 
-async def _terminal(
-    run: str,
-    interval_s: float,
-    state: _RunState,
-    engine: Engine,
-    drain: anyio.Event,
-    scope: anyio.CancelScope,
-) -> None:
-    """Beside the engine: progress lines, and Ctrl-C (drain, then stop at once)."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, drain, scope, state)
-        await progress.show(engine.stats, run, interval_s=interval_s)
+    run: str
+    interval_s: float
+    interrupted: bool = False
 
+    async def __call__(self, engine: Engine, drain: anyio.Event, scope: anyio.CancelScope) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_signals, drain, scope)
+            await progress.show(engine.stats, self.run, interval_s=self.interval_s)
 
-async def _watch_signals(drain: anyio.Event, scope: anyio.CancelScope, state: _RunState) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            state.interrupted = True
-            if not drain.is_set():
-                err("bulk: stopping: no new jobs; Ctrl-C again to stop at once")
-                drain.set()
-            else:
-                scope.cancel()  # the journal writer's last flush is shielded
-                return
+    async def _watch_signals(self, drain: anyio.Event, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.interrupted = True
+                if not drain.is_set():
+                    err("bulk: stopping: no new jobs; Ctrl-C again to stop at once")
+                    drain.set()
+                else:
+                    scope.cancel()  # the journal writer's last flush is shielded
+                    return
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
