@@ -3,8 +3,8 @@
 The command line calls the same code (:func:`open_backend`, :func:`closed_if_refused`,
 :func:`execute`) and adds its terminal: progress lines, signals, the summary it prints.
 
-The engine, the journal and the metrics are imported when a run starts, not at
-``import bulk``: a program that only loads or plans a config does not pay for them.
+The journal, the engine, the event loop and the metrics are imported by the function that
+needs them, not at ``import bulk``: a program that only loads a config does not pay for them.
 """
 
 from __future__ import annotations
