@@ -1,9 +1,7 @@
-"""``python -m bulk``."""
+"""``python -m bulk``: the ``bulk`` executable."""
 
 from __future__ import annotations
 
-import sys
+from bulk._cli import console_main
 
-from bulk._cli import main
-
-sys.exit(main())
+console_main()

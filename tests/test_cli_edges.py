@@ -7,21 +7,29 @@ that went away) no message at all and exit 0. Bad arguments live in the corpus
 
 from __future__ import annotations
 
+import gc
 import os
+import re
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import NoReturn
 
 import anyio
 import pytest
 
+import bulk
+import bulk._api
+import bulk._cli
 import bulk._config as config
 import bulk._runs as runs
-from bulk._cli._main import _run_async, main
+from bulk._cli._main import main
 from bulk._journal import Record, State
+from bulk._loop import run_async
+from bulk.backends import kind_names
 
 BULK = [sys.executable, "-m", "bulk"]
 ROWS = 4000  # enough output (well over a pipe's 64 KiB) that a closed pipe must be met
@@ -319,7 +327,7 @@ def test_out_of_memory_is_one_line(
     def exhausted(_path: object) -> NoReturn:
         raise MemoryError
 
-    monkeypatch.setattr(config, "load", exhausted)
+    monkeypatch.setattr(bulk._api, "load", exhausted)  # what `bulk plan` reads a config with
 
     assert 2 == main(["plan", str(tmp_path / "run.toml")])
 
@@ -339,4 +347,77 @@ def test_out_of_memory_inside_a_task_group_is_unwrapped() -> None:
             tg.start_soon(exhausted)
 
     with pytest.raises(MemoryError):
-        _run_async(tasks(), uvloop=False)
+        run_async(tasks(), uvloop=False)
+
+
+@pytest.fixture
+def gc_settings() -> Iterator[tuple[tuple[int, int, int], int]]:
+    """The collector's thresholds and frozen count before the test, restored after it."""
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        yield threshold, frozen
+    finally:
+        gc.set_threshold(*threshold)
+        if gc.get_freeze_count() != frozen:
+            gc.unfreeze()
+
+
+def test_main_leaves_the_garbage_collector_alone(
+    gc_settings: tuple[tuple[int, int, int], int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main() runs inside a program or a test: process-wide GC tuning is not its to do."""
+    assert 0 == main(["--version"])
+
+    assert gc_settings == (gc.get_threshold(), gc.get_freeze_count())
+
+
+def test_the_console_script_tunes_the_garbage_collector(
+    gc_settings: tuple[tuple[int, int, int], int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The installed `bulk` executable is the function that tunes the collector, then runs
+    the command."""
+    (script,) = entry_points(group="console_scripts", name="bulk")
+    monkeypatch.setattr(sys, "argv", ["bulk", "--version"])
+
+    with pytest.raises(SystemExit) as exited:
+        script.load()()
+
+    assert 0 == exited.value.code
+    assert "bulk " in capsys.readouterr().out
+    assert (50_000, 20, 20) == gc.get_threshold()
+    assert gc.get_freeze_count() > 0
+
+
+def test_python_m_bulk_tunes_the_garbage_collector() -> None:
+    """`python -m bulk` is the same executable as `bulk`."""
+    code = (
+        "import gc, runpy, sys\n"
+        "sys.argv = ['bulk', '--version']\n"
+        "try:\n"
+        "    runpy.run_module('bulk', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    print(exc.code, gc.get_threshold()[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    version, exit_code, threshold = out.stdout.split()[1:]
+    assert (bulk.__version__, "0", "50000") == (version, exit_code, threshold)
+
+
+def test_the_cli_names_no_backend_outside_its_backend_commands() -> None:
+    """Everything in the CLI but `bulk sim` and `bulk gongji` (in _sim.py, which moves into
+    the backends) works for any kind: no module names one."""
+    folder = Path(bulk._cli.__file__).parent
+    named = {
+        (path.name, kind)
+        for path in sorted(folder.glob("*.py"))
+        if path.name != "_sim.py"
+        for kind in kind_names()
+        if re.search(rf"\b{kind}\b", path.read_text(encoding="utf-8"), re.IGNORECASE)
+    }
+
+    assert set() == named

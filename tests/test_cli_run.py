@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bulk._cli._main import _parser, main
+import bulk._runs as runs
+from bulk._cli._main import main
+from bulk._cli._parser import build_parser
+from bulk._config import Config
 from bulk._journal import Journal, RunLock, State
+from bulk._runs import require_journal
 
 
 def write_config(folder: Path, *, command: str, extra: str = "", rows: int = 6) -> Path:
@@ -187,6 +191,24 @@ def test_stop_records_unfinished_jobs(squares: Path, capsys: pytest.CaptureFixtu
     assert "stopped 0 jobs" in capsys.readouterr().err
 
 
+def test_stop_checks_for_the_journal_once(
+    squares: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bulk stop` looks for the run's journal once, before it takes the run's lock (opening
+    the journal refuses a missing one anyway)."""
+    main(["run", str(squares)])
+    checks: list[Path] = []
+
+    def counted(cfg: Config) -> None:
+        checks.append(cfg.journal_path)
+        require_journal(cfg)
+
+    monkeypatch.setattr(runs, "require_journal", counted)
+
+    assert 0 == main(["stop", str(squares)])
+    assert [squares.parent / ".bulk" / "demo" / "journal.sqlite"] == checks
+
+
 def advised_commands(message: str) -> list[list[str]]:
     """Every `bulk run|retry ... CONFIG` command a message advises, as argument lists."""
     return [shlex.split(m) for m in re.findall(r"bulk (?:run|retry)(?: --[a-z-]+)* \S+", message)]
@@ -237,7 +259,7 @@ class TestRetry:
         advised = advised_commands(retry_err) + advised_commands(run_err)
         assert len(advised) >= 4
         for command in advised:
-            _parser().parse_args(command[1:])  # exits (argparse) if it is not accepted
+            build_parser().parse_args(command[1:])  # exits (argparse) if it is not accepted
 
     def test_template_changed_sends_failed_rows_with_the_new_template(
         self, half_failed: Path, capsys: pytest.CaptureFixture[str]
@@ -334,6 +356,6 @@ def test_journal_of_schema_1_is_upgraded_and_resumed(
 )
 def test_interrupted_advice_repeats_the_command(argv: list[str], flags: list[str]) -> None:
     """ "Run the same command again" names that command: never --restart, retry's own flags."""
-    from bulk._cli._main import _resume_flags
+    from bulk._cli._run import resume_flags
 
-    assert flags == _resume_flags(_parser().parse_args(argv))
+    assert flags == resume_flags(build_parser().parse_args(argv))
