@@ -39,7 +39,7 @@ from bulk._journal import Journal, RunLock, State
 from bulk._naming import job_name
 from bulk._policy import Policy
 from bulk._retry import Backoff
-from bulk.backends import Backend, BackendKind, get_kind
+from bulk.backends import AnyKind, Backend, get_kind
 from bulk.errors import (
     BulkError,
     ConfigError,
@@ -559,7 +559,7 @@ def _listen_error(prog: str, option: str, host: str, port: int, exc: OSError) ->
 
 def _execute(
     cfg: config.Config,
-    kind: BackendKind,
+    kind: AnyKind,
     backend: Backend,
     journal: Journal,
     args: argparse.Namespace,
@@ -705,7 +705,7 @@ def _print_summary(
         _err(f"  (to run the stopped jobs again: bulk retry --stopped {cfg.path})")
 
 
-def _backend(cfg: config.Config) -> tuple[BackendKind, Backend]:
+def _backend(cfg: config.Config) -> tuple[AnyKind, Backend]:
     """The run's backend kind and a live backend for it (credentials are read here)."""
     kind = get_kind(cfg.backend.kind)
     try:

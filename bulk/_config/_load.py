@@ -35,7 +35,7 @@ import orjson
 import bulk._template as spec
 from bulk._policy import LimitsConfig, RetryConfig, TrackConfig
 from bulk._table import Table
-from bulk.backends import BackendKind, get_kind
+from bulk.backends import AnyKind, get_kind
 from bulk.errors import ConfigError
 
 __all__ = [
@@ -716,7 +716,7 @@ def _distributions(t: Table) -> tuple[tuple[str, Distribution], ...]:
     return tuple(out)
 
 
-def _load_backend(t: Table, base: Path) -> tuple[BackendConfig, BackendKind]:
+def _load_backend(t: Table, base: Path) -> tuple[BackendConfig, AnyKind]:
 
     for key in t.data:
         if key.lower() in _INLINE_SECRET_KEYS:

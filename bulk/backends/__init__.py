@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 from bulk.backends.base import (
+    AnyKind,
     Backend,
     BackendKind,
     Endpoint,
@@ -20,6 +21,7 @@ from bulk.backends.base import (
 )
 
 __all__ = [
+    "AnyKind",
     "Backend",
     "BackendKind",
     "Endpoint",
@@ -47,7 +49,7 @@ def kind_names() -> list[str]:
     return sorted(_MODULES)
 
 
-def get_kind(name: str) -> BackendKind:
+def get_kind(name: str) -> AnyKind:
     """The backend kind called ``name``.
 
     Raises:
@@ -58,5 +60,5 @@ def get_kind(name: str) -> BackendKind:
     except KeyError:
         msg = f"unknown backend {name!r}; valid kinds: {', '.join(kind_names())}"
         raise KeyError(msg) from None
-    kind: BackendKind = importlib.import_module(module).KIND
+    kind: AnyKind = importlib.import_module(module).KIND
     return kind

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NO_QUOTING",
+    "AnyKind",
     "Backend",
     "BackendKind",
     "Endpoint",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+OptionsT = TypeVar("OptionsT")
 
 Endpoint = Literal["submit", "status", "stop", "lookup"]
 """The classes of request bulk paces and counts apart (look-ups share status's rate)."""
@@ -150,8 +152,14 @@ class Send(Protocol):
 NO_QUOTING: Mapping[str, Callable[[str], str]] = MappingProxyType({})
 
 
-class BackendKind(Protocol):
-    """What ``[backend] kind = ...`` names: options, body schema and a factory."""
+class BackendKind(Protocol[OptionsT]):
+    """What ``[backend] kind = ...`` names: options, body schema and a factory.
+
+    ``OptionsT`` is the kind's own frozen options type: what :meth:`parse_options` returns is
+    what :meth:`create` takes. The registry hands kinds out as ``BackendKind[Any]`` (one
+    table holds kinds of different options), so the pair travels together: a config's
+    options are only ever given back to the kind that parsed them.
+    """
 
     name: str
     default_limits: LimitsConfig  # what [limits] falls back to for this service
@@ -168,7 +176,7 @@ class BackendKind(Protocol):
     # pending rows the journal may have lost track of before sending them (engine.py).
     unique_names: bool
 
-    def parse_options(self, table: Table, base: Path) -> Any:
+    def parse_options(self, table: Table, base: Path) -> OptionsT:
         """Read this backend's keys from ``[backend]`` (``kind`` is already read)."""
         ...
 
@@ -180,6 +188,10 @@ class BackendKind(Protocol):
         """A problem with the template as a whole (e.g. a name without ``{_key}``), or None."""
         ...
 
-    def create(self, options: Any, *, run: str, run_dir: Path) -> Backend:
+    def create(self, options: OptionsT, *, run: str, run_dir: Path) -> Backend:
         """The live backend for one run."""
         ...
+
+
+AnyKind = BackendKind[Any]
+"""A kind of options unknown here: what the registry and the CLI hold."""

@@ -69,7 +69,7 @@ from bulk.backends._procs import (
     release_subreaper,
     stat,
 )
-from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
+from bulk.backends.base import Backend, BackendKind, JobStatus, Phase, Receipt, Submission
 from bulk.errors import BackendError, PermanentBackendError, RunRefusedError
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ class LocalKind:
         return LocalBackend(options, run_dir=run_dir)
 
 
-KIND = LocalKind()
+KIND: BackendKind[LocalOptions] = LocalKind()
 
 
 def _check_c_string(text: str, field: str, problems: Problems, *, extra: int = 0) -> None:

@@ -33,7 +33,15 @@ import orjson
 
 from bulk._policy import LimitsConfig, TrackConfig
 from bulk.backends._http import HttpClient, Response, excerpt, read_token, url_problem
-from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
+from bulk.backends.base import (
+    NO_QUOTING,
+    Backend,
+    BackendKind,
+    JobStatus,
+    Phase,
+    Receipt,
+    Submission,
+)
 
 if TYPE_CHECKING:
     from bulk._problems import Problems
@@ -110,7 +118,7 @@ class StubKind:
         return StubBackend(options)
 
 
-KIND = StubKind()
+KIND: BackendKind[StubOptions] = StubKind()
 
 
 class StubBackend:

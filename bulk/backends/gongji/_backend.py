@@ -56,7 +56,15 @@ from bulk._policy import LimitsConfig, TrackConfig
 from bulk._problems import short_repr
 from bulk._ratelimit import pace_request
 from bulk.backends._http import HttpClient, excerpt, malformed, read_token, url_problem
-from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
+from bulk.backends.base import (
+    NO_QUOTING,
+    Backend,
+    BackendKind,
+    JobStatus,
+    Phase,
+    Receipt,
+    Submission,
+)
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
@@ -354,7 +362,7 @@ class GongjiKind:
         return GongjiBackend(client, page_size=options.page_size)
 
 
-KIND = GongjiKind()
+KIND: BackendKind[GongjiOptions] = GongjiKind()
 
 
 def _validate_resource(res: Any, where: str, problems: Problems) -> None:
