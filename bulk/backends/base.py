@@ -164,7 +164,6 @@ class BackendKind(Protocol[OptionsT]):
     name: str
     default_limits: LimitsConfig  # what [limits] falls back to for this service
     default_track: TrackConfig  # what [track] falls back to (polling cadence)
-    uvloop: bool  # whether runs are faster on uvloop (the CLI picks the event loop)
     # Template fields whose substituted values are escaped, and how (``job.command`` ->
     # shlex.quote for the local backend's shell strings); see bulk._template.
     quoted_fields: Mapping[str, Callable[[str], str]]

@@ -124,10 +124,6 @@ class LocalKind:
         max_active=os.cpu_count() or 2,
     )
     default_track = TrackConfig(first_s=0.002, factor=1.5, max_s=0.25, batch=1000)
-    # uvloop starts a subprocess with a plain fork of the whole bulk process: measured here at
-    # 6.7 ms per job against 0.9 ms on asyncio's loop (posix_spawn/vfork). Local runs are
-    # spawn-bound, so they stay on asyncio.
-    uvloop = False
     # A string command is parsed by the shell: values pasted into it are shell-quoted, as
     # GNU parallel does, so that `it's` or `a; rm -rf ~` in a cell stays one argument.
     # ``{var!raw}`` pastes a value as it is; a command that is one placeholder alone

@@ -249,7 +249,6 @@ class GongjiKind:
         max_active=100,
     )
     default_track = TrackConfig(first_s=10.0, factor=1.5, max_s=60.0, batch=1000)
-    uvloop = True
     quoted_fields = NO_QUOTING  # bodies are JSON fields, never parsed by a shell here
     jobs_outlive_bulk = True
     # task_name is not documented as unique: a second create with the same name may make a
