@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -39,6 +40,7 @@ __all__ = [
     "Receipt",
     "Send",
     "Submission",
+    "Testbed",
 ]
 
 _T = TypeVar("_T")
@@ -148,6 +150,20 @@ class Send(Protocol):
     ) -> _T: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Testbed:
+    """A backend connected to a private instance of its service, for the contract suite.
+
+    Attributes:
+        backend: the live backend (its simulator on loopback, a temporary folder, ...).
+        body: the create body of a job: ``body(name, long)``; a ``long`` job runs until it
+            is stopped (for a while, at least), any other ends soon and succeeds.
+    """
+
+    backend: Backend
+    body: Callable[[str, bool], bytes]
+
+
 # A kind's ``quoted_fields`` when no field of its bodies is ever parsed by a shell.
 NO_QUOTING: Mapping[str, Callable[[str], str]] = MappingProxyType({})
 
@@ -189,6 +205,15 @@ class BackendKind(Protocol[OptionsT]):
 
     def create(self, options: OptionsT, *, run: str, run_dir: Path) -> Backend:
         """The live backend for one run."""
+        ...
+
+    def testbed(self, folder: Path) -> AbstractAsyncContextManager[Testbed]:
+        """A backend on a service of its own (a simulator, files under ``folder``), for
+        ``tests/backends/test_contract.py``: every registered kind is run through it.
+
+        Called outside the event loop (it may import its simulator there); the manager it
+        returns is entered in the loop, and closes the backend and the service.
+        """
         ...
 
 

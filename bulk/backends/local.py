@@ -47,7 +47,8 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -69,7 +70,15 @@ from bulk.backends._procs import (
     release_subreaper,
     stat,
 )
-from bulk.backends.base import Backend, BackendKind, JobStatus, Phase, Receipt, Submission
+from bulk.backends.base import (
+    Backend,
+    BackendKind,
+    JobStatus,
+    Phase,
+    Receipt,
+    Submission,
+    Testbed,
+)
 from bulk.errors import BackendError, PermanentBackendError, RunRefusedError
 
 if TYPE_CHECKING:
@@ -201,6 +210,16 @@ class LocalKind:
     def create(self, options: LocalOptions, *, run: str, run_dir: Path) -> LocalBackend:
         """A backend that runs this run's jobs under ``run_dir``."""
         return LocalBackend(options, run_dir=run_dir)
+
+    @asynccontextmanager
+    async def testbed(self, folder: Path) -> AsyncIterator[Testbed]:
+        """Jobs run in ``folder``: ``true``, or ``sleep 30`` for a long one."""
+        backend = LocalBackend(LocalOptions(base=folder, kill_grace_s=1), run_dir=folder)
+        quick, slow = b'{"command": "true"}', b'{"command": ["sleep", "30"]}'
+        try:
+            yield Testbed(backend, lambda _name, long: slow if long else quick)
+        finally:
+            await backend.aclose()
 
 
 KIND: BackendKind[LocalOptions] = LocalKind()

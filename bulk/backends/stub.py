@@ -23,7 +23,8 @@ ends the run, and never fails a job that may exist.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from bulk.backends.base import (
     Phase,
     Receipt,
     Submission,
+    Testbed,
 )
 
 if TYPE_CHECKING:
@@ -115,6 +117,25 @@ class StubKind:
     def create(self, options: StubOptions, *, run: str, run_dir: Path) -> StubBackend:
         """A client of the service at ``options.url``."""
         return StubBackend(options)
+
+    def testbed(self, folder: Path) -> AbstractAsyncContextManager[Testbed]:
+        """A backend of ``bulk sim stub`` served in this process on an OS-chosen port."""
+        from aiohttp.test_utils import TestServer
+
+        from bulk._sim.stub import StubFaults, make_app
+
+        @asynccontextmanager
+        async def bed() -> AsyncIterator[Testbed]:
+            server = TestServer(make_app(StubFaults(run_s=0.0)), host="127.0.0.1")
+            await server.start_server()
+            backend = StubBackend(StubOptions(url=str(server.make_url(""))))
+            try:
+                yield Testbed(backend, lambda _name, long: b'{"run_s": 30}' if long else b"{}")
+            finally:
+                await backend.aclose()
+                await server.close()
+
+        return bed()
 
 
 KIND: BackendKind[StubOptions] = StubKind()

@@ -41,7 +41,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,7 @@ from bulk.backends.base import (
     Phase,
     Receipt,
     Submission,
+    Testbed,
 )
 from bulk.errors import (
     AmbiguousBackendError,
@@ -359,6 +361,32 @@ class GongjiKind:
         signer = _read_signer(options)
         client = GongjiClient(options, token=token, signer=signer)
         return GongjiBackend(client, page_size=options.page_size)
+
+    def testbed(self, folder: Path) -> AbstractAsyncContextManager[Testbed]:
+        """A backend of ``bulk sim gongji`` served in this process (a simple-mode token)."""
+        from aiohttp.test_utils import TestServer
+
+        from bulk._sim.gongji import GongjiSim, SimConfig, make_app, sample_body
+
+        def body(name: str, long: bool) -> bytes:  # the task name is in the body
+            return sample_body(f"contract-{name}", run_s=30 if long else None)
+
+        @asynccontextmanager
+        async def bed() -> AsyncIterator[Testbed]:
+            sim = GongjiSim(SimConfig(pending_s=0.0, run_s=0.0))
+            sim.add_token("t", None)
+            server = TestServer(make_app(sim), host="127.0.0.1")
+            await server.start_server()
+            url = str(server.make_url("")).rstrip("/")
+            client = GongjiClient(GongjiOptions(url=url), token="t", signer=None)
+            backend = GongjiBackend(client)
+            try:
+                yield Testbed(backend, body)
+            finally:
+                await backend.aclose()
+                await server.close()
+
+        return bed()
 
 
 KIND: BackendKind[GongjiOptions] = GongjiKind()
