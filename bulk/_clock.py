@@ -1,7 +1,9 @@
-"""Time, injected: everything in bulk that waits or reads the time goes through a ``Clock``.
+"""Time, injected: the engine and the rate limiters wait and read the time through a ``Clock``.
 
 Production uses :class:`AnyioClock`. Tests use :class:`bulk.testing.FakeClock`, or run the
 engine under trio's ``MockClock`` (virtual time that jumps when every task is blocked).
+Code outside them reads the event loop's or the system's clock itself: the local backend's
+process polling, the CLI's progress display and run summary, the simulators.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 import anyio
-from anyio._core._eventloop import get_async_backend  # public in spirit: anyio's own lookup
 
 __all__ = ["AnyioClock", "Clock"]
 
@@ -44,12 +45,13 @@ class AnyioClock:
         # anyio.current_time() looks up the running async library on every call; the engine
         # reads the clock several times per job, so resolve the function once. On asyncio the
         # loop's clock *is* time.monotonic (uvloop reads the same clock, to the millisecond),
-        # so read it directly; elsewhere (trio, a test's mock clock) ask the backend.
+        # so read it directly; elsewhere (trio, a test's mock clock) keep asking anyio, through
+        # its public API (its per-call look-up only costs the tests that run on trio).
         if self._current_time is None:
             try:
                 asyncio.get_running_loop()
             except RuntimeError:  # not asyncio: trio, or a test runner's mock clock
-                self._current_time = get_async_backend().current_time
+                self._current_time = anyio.current_time
             else:
                 self._current_time = time.monotonic
         return self._current_time()

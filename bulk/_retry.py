@@ -1,11 +1,19 @@
 """When to try again: exponential back-off with full jitter, bounded in attempts and in time.
 
-This is stamina's model: the n-th wait is uniform in ``[0, min(max_s, base_s * 2**(n-1))]``
-("full jitter", which spreads many clients' retries out best), a server's ``Retry-After``
-wins over the computed wait, and both a number of attempts and a total time budget end the
-retries, whichever comes first. Throttling answers are not attempts (see the engine), and
-neither is a service that could not be reached: :meth:`Backoff.outage_delay` spaces those
-tries out the same way without ever giving up (the engine bounds an outage as a whole).
+The n-th wait is uniform in ``[0, min(max_s, base_s * 2**(n-1))]``: "full jitter" as AWS's
+"Exponential Backoff And Jitter" (Marc Brooker, 2015) names it, the variant that post found to
+spread competing clients' retries out with the least work. A server's ``Retry-After`` wins
+over the computed wait. A number of attempts and a total time budget both end the retries,
+whichever comes first, and the budget is checked before a wait: a wait that would end past it
+is not taken. Throttling answers are not attempts (see the engine), and neither is a service
+that could not be reached: :meth:`Backoff.outage_delay` spaces those tries out the same way
+without ever giving up (the engine bounds an outage as a whole).
+
+This is not stamina's formula, though it shares its shape (attempts *and* a time budget, a
+server-given wait overriding the computed one). stamina (hynek/stamina, 25.2) waits
+``min(wait_max, wait_initial * wait_exp_base**(n-1) + uniform(0, wait_jitter))``: the full
+exponential wait plus at most ``wait_jitter`` (1 s by default) of additive jitter, and its
+``timeout`` is checked only once an attempt has failed, not before a wait.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A run lives in its folder (``[run] dir``, default ``.bulk/<name>/`` beside the config),
 created owner-only (0700: it holds variables, request bodies and job output)::
 
-    journal.sqlite     every point and its job's state (see journal.py)
+    journal.sqlite     every point and its job's state (see bulk._journal)
     run.json           written before a run's first job is sent: the highest attempt number
                        any job of this folder may have been sent with
     lock               held (flock) by the bulk process working on the run
@@ -15,7 +15,7 @@ template, sweep settings, sweep file contents, run name or backend kind. Limits,
 tracking policy may change freely.
 
 ``bulk retry --template-changed`` is the one way to change the template of a run: the rows
-it sends again get a new template version (see journal.py), every other row keeps the
+it sends again get a new template version (see bulk._journal), every other row keeps the
 version it was planned with, and the run's template fingerprint becomes the new one.
 
 A folder with traces of an earlier run (``run.json``, logs, pid files, archived journals, a

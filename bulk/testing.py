@@ -9,6 +9,8 @@
   :class:`~bulk._clock.Clock`, so rate limits run on virtual time too.
 - :func:`simulator`: ``bulk sim KIND`` in a subprocess on an OS-chosen port, for tests and
   benchmarks that need a service outside their own process (so it outlives a killed bulk).
+- :func:`wait_until` (and :func:`wait_until_sync` for synchronous tests): poll a condition
+  outside the test's control (a process, a file, a service's job) in a bounded loop.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import itertools
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 
@@ -29,7 +33,18 @@ from bulk._clock import Clock
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.errors import PermanentBackendError, UnreachableError
 
-__all__ = ["Call", "ClockLimiter", "FakeBackend", "FakeClock", "Handler", "simulator"]
+__all__ = [
+    "Call",
+    "ClockLimiter",
+    "FakeBackend",
+    "FakeClock",
+    "Handler",
+    "simulator",
+    "wait_until",
+    "wait_until_sync",
+]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,3 +294,65 @@ def simulator(kind: str, *args: str, port: int = 0) -> Iterator[str]:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+# 1000 polls 10 ms apart: about 10 s plus the probes' own time, far more than anything a
+# test waits for takes; the bound only turns a hang into a failure that says what hung.
+POLLS = 1000
+POLL_INTERVAL_S = 0.01
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], object] = bool,
+    *,
+    what: str,
+    polls: int = POLLS,
+    interval_s: float = POLL_INTERVAL_S,
+) -> T:
+    """Call ``probe`` until ``done`` says yes to what it returns, and return that.
+
+    For what a test cannot be told about (a process ending, a file appearing, a job's state
+    on a service); a test waits on its own tasks with events instead. Bounded: at most
+    ``polls`` probes, ``interval_s`` apart.
+
+    Example::
+
+        status = await wait_until(lambda: status_of(job), lambda s: s.phase.terminal,
+                                  what="the job ends")
+
+    Raises:
+        AssertionError: ``done`` never said yes (the message names ``what`` and the last
+            value seen).
+    """
+    value: T | None = None
+    for _ in range(polls):
+        value = await probe()
+        if done(value):
+            return value
+        await anyio.sleep(interval_s)
+    raise AssertionError(_never(what, polls, interval_s, value))
+
+
+def wait_until_sync(
+    probe: Callable[[], T],
+    done: Callable[[T], object] = bool,
+    *,
+    what: str,
+    polls: int = POLLS,
+    interval_s: float = POLL_INTERVAL_S,
+) -> T:
+    """:func:`wait_until` for synchronous tests (it sleeps the thread between probes)."""
+    value: T | None = None
+    for _ in range(polls):
+        value = probe()
+        if done(value):
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(_never(what, polls, interval_s, value))
+
+
+def _never(what: str, polls: int, interval_s: float, last: object) -> str:
+    shown = repr(last)
+    shown = shown if len(shown) <= 200 else shown[:197] + "..."
+    return f"{what}: not after {polls} polls {interval_s:g} s apart (last seen: {shown})"

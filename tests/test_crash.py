@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bulk._journal import Journal
-from bulk.testing import simulator
+from bulk.testing import simulator, wait_until_sync
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +58,12 @@ def crash_and_resume(config: Path, rows: int, seed: int, kills: int = 4) -> None
         if run_and_kill(config, None) == 0:
             return
     pytest.fail("bulk did not finish after resuming")
+
+
+def lines_while(proc: subprocess.Popen[bytes], path: Path) -> list[str]:
+    """The lines of ``path`` so far (none while it is missing); fails once ``proc`` ended."""
+    assert proc.poll() is None, "bulk ended before its jobs started"
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def journal_states(config: Path, name: str) -> list[tuple[int, str]]:
@@ -411,11 +416,13 @@ def test_resume_after_kill_9_ends_the_dead_runs_jobs_first(tmp_path: Path) -> No
     procs = tmp_path / "procs"
     proc = subprocess.Popen([*BULK, "run", str(config)], stderr=subprocess.DEVNULL)
     try:
-        for _ in range(3000):  # bounded: 4 jobs start in well under a minute
-            if procs.exists() and len(procs.read_text().splitlines()) >= 12:
-                break
-            assert proc.poll() is None, "bulk ended before its jobs started"
-            time.sleep(0.02)
+        wait_until_sync(
+            lambda: lines_while(proc, procs),
+            lambda lines: len(lines) >= 12,
+            what="4 jobs start",
+            polls=3000,  # 60 s: 4 jobs start in well under a minute
+            interval_s=0.02,
+        )
     finally:
         proc.kill()
         proc.wait(timeout=60)
@@ -453,11 +460,13 @@ def test_ctrl_c_records_the_local_jobs_it_ended(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     proc = subprocess.Popen([*BULK, "run", str(config)], stderr=subprocess.DEVNULL)
     try:
-        for _ in range(3000):  # bounded: 4 jobs start in well under a minute
-            if pids.exists() and len(pids.read_text().splitlines()) >= 8:
-                break
-            assert proc.poll() is None, "bulk ended before its jobs started"
-            time.sleep(0.02)
+        wait_until_sync(
+            lambda: lines_while(proc, pids),
+            lambda lines: len(lines) >= 8,
+            what="4 jobs start",
+            polls=3000,  # 60 s: 4 jobs start in well under a minute
+            interval_s=0.02,
+        )
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
     finally:

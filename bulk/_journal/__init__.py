@@ -1,15 +1,8 @@
 """The run's journal: a SQLite store, its group-commit writer and the run lock (private)."""
 
-from bulk._journal._store import (
-    SCHEMA_VERSION,
-    Journal,
-    JournalWriter,
-    Offload,
-    Record,
-    RunLock,
-    State,
-    StoredJob,
-)
+from bulk._journal._lock import RunLock
+from bulk._journal._store import SCHEMA_VERSION, Journal, Record, State, StoredJob
+from bulk._journal._writer import JournalWriter, Offload
 
 __all__ = [
     "SCHEMA_VERSION",

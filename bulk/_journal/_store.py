@@ -18,9 +18,8 @@ A run starts at version 1; ``bulk retry --template-changed`` adds the next versi
 only the rows it sends again to it. A row is always rendered with its own version, so a
 look-up after a crash (Gongji matches on the rendered ``task_name``) finds what was sent.
 
-Writes from the engine go through :class:`JournalWriter`: one task batches them and commits
-through a worker thread, so the event loop never blocks on disk and many state changes share
-one commit (group commit). Only this module writes job state.
+Writes from the engine go through :class:`~bulk._journal._writer.JournalWriter`, which
+commits them with :meth:`Journal.apply`. Only this package writes job state.
 
 A journal is created owner-only (0600, and SQLite gives its ``-wal`` and ``-shm`` the same
 mode): it holds every point's variables. Opening one runs ``PRAGMA quick_check``, so that a
@@ -33,38 +32,24 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import fcntl
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-import anyio
-import anyio.abc
 import orjson
 
 from bulk._naming import Point, point_key
-from bulk.errors import JournalError, RunLockedError
+from bulk.errors import JournalError
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "Journal",
-    "JournalWriter",
-    "Offload",
-    "Record",
-    "RunLock",
-    "State",
-    "StoredJob",
-]
+__all__ = ["SCHEMA_VERSION", "Journal", "Record", "State", "StoredJob"]
 
 SCHEMA_VERSION = "2"  # 2: template versions (``templates``, ``jobs.template``)
 # Meta key: the most submit workers of any run session since the last one that ended cleanly
 # ("0": the journal holds everything every session sent). See Journal.begin_session.
 _UNCLEAN = "unclean_workers"
-# How blocking journal work is run from async code: anyio.to_thread.run_sync in production.
-Offload = Callable[..., Awaitable[Any]]
 _FILL_BATCH = 5000
 
 
@@ -118,7 +103,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 )
 # A journal of schema 1 (before template versions) is upgraded in place when opened: all
 # its rows were rendered with the run's only template, version 1. Its text is recorded by
-# the first resume whose config matches it (see runs.py).
+# the first resume whose config matches it (see bulk._runs).
 _UPGRADE_FROM_1 = (
     "ALTER TABLE jobs ADD COLUMN template INTEGER NOT NULL DEFAULT 1;"
     + _TEMPLATES
@@ -679,165 +664,3 @@ def _stored(row: tuple[Any, ...]) -> StoredJob:
         error,
         tpl,
     )
-
-
-class RunLock:
-    """An exclusive lock on a run's folder, held for as long as a ``bulk run`` works on it.
-
-    ``flock`` is released by the kernel when the process dies, even by ``kill -9``, so a
-    crashed run never leaves a stale lock behind.
-    """
-
-    def __init__(self, run_dir: Path):
-        self._path = run_dir / "lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock.
-
-        Raises:
-            RunLockedError: another process holds it.
-        """
-        try:
-            # Owner-only: the folder holds the journal, job logs and pid files.
-            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            msg = (
-                f"{self._path.parent}: cannot use this run folder: {_reason(exc)}; "
-                f"make it writable, or give the run another folder ([run] dir)"
-            )
-            raise JournalError(msg) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                holder = self._path.read_text().strip()
-            msg = (
-                f"{self._path.parent}: this run is in use by another bulk process"
-                f"{f' (pid {holder})' if holder else ''}; wait for it to end, or interrupt "
-                "it (Ctrl-C) first"
-            )
-            raise RunLockedError(msg) from None
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-        except OSError as exc:
-            os.close(fd)
-            msg = f"{self._path}: cannot write the run's lock file: {_reason(exc)}"
-            raise JournalError(msg) from None
-        self._fd = fd
-
-    def release(self) -> None:
-        """Let go of the lock."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-class JournalWriter:
-    """The single writer of a journal in async code: batches records, commits in a thread.
-
-    ``await writer.write(record)`` returns once the record is durable (committed); records
-    written while a commit is under way all go into the next one, and their writers wake on
-    one event (group commit). ``record_nowait`` queues a change whose durability nobody waits
-    for (it is committed with the next batch).
-
-    Commits run through ``offload`` (a worker thread by default; tests on virtual time pass
-    one that runs inline, so that time cannot jump while a commit is under way).
-
-    Example::
-
-        async with anyio.create_task_group() as tg:
-            writer = JournalWriter(journal)
-            tg.start_soon(writer.run)
-            await writer.write(Record(0, State.SUBMITTING, attempt=1))
-            ...
-            await writer.aclose()
-    """
-
-    def __init__(self, journal: Journal, offload: Offload | None = None):
-        self._journal = journal
-        self._offload = offload or anyio.to_thread.run_sync
-        self._pending: list[Record] = []
-        self._next_commit = anyio.Event()  # set once the records now pending are committed
-        self._wake = anyio.Event()
-        self._closed = False
-        self._done = anyio.Event()
-        self._failure: BaseException | None = None
-        self.commits = 0
-        self.records = 0
-
-    async def write(self, record: Record) -> None:
-        """Queue a record and wait until it is committed."""
-        self._check()
-        self._pending.append(record)
-        committed = self._next_commit
-        self._wake.set()
-        await committed.wait()
-        self._check()
-
-    def record_nowait(self, record: Record) -> None:
-        """Queue a record without waiting for its commit."""
-        self._check()
-        self._pending.append(record)
-        self._wake.set()
-
-    def _check(self) -> None:
-        if self._failure is not None:
-            if isinstance(self._failure, JournalError):
-                msg = str(self._failure)  # already says which journal and what went wrong
-            else:
-                msg = f"cannot write the journal: {self._failure}"
-            raise JournalError(msg) from self._failure
-        if self._closed:
-            msg = "cannot write: the journal writer has been closed"
-            raise JournalError(msg)
-
-    async def run(self) -> None:
-        """The writer task: commit whatever is queued until closed and drained."""
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                while self._pending:
-                    await self._commit_pending()
-                if self._closed:
-                    return
-        except BaseException as exc:
-            self._failure = exc
-            self._next_commit.set()  # the waiters wake to the failure (see _check)
-            raise
-        finally:
-            self._done.set()
-
-    async def _commit_pending(self) -> None:
-        batch, self._pending = self._pending, []
-        committed, self._next_commit = self._next_commit, anyio.Event()
-        # Shielded: once a batch is handed to SQLite it is committed whole; cancelling the
-        # wait could not stop the thread anyway, and the waiters must learn the outcome.
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._offload(self._journal.apply, batch)
-            except BaseException:
-                committed.set()  # its waiters wake to the failure, set before they run
-                raise
-        self.commits += 1
-        self.records += len(batch)
-        committed.set()
-
-    async def aclose(self) -> None:
-        """Commit everything queued, then stop the writer task."""
-        if not self._closed:
-            self._closed = True
-            self._wake.set()
-        with anyio.CancelScope(shield=True):
-            await self._done.wait()

@@ -8,13 +8,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import pytest
 
 from bulk.backends import get_kind, kind_names
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.backends.base import Testbed as Bed  # a name pytest does not collect
-from bulk.testing import FakeBackend
+from bulk.testing import FakeBackend, wait_until
 
 BodyFor = Callable[[str, bool], bytes]  # (job name, runs until stopped?) -> body
 
@@ -62,12 +61,11 @@ async def settle(
     backend: Backend, receipt: Receipt, done: Callable[[JobStatus], bool]
 ) -> JobStatus:
     """Poll until `done` (bounded: a backend that never gets there fails the test)."""
-    for _ in range(500):
-        status = (await backend.status([receipt]))[receipt.remote_id]
-        if done(status):
-            return status
-        await anyio.sleep(0.01)
-    pytest.fail(f"job {receipt.name} never settled")
+
+    async def status() -> JobStatus:
+        return (await backend.status([receipt]))[receipt.remote_id]
+
+    return await wait_until(status, done, what=f"job {receipt.name} settles", polls=500)
 
 
 class TestContract:

@@ -23,7 +23,7 @@ from bulk._naming import Point, point_key
 from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
 from bulk._sim.gongji import DEVICES, GongjiSim, SimConfig, make_app, sample_body
 from bulk._template import compile_template
-from bulk.backends.base import Phase, Submission
+from bulk.backends.base import JobStatus, Phase, Submission
 from bulk.backends.gongji._backend import (
     GongjiBackend,
     GongjiClient,
@@ -40,7 +40,7 @@ from bulk.errors import (
     ThrottledError,
     TransientBackendError,
 )
-from bulk.testing import simulator
+from bulk.testing import simulator, wait_until
 
 DATA = Path(__file__).parent.parent / "data"
 PKCS1 = (DATA / "test-key-pkcs1.pem").read_bytes()
@@ -140,12 +140,15 @@ def backend_for(url: str, token: str = TOKEN, signer: Signer | None = None) -> G
 async def settle(backend: GongjiBackend, remote_id: str, name: str) -> Phase:
     from bulk.backends.base import Receipt
 
-    for _ in range(300):  # bounded
-        status = (await backend.status([Receipt(name, remote_id)])).get(remote_id)
-        if status is not None and status.phase.terminal:
-            return status.phase
-        await anyio.sleep(0.02)
-    pytest.fail("task never ended")
+    async def status() -> JobStatus | None:
+        return (await backend.status([Receipt(name, remote_id)])).get(remote_id)
+
+    def ended(status: JobStatus | None) -> bool:
+        return status is not None and status.phase.terminal
+
+    settled = await wait_until(status, ended, what=f"task {name} ends", polls=300, interval_s=0.02)
+    assert settled is not None
+    return settled.phase
 
 
 class TestClientAgainstSimulator:

@@ -18,6 +18,7 @@ from bulk.backends._procs import stat
 from bulk.backends.base import JobStatus, Phase, Receipt, Submission
 from bulk.backends.local import KIND, LocalBackend, LocalOptions, _write_pid_file
 from bulk.errors import PermanentBackendError, RunRefusedError
+from bulk.testing import wait_until
 
 
 @pytest.fixture
@@ -28,23 +29,23 @@ async def local(tmp_path: Path) -> AsyncIterator[LocalBackend]:
 
 
 async def finish(backend: LocalBackend, receipt: Receipt) -> JobStatus:
-    for _ in range(1000):  # bounded: a job that never ends fails the test
-        status = (await backend.status([receipt]))[receipt.remote_id]
-        if status.phase.terminal:
-            return status
-        await anyio.sleep(0.01)
-    pytest.fail("job did not end")
+    async def status() -> JobStatus:
+        return (await backend.status([receipt]))[receipt.remote_id]
+
+    return await wait_until(status, lambda s: s.phase.terminal, what=f"job {receipt.name} ends")
 
 
 async def gone(pid: int) -> bool:
     """Whether the process disappears (bounded wait: a killed child is reaped by init)."""
-    for _ in range(500):
+
+    async def ended() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        await anyio.sleep(0.01)
-    return False
+        return False
+
+    return await wait_until(ended, what=f"process {pid} ends", polls=500)
 
 
 def job(name: str, **body: object) -> Submission:
@@ -63,25 +64,21 @@ async def running(pids: list[int]) -> list[int]:
 
 async def until_file(path: Path) -> str:
     """The text of a file a job writes, once it is there (bounded wait)."""
-    for _ in range(1000):
+
+    async def text() -> str:
         file = anyio.Path(path)
-        if await file.exists():
-            text = await file.read_text()
-            if text.endswith("\n"):
-                return text
-        await anyio.sleep(0.01)
-    pytest.fail(f"{path} was not written")
+        return await file.read_text() if await file.exists() else ""
+
+    return await wait_until(text, lambda s: s.endswith("\n"), what=f"{path} is written")
 
 
 async def pids_in(path: Path, count: int) -> list[int]:
     """The ``count`` pids a job writes to ``path``, one a line (bounded wait)."""
-    for _ in range(1000):
-        text = await until_file(path)
-        pids = [int(x) for x in text.split()]
-        if len(pids) >= count:
-            return pids
-        await anyio.sleep(0.01)
-    pytest.fail(f"{path} did not get {count} pids")
+
+    async def pids() -> list[int]:
+        return [int(x) for x in (await until_file(path)).split()]
+
+    return await wait_until(pids, lambda p: len(p) >= count, what=f"{path} gets {count} pids")
 
 
 async def test_env_cwd_and_logs(local: LocalBackend, tmp_path: Path) -> None:
@@ -174,12 +171,7 @@ async def test_aclose_terminates_running_jobs(tmp_path: Path) -> None:
     """Closing the backend (bulk exiting) ends the jobs it started."""
     backend = LocalBackend(LocalOptions(base=tmp_path, kill_grace_s=0.2), run_dir=tmp_path)
     await backend.submit(job("j6", command="echo $$ > pid; exec sleep 30"))
-    pid_file = anyio.Path(tmp_path / "pid")
-    for _ in range(500):
-        if await pid_file.exists() and (await pid_file.read_text()).strip():
-            break
-        await anyio.sleep(0.01)
-    pid = int(await pid_file.read_text())
+    pid = int(await until_file(tmp_path / "pid"))
 
     await backend.aclose()
 
