@@ -21,10 +21,10 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import anyio
 import orjson
@@ -37,9 +37,9 @@ from bulk import __version__
 from bulk._engine import Engine, stop_run
 from bulk._journal import Journal, RunLock, State
 from bulk._naming import job_name
-from bulk._policy import Policy
+from bulk._policy import Policy, RetryConfig
 from bulk._retry import Backoff
-from bulk.backends import AnyKind, Backend, get_kind
+from bulk.backends import AnyKind, Backend, Command, Endpoint, Send, Simulator, get_kind, kind_names
 from bulk.errors import (
     BulkError,
     ConfigError,
@@ -50,11 +50,13 @@ from bulk.errors import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
 
     from bulk._metrics import Metrics
 
 __all__ = ["main"]
+
+_T = TypeVar("_T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -78,9 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     _ensure_standard_streams()
-    parser = _parser()
+    arguments = sys.argv[1:] if argv is None else argv
+    parser = _parser(arguments)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_INPUT
@@ -185,30 +188,13 @@ def _progress_interval(text: str) -> float:
     return value
 
 
-def _number(text: str, allowed: Callable[[float], bool], what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and allowed(value)):
-        msg = f"expected {what}, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+# The commands of every kind; a kind's own commands and simulator are added next to them.
+_COMMON_COMMANDS = frozenset({"plan", "run", "retry", "status", "stop", "export", "sim"})
 
 
-def _share(text: str) -> float:
-    return _number(text, lambda v: 0 <= v <= 1, "a share from 0 to 1")
-
-
-def _seconds(text: str) -> float:
-    return _number(text, lambda v: v >= 0, "a number of seconds >= 0")
-
-
-def _per_second(text: str) -> float:
-    return _number(text, lambda v: v > 0, "a number of requests per second > 0")
-
-
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser of ``argv``: the common commands, and the kinds' ones where ``argv`` may
+    name them (``bulk sim KIND``, ``bulk KIND COMMAND``, ``bulk --help``)."""
     parser = _Parser(
         prog="bulk",
         description="Submit very large batches of jobs, politely, exactly once, resumably.",
@@ -279,85 +265,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path)
     p.set_defaults(func=_cmd_stop)
 
-    p = sub.add_parser("sim", help="serve a simulator of a job service on 127.0.0.1")
-    sims = p.add_subparsers(dest="sim", metavar="KIND", required=True)
-    q = sims.add_parser("stub", help="bulk's reference HTTP job service, with fault injection")
-    _serve_options(q)
-    for name, kind, default, help_ in (
-        ("--throttle-rate", _share, 0.0, "share of creates answered 429"),
-        ("--retry-after", _seconds, 0.5, "Retry-After of those 429s, seconds"),
-        ("--fail-before-rate", _share, 0.0, "share of creates answered 503, nothing created"),
-        ("--fail-after-rate", _share, 0.0, "share of creates that create, then fail"),
-        ("--rate-limit", _per_second, None, "requests per second before 429s"),
-        ("--latency", _seconds, 0.0, "delay before every answer, seconds"),
-        ("--queue-s", _seconds, 0.0, "seconds a job stays queued"),
-        ("--run-s", _seconds, 0.0, "seconds a job runs"),
-        ("--job-failure-rate", _share, 0.0, "share of jobs that end failed"),
-        ("--echo-rate", _share, 0.0, "share of requests answered 500 echoing the request"),
-        ("--token", str, None, "require Authorization: Bearer TOKEN"),
-        ("--seed", int, 0, "seed of the fault draws"),
-    ):
-        q.add_argument(name, type=kind, default=default, help=help_)
-    q.set_defaults(func=_cmd_sim_stub)
-
-    q = sims.add_parser("gongji", help="a simulator of the Gongji Open API's Job endpoints")
-    _serve_options(q)
-    q.add_argument(
-        "--rsa-token",
-        action="append",
-        default=[],
-        metavar="TOKEN=PUBLIC.pem",
-        help="register an RSA-mode token with its public key (repeatable)",
-    )
-    q.add_argument(
-        "--simple-token",
-        action="append",
-        default=[],
-        metavar="TOKEN",
-        help="register a simple-mode token (repeatable)",
-    )
-    q.add_argument(
-        "--stop-ended-ok",
-        action="store_true",
-        help="stopping an ended task succeeds (default: code C010)",
-    )
-    for name, kind, default, help_ in (
-        ("--pending-s", _seconds, 0.5, "seconds a task stays Pending"),
-        ("--run-s", _seconds, 2.0, "seconds a task runs"),
-        ("--failure-rate", _share, 0.0, "share of tasks that end Failed"),
-        ("--skew-s", _seconds, 300.0, "accepted timestamp skew, seconds"),
-        ("--throttle-rate", _share, 0.0, "share of requests answered with code C008"),
-        ("--http-429-rate", _share, 0.0, "share of requests answered HTTP 429"),
-        ("--retry-after", _seconds, 1.0, "Retry-After of those 429s, seconds"),
-        ("--error-rate", _share, 0.0, "share of requests answered HTTP 502"),
-        ("--reset-rate", _share, 0.0, "share of requests whose connection is dropped"),
-        ("--commit-fail-rate", _share, 0.0, "share of creates that create, then fail"),
-        ("--latency", _seconds, 0.0, "delay before every answer, seconds"),
-        ("--rate-limit", _per_second, None, "requests per second per token before HTTP 429"),
-        ("--echo-rate", _share, 0.0, "share of requests answered echoing the request"),
-        ("--seed", int, 0, "seed of the fault draws"),
-    ):
-        q.add_argument(name, type=kind, default=default, help=help_)
-    q.add_argument(
-        "--list-order",
-        choices=("newest", "oldest"),
-        default="newest",
-        help="order of search results (undocumented by the API): newest or oldest task first",
-    )
-    q.set_defaults(func=_cmd_sim_gongji)
-
-    p = sub.add_parser("gongji", help="Gongji-specific commands")
-    gongji = p.add_subparsers(dest="gongji", metavar="COMMAND", required=True)
-    q = gongji.add_parser("resources", help="the device list (for resources[].mark)")
-    q.add_argument("config", type=Path, help="a gongji run config (for the URL and the key)")
-    q.add_argument("--json", action="store_true", help="the raw list as JSON")
-    q.set_defaults(func=_cmd_gongji_resources)
-
     p = sub.add_parser("export", help="the journal as CSV or JSONL")
     p.add_argument("config", type=Path)
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("sim", help="serve a simulator of a job service on 127.0.0.1")
+    sims = p.add_subparsers(dest="sim", metavar="KIND", required=True)
+    # The kinds' simulators and commands: their modules are imported only when the command
+    # line may need them (a `bulk run` imports no kind but its config's).
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    if first not in _COMMON_COMMANDS - {"sim"}:
+        _add_kind_parsers(sub, sims)
     return parser
 
 
@@ -646,8 +566,8 @@ def _run_async(coro: Coroutine[Any, Any, None], *, uvloop: bool = True) -> None:
 
     The CLI chooses the loop, the same for every backend kind (the kind has no say): uvloop
     costs 20-25 % less CPU per HTTP request. Its one known cost is spawning: it forks the
-    whole process for each local job (measured 6.7 ms against 0.9 ms per spawn on asyncio's
-    posix_spawn), a ceiling of about 150 local job starts a second.
+    whole process for each subprocess (measured 6.7 ms against 0.9 ms per spawn on asyncio's
+    posix_spawn), a ceiling of about 150 process starts a second for a backend of processes.
     """
     options: dict[str, Any] = {}
     if uvloop:
@@ -903,27 +823,6 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=_port, default=0, help="port (0: let the OS choose)")
 
 
-def _cmd_sim_stub(args: argparse.Namespace) -> int:
-    from bulk._sim.stub import StubFaults, make_app
-
-    faults = StubFaults(
-        throttle_rate=args.throttle_rate,
-        retry_after_s=args.retry_after,
-        fail_before_rate=args.fail_before_rate,
-        fail_after_rate=args.fail_after_rate,
-        rate_limit_per_s=args.rate_limit,
-        latency_s=args.latency,
-        queue_s=args.queue_s,
-        run_s=args.run_s,
-        job_failure_rate=args.job_failure_rate,
-        echo_rate=args.echo_rate,
-        token=args.token,
-        seed=args.seed,
-    )
-    _serve(make_app(faults), "stub", args.host, args.port)
-    return EXIT_OK
-
-
 def _serve(app: Any, kind: str, host: str, port: int) -> None:
     """Serve an aiohttp app until SIGINT/SIGTERM; print the address once listening.
 
@@ -944,8 +843,11 @@ def _serve(app: Any, kind: str, host: str, port: int) -> None:
                 prog = f"bulk sim {kind}"
                 raise _listen_error(prog, option, host, port, exc) from None
             bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]  # port 0
-            print(f"bulk sim {kind}: listening on http://{bound[0]}:{bound[1]}", flush=True)  # noqa: T201
+            # Signals are caught before the address is printed: a caller that stops the
+            # simulator as soon as it reads the line gets a clean exit, not a kill.
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                address = f"http://{bound[0]}:{bound[1]}"
+                print(f"bulk sim {kind}: listening on {address}", flush=True)  # noqa: T201
                 async for _ in signals:
                     return
         finally:
@@ -954,98 +856,81 @@ def _serve(app: Any, kind: str, host: str, port: int) -> None:
     _run_async(main())
 
 
-def _cmd_sim_gongji(args: argparse.Namespace) -> int:
-    from bulk._sim.gongji import GongjiSim, SimConfig, make_app
-
-    sim = GongjiSim(
-        SimConfig(
-            pending_s=args.pending_s,
-            run_s=args.run_s,
-            failure_rate=args.failure_rate,
-            skew_s=args.skew_s,
-            stop_ended_ok=args.stop_ended_ok,
-            throttle_rate=args.throttle_rate,
-            http_429_rate=args.http_429_rate,
-            retry_after_s=args.retry_after,
-            error_rate=args.error_rate,
-            reset_rate=args.reset_rate,
-            commit_fail_rate=args.commit_fail_rate,
-            latency_s=args.latency,
-            rate_limit_per_s=args.rate_limit,
-            echo_rate=args.echo_rate,
-            list_order=args.list_order,
-            seed=args.seed,
-        )
-    )
-    where = "bulk sim gongji: error: argument --rsa-token"
-    for entry in args.rsa_token:
-        token, sep, key_path = entry.partition("=")
-        if not sep or not token:
-            msg = f"expected TOKEN=PUBLIC_KEY.pem, got {entry!r}"
-            raise ConfigError(msg, where=where)
+def _add_kind_parsers(
+    sub: argparse._SubParsersAction[_Parser],
+    sims: argparse._SubParsersAction[_Parser],
+) -> None:
+    """``bulk sim KIND`` for each kind with a simulator, ``bulk KIND COMMAND`` for each kind
+    with commands of its own."""
+    for name in kind_names():
         try:
-            sim.add_token(token, Path(key_path).read_bytes())
-        except OSError as exc:
-            msg = f"cannot read {key_path}: {_reason(exc)}"
-            raise ConfigError(msg, where=where) from None
-        except ValueError:
-            msg = f"{key_path} is not an RSA public key in PEM (openssl rsa -in KEY.pem -pubout)"
-            raise ConfigError(msg, where=where) from None
-    for token in args.simple_token:
-        sim.add_token(token, None)
-    if not sim.tokens:
-        msg = "register at least one token: --rsa-token TOKEN=PUBLIC.pem or --simple-token TOKEN"
-        raise ConfigError(msg, where="bulk sim gongji: error")
-    _serve(make_app(sim), "gongji", args.host, args.port)
+            kind = get_kind(name)
+        except KeyError:
+            continue  # a plug-in that cannot be loaded: a config naming it says why
+        simulator = kind.simulator()
+        if simulator is not None:
+            q = sims.add_parser(name, help=simulator.help)
+            _serve_options(q)
+            simulator.add_arguments(q)
+            q.set_defaults(func=functools.partial(_cmd_sim, name, simulator))
+        commands = kind.commands()
+        if not commands or name in _COMMON_COMMANDS:
+            continue
+        p = sub.add_parser(name, help=f"commands of the {name} backend")
+        group = p.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+        for command in commands:
+            q = group.add_parser(command.name, help=command.help)
+            q.add_argument("config", type=Path, help=f"a {name} run config (its [backend])")
+            command.arguments(q)
+            q.set_defaults(func=functools.partial(_cmd_kind, kind, command))
+
+
+def _cmd_sim(name: str, simulator: Simulator, args: argparse.Namespace) -> int:
+    _serve(simulator.app(args), name, args.host, args.port)
     return EXIT_OK
 
 
-def _cmd_gongji_resources(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from bulk.backends.gongji import GongjiBackend
-
+def _cmd_kind(kind: AnyKind, command: Command, args: argparse.Namespace) -> int:
+    """``bulk KIND COMMAND CONFIG``: the command on a backend made from a config of the kind."""
     cfg = config.load(args.config)
-    if cfg.backend.kind != "gongji":
-        msg = f"{cfg.path}: backend.kind is {cfg.backend.kind!r}; this command needs 'gongji'"
+    if cfg.backend.kind != kind.name:
+        msg = f"{cfg.path}: backend.kind is {cfg.backend.kind!r}; this command needs {kind.name!r}"
         raise ConfigError(msg)
     _, backend = _backend(cfg)
-    assert isinstance(backend, GongjiBackend)  # the kind's factory: the CLI builds objects
-    devices: list[Any] = []
+    send = _send_with_backoff(cfg.retry)
+    result: list[bytes | RenderableType] = []
 
-    async def fetch() -> None:
-        # A one-off read, retried like the engine's requests: transient failures and
-        # throttles back off (Retry-After wins) within the config's retry policy.
-        backoff = Backoff(cfg.retry, started=time.monotonic())
+    async def run() -> None:
         async with contextlib.aclosing(backend):
-            while True:
-                try:
-                    devices.extend(await backend.resources())
-                    return
-                except RetryableBackendError as exc:
-                    delay = backoff.next_delay(time.monotonic(), exc.retry_after)
-                    if delay is None:
-                        raise
-                    await anyio.sleep(delay)
+            result.append(await command.run(backend, args, send))
 
-    _run_async(fetch())
-    if args.json:
-        with _output():
-            sys.stdout.buffer.write(orjson.dumps(devices, option=orjson.OPT_INDENT_2) + b"\n")
-        return EXIT_OK
-    table = Table("device", "GPU", "count", "region", "inventory", "price", "mark")
-    for device in devices:
-        for region in device.get("regions") or []:
-            mark = str((region.get("mark") or {}).get("mark", ""))
-            table.add_row(
-                str(device.get("device_name")),
-                str(device.get("gpu_name")),
-                str(device.get("gpu_count")),
-                f"{region.get('region')} ({region.get('region_name')})",
-                str(region.get("inventory")),
-                str(region.get("price")),
-                mark[:24] + "…" if len(mark) > 24 else mark,
-            )
+    _run_async(run())
     with _output():
-        _console().print(table)
+        if isinstance(result[0], bytes):
+            sys.stdout.buffer.write(result[0])
+        else:
+            _console().print(result[0])
     return EXIT_OK
+
+
+def _send_with_backoff(retry: RetryConfig) -> Send:
+    """A :class:`~bulk.backends.base.Send` for one-off commands: each request is retried
+    like the engine's (transient failures and throttles back off, ``Retry-After`` wins,
+    within the config's retry policy).
+
+    It stands in for the engine's gateway until that is shared: it neither paces nor counts
+    requests in metrics, which a one-off command of a few requests does not need.
+    """
+
+    async def send(endpoint: Endpoint, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        backoff = Backoff(retry, started=time.monotonic())
+        while True:
+            try:
+                return await call(*args)
+            except RetryableBackendError as exc:
+                delay = backoff.next_delay(time.monotonic(), exc.retry_after)
+                if delay is None:
+                    raise
+                await anyio.sleep(delay)
+
+    return send

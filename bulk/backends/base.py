@@ -24,6 +24,11 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    import argparse
+
+    from aiohttp import web
+    from rich.console import RenderableType
+
     from bulk._policy import LimitsConfig, TrackConfig
     from bulk._problems import Problems
     from bulk._table import Table
@@ -34,11 +39,13 @@ __all__ = [
     "AnyKind",
     "Backend",
     "BackendKind",
+    "Command",
     "Endpoint",
     "JobStatus",
     "Phase",
     "Receipt",
     "Send",
+    "Simulator",
     "Submission",
     "Testbed",
 ]
@@ -164,6 +171,46 @@ class Testbed:
     body: Callable[[str, bool], bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class Command:
+    """``bulk KIND NAME CONFIG [options]``: a kind's own one-off command (``bulk gongji
+    resources``), on a run config of that kind.
+
+    The CLI loads the config, refuses one of another kind, creates the backend and closes it
+    after :attr:`run`; everything the command sends goes through ``send`` (the gateway).
+
+    Attributes:
+        name: the subcommand's name.
+        help: one line for ``bulk KIND --help``.
+        arguments: adds the command's options to its parser (``config`` is already there).
+        run: does the work in the event loop and returns what to print on stdout: bytes as
+            they are, or anything rich prints (a table).
+    """
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Backend, argparse.Namespace, Send], Awaitable[bytes | RenderableType]]
+
+
+class Simulator(Protocol):
+    """``bulk sim KIND``: a simulator of the kind's service, served by the CLI on 127.0.0.1."""
+
+    help: str  # one line for ``bulk sim --help``
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the simulator's options (``--host`` and ``--port`` are already there)."""
+        ...
+
+    def app(self, args: argparse.Namespace) -> web.Application:
+        """The simulator, configured from ``args``.
+
+        Raises:
+            ConfigError: an option is wrong beyond what argparse checks (a key file).
+        """
+        ...
+
+
 # A kind's ``quoted_fields`` when no field of its bodies is ever parsed by a shell.
 NO_QUOTING: Mapping[str, Callable[[str], str]] = MappingProxyType({})
 
@@ -214,6 +261,14 @@ class BackendKind(Protocol[OptionsT]):
         Called outside the event loop (it may import its simulator there); the manager it
         returns is entered in the loop, and closes the backend and the service.
         """
+        ...
+
+    def commands(self) -> Sequence[Command]:
+        """The kind's own subcommands (``bulk KIND NAME``); none is an empty sequence."""
+        ...
+
+    def simulator(self) -> Simulator | None:
+        """The simulator ``bulk sim KIND`` serves, or None (imported only when asked for)."""
         ...
 
 

@@ -73,6 +73,7 @@ from bulk.backends._procs import (
 from bulk.backends.base import (
     Backend,
     BackendKind,
+    Command,
     JobStatus,
     Phase,
     Receipt,
@@ -220,6 +221,13 @@ class LocalKind:
             yield Testbed(backend, lambda _name, long: slow if long else quick)
         finally:
             await backend.aclose()
+
+    def commands(self) -> Sequence[Command]:
+        """None: local runs have only the common commands."""
+        return ()
+
+    def simulator(self) -> None:
+        """None: the service is this machine."""
 
 
 KIND: BackendKind[LocalOptions] = LocalKind()

@@ -38,9 +38,11 @@ from bulk.backends.base import (
     NO_QUOTING,
     Backend,
     BackendKind,
+    Command,
     JobStatus,
     Phase,
     Receipt,
+    Simulator,
     Submission,
     Testbed,
 )
@@ -136,6 +138,16 @@ class StubKind:
                 await server.close()
 
         return bed()
+
+    def commands(self) -> Sequence[Command]:
+        """None: the stub has only the common commands."""
+        return ()
+
+    def simulator(self) -> Simulator:
+        """``bulk sim stub``."""
+        from bulk._sim.stub import StubSimulator
+
+        return StubSimulator()
 
 
 KIND: BackendKind[StubOptions] = StubKind()

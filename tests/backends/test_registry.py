@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
-from bulk.backends import get_kind, kind_names
+from bulk.backends import Command, Endpoint, get_kind, kind_names
+from bulk.backends import Testbed as Bed  # a name pytest does not collect
+
+_T = TypeVar("_T")
 
 # A third-party kind, as a package outside bulk would write it: only the public surface.
-TOY_MODULE = """
-from bulk.backends import NO_QUOTING, LimitsConfig, TrackConfig
+TOY_MODULE = r"""
+from aiohttp import web
+
+from bulk.backends import NO_QUOTING, Command, LimitsConfig, TrackConfig
 from bulk.testing import FakeBackend
+
+
+async def hello(backend, args, send):
+    answer = await send("status", backend.status, [])
+    return f"hello {args.who}, {len(answer)} jobs\n".encode()
+
+
+class ToySim:
+    help = "a toy service"
+
+    def add_arguments(self, parser):
+        parser.add_argument("--greeting", default="hi")
+
+    def app(self, args):
+        return web.Application()
 
 
 class ToyKind:
@@ -38,6 +64,12 @@ class ToyKind:
 
     def create(self, options, *, run, run_dir):
         return FakeBackend(runs_for=1)
+
+    def commands(self):
+        return (Command("hello", "say hello", lambda p: p.add_argument("--who"), hello),)
+
+    def simulator(self):
+        return ToySim()
 
 
 KIND = ToyKind()
@@ -101,6 +133,59 @@ def test_a_kind_from_an_entry_point_plans_and_runs_to_the_end(tmp_path: Path) ->
     assert 0 == ran.returncode, ran.stderr
     assert "5 succeeded" in ran.stderr
     assert {"succeeded": 5} == {k: v for k, v in json.loads(status.stdout)["counts"].items() if v}
+
+
+def test_a_kind_contributes_its_commands_and_simulator(tmp_path: Path) -> None:
+    """``bulk toy hello`` and ``bulk sim toy`` come from the toy kind: the CLI names none."""
+    env = install_toy(tmp_path)
+    config = tmp_path / "toy.toml"
+    config.write_text(CONFIG)
+
+    hello = bulk(env, "toy", "hello", str(config), "--who", "you")
+    listed = bulk(env, "--help")
+    with subprocess.Popen(
+        [sys.executable, "-m", "bulk", "sim", "toy", "--port", "0", "--greeting", "yo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as sim:
+        assert sim.stdout is not None
+        first = sim.stdout.readline()
+        sim.send_signal(signal.SIGTERM)
+        served = sim.wait(timeout=60)
+
+    assert 0 == hello.returncode, hello.stderr
+    assert "hello you, 0 jobs\n" == hello.stdout
+    assert re.search(r"^    toy +commands of the toy backend$", listed.stdout, re.MULTILINE)
+    assert first.startswith("bulk sim toy: listening on http://127.0.0.1:")
+    assert 0 == served
+
+
+@pytest.fixture
+def gongji_resources(tmp_path: Path) -> tuple[Command, AbstractAsyncContextManager[Bed]]:
+    """The Gongji kind's resources command and its testbed (made outside the event loop)."""
+    kind = get_kind("gongji")
+    [command] = [c for c in kind.commands() if c.name == "resources"]
+    return command, kind.testbed(tmp_path)
+
+
+async def test_gongji_resources_sends_through_the_gateway(
+    gongji_resources: tuple[Command, AbstractAsyncContextManager[Bed]],
+) -> None:
+    """The resources command asks the service only through the ``send`` it is given."""
+    command, testbed = gongji_resources
+    sent: list[str] = []
+
+    async def send(endpoint: Endpoint, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        sent.append(endpoint)
+        return await call(*args)
+
+    async with testbed as bed:
+        out = await command.run(bed.backend, argparse.Namespace(json=True), send)
+
+    assert ["lookup"] == sent
+    assert isinstance(out, bytes)
+    assert json.loads(out)  # the simulator's device list
 
 
 @pytest.mark.parametrize(

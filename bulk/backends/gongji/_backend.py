@@ -61,9 +61,11 @@ from bulk.backends.base import (
     NO_QUOTING,
     Backend,
     BackendKind,
+    Command,
     JobStatus,
     Phase,
     Receipt,
+    Simulator,
     Submission,
     Testbed,
 )
@@ -387,6 +389,18 @@ class GongjiKind:
                 await server.close()
 
         return bed()
+
+    def commands(self) -> Sequence[Command]:
+        """``bulk gongji resources``."""
+        from bulk.backends.gongji._cli import COMMANDS
+
+        return COMMANDS
+
+    def simulator(self) -> Simulator:
+        """``bulk sim gongji``."""
+        from bulk._sim.gongji import GongjiSimulator
+
+        return GongjiSimulator()
 
 
 KIND: BackendKind[GongjiOptions] = GongjiKind()
