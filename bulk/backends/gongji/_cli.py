@@ -7,7 +7,7 @@ Imported when the CLI asks the kind for its commands; everything sent goes throu
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS"]
 
 
+@runtime_checkable
+class _Devices(Protocol):
+    """The Gongji backend as this module needs it (importing it would close a circle)."""
+
+    async def resources(self) -> list[dict[str, Any]]: ...
+
+
 def _resources_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="the raw list as JSON")
 
@@ -27,9 +34,7 @@ async def _resources(
     backend: Backend, args: argparse.Namespace, send: Send
 ) -> bytes | RenderableType:
     """The device list: JSON, or a table of each device's regions and marks."""
-    from bulk.backends.gongji._backend import GongjiBackend
-
-    assert isinstance(backend, GongjiBackend)  # the kind's factory made it: the CLI checked
+    assert isinstance(backend, _Devices)  # the kind's factory made it: the CLI checked
     # A one-off read: "lookup" is the class bulk paces with status requests.
     devices: list[dict[str, Any]] = await send("lookup", backend.resources)
     if args.json:
