@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from bulk._config import Config, load
 from bulk._loop import run_async
 from bulk._naming import Point
-from bulk.backends import Backend, BackendKind, get_kind
+from bulk.backends import AnyKind, Backend, get_kind
 from bulk.errors import BulkError, ConfigError
 
 if TYPE_CHECKING:
@@ -236,12 +236,12 @@ def execute(
             tg.cancel_scope.cancel()
 
     started = time.monotonic()
-    run_async(drive(), uvloop=kind.uvloop)
+    run_async(drive())
     elapsed = time.monotonic() - started
     return Summary(cfg.run.name, journal.counts(), elapsed, engine.interrupted)
 
 
-def open_backend(cfg: Config) -> tuple[BackendKind, Backend]:
+def open_backend(cfg: Config) -> tuple[AnyKind, Backend]:
     """The run's backend kind and a live backend for it (credentials are read here)."""
     kind = get_kind(cfg.backend.kind)
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, overload
 
 from bulk._template import value_problem
 from bulk.errors import ConfigError
@@ -19,6 +19,9 @@ __all__ = ["Table"]
 _BARE_KEY = re.compile(r"[A-Za-z0-9_.-]+")  # dotted: callers pass key paths too
 
 _T = TypeVar("_T")
+_U = TypeVar("_U")
+_D = TypeVar("_D")
+_N = TypeVar("_N", int, float)
 _REQUIRED: Any = object()
 
 
@@ -37,7 +40,18 @@ class Table:
     def fail(self, key: str, problem: str) -> NoReturn:
         raise ConfigError(problem, where=self.where, field=f"{self.prefix}{_key_text(key)}")
 
-    def get(self, key: str, kind: type[_T] | tuple[type, ...], default: Any = _REQUIRED) -> Any:
+    # ``get(key, str)`` is a str; with a default it is a str or the default's type; with a
+    # pair of types, either. The checks below make the overloads true.
+    @overload
+    def get(self, key: str, kind: type[_T]) -> _T: ...
+    @overload
+    def get(self, key: str, kind: type[_T], default: _D) -> _T | _D: ...
+    @overload
+    def get(self, key: str, kind: tuple[type[_T], type[_U]]) -> _T | _U: ...
+    @overload
+    def get(self, key: str, kind: tuple[type[_T], type[_U]], default: _D) -> _T | _U | _D: ...
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = _REQUIRED) -> Any:
+        """The value of ``key``, checked to be of ``kind``; ``default`` if absent, else an error."""
         self.known.append(key)
         if key not in self.data:
             if default is _REQUIRED:
@@ -59,7 +73,12 @@ class Table:
             self.fail(key, problem)
         return value
 
+    @overload
+    def positive(self, key: str, kind: type[_N], default: _N) -> _N: ...
+    @overload
+    def positive(self, key: str, kind: type[_N], default: None) -> _N | None: ...
     def positive(self, key: str, kind: type, default: Any) -> Any:
+        """Like :meth:`get`, and the value (unless it is the ``None`` default) is above 0."""
         value = self.get(key, kind, default)
         if value is not None and not value > 0:
             self.fail(key, f"{value!r} must be greater than 0")

@@ -359,3 +359,24 @@ def test_interrupted_advice_repeats_the_command(argv: list[str], flags: list[str
     from bulk._cli._run import resume_flags
 
     assert flags == resume_flags(build_parser().parse_args(argv))
+
+
+def test_the_cli_chooses_the_event_loop_for_every_kind(
+    squares: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local run goes on uvloop where it is installed: the kind has no say in the loop."""
+    pytest.importorskip("uvloop")
+    import anyio
+
+    chosen: list[object] = []
+    real_run = anyio.run
+
+    def recording_run(*args: object, **kwargs: object) -> object:
+        chosen.append(kwargs.get("backend_options"))
+        return real_run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(anyio, "run", recording_run)
+
+    assert 0 == main(["run", str(squares)])
+
+    assert [{"use_uvloop": True}] == chosen

@@ -53,9 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code.
     """
     _ensure_standard_streams()
-    parser = build_parser()
+    arguments = sys.argv[1:] if argv is None else argv
+    parser = build_parser(arguments)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_INPUT

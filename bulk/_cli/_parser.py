@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import bulk._cli._args as arg
 from bulk import __version__
+from bulk._cli._kinds import add_kind_commands
 from bulk._cli._report import cmd_export, cmd_plan, cmd_status
 from bulk._cli._run import cmd_retry, cmd_run, cmd_stop
-from bulk._cli._sim import add_gongji_commands, add_sim_commands
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``bulk`` parser: every command sets ``func``, the function that runs it."""
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser of ``argv``: every command sets ``func``, the function that runs it.
+
+    The backend kinds' simulators and commands are added where ``argv`` may name them
+    (``bulk sim KIND``, ``bulk KIND COMMAND``, ``bulk --help``).
+    """
     parser = arg.Parser(
         prog="bulk",
         description="Submit very large batches of jobs, politely, exactly once, resumably.",
@@ -23,9 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(sub)
     _add_run_and_retry(sub)
     _add_status_and_stop(sub)
-    add_sim_commands(sub)
-    add_gongji_commands(sub)
     _add_export(sub)
+    add_kind_commands(sub, argv)
     return parser
 
 

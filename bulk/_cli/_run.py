@@ -171,7 +171,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
     runs.require_journal(cfg)  # before the lock: a run never started gets no folder
     with RunLock(cfg.run.dir), runs.open_journal(cfg) as journal:  # refuses a lost one
-        kind, backend = open_backend(cfg)
+        _, backend = open_backend(cfg)
         templates = runs.templates(cfg, journal)
         result: list[tuple[int, list[str]]] = []
 
@@ -188,7 +188,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
                     )
                 )
 
-        run_async(stop(), uvloop=kind.uvloop)
+        run_async(stop())
     stopped, problems = result[0]
     for line in problems:
         err(line)

@@ -32,7 +32,7 @@ from bulk._config._read import parse_json, parse_toml, read_text
 from bulk._config._sweep import SweepConfig, load_sweep
 from bulk._policy import LimitsConfig, RetryConfig, TrackConfig
 from bulk._table import Table
-from bulk.backends import BackendKind, get_kind
+from bulk.backends import AnyKind, get_kind
 from bulk.errors import ConfigError
 
 __all__ = ["BackendConfig", "Config", "RunConfig", "fingerprint_of", "load"]
@@ -162,7 +162,7 @@ def _load_run(t: Table, base: Path) -> RunConfig:
     return RunConfig(name=name, dir=folder)
 
 
-def _load_backend(t: Table, base: Path) -> tuple[BackendConfig, BackendKind]:
+def _load_backend(t: Table, base: Path) -> tuple[BackendConfig, AnyKind]:
 
     for key in t.data:
         if key.lower() in _INLINE_SECRET_KEYS:

@@ -2,11 +2,13 @@
 
 from bulk._engine._context import INTERRUPTED, LimiterFactory, SentMark, Stats
 from bulk._engine._engine import Engine
+from bulk._engine._gateway import Gateway
 from bulk._engine._stop import stop_run
 
 __all__ = [
     "INTERRUPTED",
     "Engine",
+    "Gateway",
     "LimiterFactory",
     "SentMark",
     "Stats",

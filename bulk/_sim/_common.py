@@ -1,11 +1,41 @@
-"""A token bucket: the simulators' request rate limits (a service's own, or one per token)."""
+"""What the simulators share: a token bucket for their request rate limits (a service's own,
+or one per token), and the argument types of their ``bulk sim KIND`` options."""
 
 from __future__ import annotations
 
+import argparse
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["TokenBucket"]
+__all__ = ["TokenBucket", "per_second", "seconds", "share"]
+
+
+def _number(text: str, allowed: Callable[[float], bool], what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and allowed(value)):
+        msg = f"expected {what}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def share(text: str) -> float:
+    """An option's share of requests or jobs, from 0 to 1."""
+    return _number(text, lambda v: 0 <= v <= 1, "a share from 0 to 1")
+
+
+def seconds(text: str) -> float:
+    """An option's seconds, 0 or more."""
+    return _number(text, lambda v: v >= 0, "a number of seconds >= 0")
+
+
+def per_second(text: str) -> float:
+    """An option's requests per second, more than 0."""
+    return _number(text, lambda v: v > 0, "a number of requests per second > 0")
 
 
 @dataclass(slots=True)

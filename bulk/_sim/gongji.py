@@ -38,6 +38,7 @@ it guesses:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import binascii
@@ -47,6 +48,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -55,9 +57,19 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from bulk._sim._common import TokenBucket
+from bulk._sim._common import TokenBucket, per_second, seconds, share
+from bulk.errors import ConfigError
 
-__all__ = ["DEVICES", "GARBAGE", "GONGJI", "GongjiSim", "SimConfig", "make_app", "sample_body"]
+__all__ = [
+    "DEVICES",
+    "GARBAGE",
+    "GONGJI",
+    "GongjiSim",
+    "GongjiSimulator",
+    "SimConfig",
+    "make_app",
+    "sample_body",
+]
 
 _CHINA = timezone(timedelta(hours=8))
 
@@ -606,3 +618,113 @@ def _check_signature(
     except InvalidSignature:
         return "C005", "签名校验失败"
     return None
+
+
+class GongjiSimulator:
+    """``bulk sim gongji``: tokens to accept, and the faults of :class:`SimConfig`."""
+
+    help = "a simulator of the Gongji Open API's Job endpoints"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Tokens (RSA or simple mode), one option per fault, the order of search results."""
+        parser.add_argument(
+            "--rsa-token",
+            action="append",
+            default=[],
+            metavar="TOKEN=PUBLIC.pem",
+            help="register an RSA-mode token with its public key (repeatable)",
+        )
+        parser.add_argument(
+            "--simple-token",
+            action="append",
+            default=[],
+            metavar="TOKEN",
+            help="register a simple-mode token (repeatable)",
+        )
+        parser.add_argument(
+            "--stop-ended-ok",
+            action="store_true",
+            help="stopping an ended task succeeds (default: code C010)",
+        )
+        for name, kind, default, help_ in (
+            ("--pending-s", seconds, 0.5, "seconds a task stays Pending"),
+            ("--run-s", seconds, 2.0, "seconds a task runs"),
+            ("--failure-rate", share, 0.0, "share of tasks that end Failed"),
+            ("--skew-s", seconds, 300.0, "accepted timestamp skew, seconds"),
+            ("--throttle-rate", share, 0.0, "share of requests answered with code C008"),
+            ("--http-429-rate", share, 0.0, "share of requests answered HTTP 429"),
+            ("--retry-after", seconds, 1.0, "Retry-After of those 429s, seconds"),
+            ("--error-rate", share, 0.0, "share of requests answered HTTP 502"),
+            ("--reset-rate", share, 0.0, "share of requests whose connection is dropped"),
+            ("--commit-fail-rate", share, 0.0, "share of creates that create, then fail"),
+            ("--latency", seconds, 0.0, "delay before every answer, seconds"),
+            ("--rate-limit", per_second, None, "requests per second per token before HTTP 429"),
+            ("--echo-rate", share, 0.0, "share of requests answered echoing the request"),
+            (
+                "--garbage-rate",
+                share,
+                0.0,
+                "share of successful answers replaced by garbage (after the request took effect)",
+            ),
+            ("--seed", int, 0, "seed of the fault draws"),
+        ):
+            parser.add_argument(name, type=kind, default=default, help=help_)
+        parser.add_argument(
+            "--list-order",
+            choices=("newest", "oldest"),
+            default="newest",
+            help="order of search results (undocumented by the API): newest or oldest task first",
+        )
+
+    def app(self, args: argparse.Namespace) -> web.Application:
+        """The service with its tokens and faults.
+
+        Raises:
+            ConfigError: no token, or an RSA token whose key cannot be read.
+        """
+        sim = GongjiSim(
+            SimConfig(
+                pending_s=args.pending_s,
+                run_s=args.run_s,
+                failure_rate=args.failure_rate,
+                skew_s=args.skew_s,
+                stop_ended_ok=args.stop_ended_ok,
+                throttle_rate=args.throttle_rate,
+                http_429_rate=args.http_429_rate,
+                retry_after_s=args.retry_after,
+                error_rate=args.error_rate,
+                reset_rate=args.reset_rate,
+                commit_fail_rate=args.commit_fail_rate,
+                latency_s=args.latency,
+                rate_limit_per_s=args.rate_limit,
+                echo_rate=args.echo_rate,
+                garbage_rate=args.garbage_rate,
+                list_order=args.list_order,
+                seed=args.seed,
+            )
+        )
+        where = "bulk sim gongji: error: argument --rsa-token"
+        for entry in args.rsa_token:
+            token, sep, key_path = entry.partition("=")
+            if not sep or not token:
+                msg = f"expected TOKEN=PUBLIC_KEY.pem, got {entry!r}"
+                raise ConfigError(msg, where=where)
+            try:
+                sim.add_token(token, Path(key_path).read_bytes())
+            except OSError as exc:
+                text = exc.strerror or str(exc)
+                msg = f"cannot read {key_path}: {text[:1].lower()}{text[1:]}"
+                raise ConfigError(msg, where=where) from None
+            except ValueError:
+                msg = (
+                    f"{key_path} is not an RSA public key in PEM (openssl rsa -in KEY.pem -pubout)"
+                )
+                raise ConfigError(msg, where=where) from None
+        for token in args.simple_token:
+            sim.add_token(token, None)
+        if not sim.tokens:
+            msg = (
+                "register at least one token: --rsa-token TOKEN=PUBLIC.pem or --simple-token TOKEN"
+            )
+            raise ConfigError(msg, where="bulk sim gongji: error")
+        return make_app(sim)

@@ -26,6 +26,7 @@ began and ended. A correct client makes it 1 for every name, whatever the faults
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import time
@@ -35,9 +36,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bulk._sim._common import TokenBucket
+from bulk._sim._common import TokenBucket, per_second, seconds, share
 
-__all__ = ["GARBAGE", "SERVICE", "StubFaults", "StubService", "make_app"]
+__all__ = ["GARBAGE", "SERVICE", "StubFaults", "StubService", "StubSimulator", "make_app"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,3 +306,52 @@ async def _json_object(request: web.Request) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return body if isinstance(body, dict) else None
+
+
+class StubSimulator:
+    """``bulk sim stub``: the options are the faults of :class:`StubFaults`."""
+
+    help = "bulk's reference HTTP job service, with fault injection"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """One option per fault."""
+        for name, kind, default, help_ in (
+            ("--throttle-rate", share, 0.0, "share of creates answered 429"),
+            ("--retry-after", seconds, 0.5, "Retry-After of those 429s, seconds"),
+            ("--fail-before-rate", share, 0.0, "share of creates answered 503, nothing created"),
+            ("--fail-after-rate", share, 0.0, "share of creates that create, then fail"),
+            ("--rate-limit", per_second, None, "requests per second before 429s"),
+            ("--latency", seconds, 0.0, "delay before every answer, seconds"),
+            ("--queue-s", seconds, 0.0, "seconds a job stays queued"),
+            ("--run-s", seconds, 0.0, "seconds a job runs"),
+            ("--job-failure-rate", share, 0.0, "share of jobs that end failed"),
+            ("--echo-rate", share, 0.0, "share of requests answered 500 echoing the request"),
+            (
+                "--garbage-rate",
+                share,
+                0.0,
+                "share of successful answers replaced by garbage (after the request took effect)",
+            ),
+            ("--token", str, None, "require Authorization: Bearer TOKEN"),
+            ("--seed", int, 0, "seed of the fault draws"),
+        ):
+            parser.add_argument(name, type=kind, default=default, help=help_)
+
+    def app(self, args: argparse.Namespace) -> web.Application:
+        """The service with the faults asked for."""
+        faults = StubFaults(
+            throttle_rate=args.throttle_rate,
+            retry_after_s=args.retry_after,
+            fail_before_rate=args.fail_before_rate,
+            fail_after_rate=args.fail_after_rate,
+            rate_limit_per_s=args.rate_limit,
+            latency_s=args.latency,
+            queue_s=args.queue_s,
+            run_s=args.run_s,
+            job_failure_rate=args.job_failure_rate,
+            echo_rate=args.echo_rate,
+            garbage_rate=args.garbage_rate,
+            token=args.token,
+            seed=args.seed,
+        )
+        return make_app(faults)

@@ -1,62 +1,128 @@
 """Backends: where rendered jobs go. ``get_kind(name)`` is the registry.
 
-To add one, write a module with a :class:`~bulk.backends.base.BackendKind` and list it in
-``_KINDS`` below; nothing else in bulk needs to know about it.
+To add one, write a module (or package) with a :class:`~bulk.backends.base.BackendKind`
+named ``KIND`` and list it in ``_MODULES`` below, or, from another package, register it in
+the ``bulk.backends`` entry-point group; nothing else in bulk needs to know about it.
 """
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+from bulk._policy import LimitsConfig, TrackConfig
 from bulk.backends.base import (
+    NO_QUOTING,
+    AnyKind,
     Backend,
     BackendKind,
+    Command,
     Endpoint,
     JobStatus,
     Phase,
     Receipt,
     Send,
+    Simulator,
     Submission,
+    Testbed,
 )
 
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
 __all__ = [
+    "ENTRY_POINT_GROUP",
+    "NO_QUOTING",
+    "AnyKind",
     "Backend",
     "BackendKind",
+    "Command",
     "Endpoint",
     "JobStatus",
+    "LimitsConfig",
     "Phase",
     "Receipt",
     "Send",
+    "Simulator",
     "Submission",
+    "Testbed",
+    "TrackConfig",
     "get_kind",
     "kind_names",
 ]
 
 
-# Each kind's module, imported only when a config names it: a local run never loads the
-# HTTP client or the RSA library.
+# The built-in kinds: each module's ``KIND``, imported only when a config names it (a local
+# run never loads the HTTP client or the RSA library). A built-in name wins over an entry
+# point of the same name: a package cannot take ``local`` over.
 _MODULES = {
     "gongji": "bulk.backends.gongji",
     "local": "bulk.backends.local",
     "stub": "bulk.backends.stub",
 }
 
+ENTRY_POINT_GROUP = "bulk.backends"
+"""Installed packages add kinds here: ``toy = "toy_pkg:KIND"`` (or the module alone)."""
+
+# What a kind must have for bulk to use it (checked when an entry point is loaded).
+_KIND_MEMBERS = (
+    "name",
+    "default_limits",
+    "default_track",
+    "quoted_fields",
+    "jobs_outlive_bulk",
+    "unique_names",
+    "parse_options",
+    "validate",
+    "check_template",
+    "create",
+)
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    """The installed ``bulk.backends`` entry points other than the built-in names."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {name: ep for name, ep in found.items() if name not in _MODULES}
+
 
 def kind_names() -> list[str]:
-    """The names a config may give as ``[backend] kind``."""
-    return sorted(_MODULES)
+    """The names a config may give as ``[backend] kind``: built in, then installed."""
+    return sorted(_MODULES.keys() | _entry_points().keys())
 
 
-def get_kind(name: str) -> BackendKind:
-    """The backend kind called ``name``.
+def get_kind(name: str) -> AnyKind:
+    """The backend kind called ``name``: a built-in one, or one of an installed package.
 
     Raises:
-        KeyError: with a message listing the valid names.
+        KeyError: with a one-line message: the valid names, or why an installed kind
+            cannot be loaded.
     """
-    try:
-        module = _MODULES[name]
-    except KeyError:
+    if name in _MODULES:
+        kind: AnyKind = importlib.import_module(_MODULES[name]).KIND
+        return kind
+    ep = _entry_points().get(name)
+    if ep is None:
         msg = f"unknown backend {name!r}; valid kinds: {', '.join(kind_names())}"
+        raise KeyError(msg)
+    return _load(ep)
+
+
+def _load(ep: EntryPoint) -> AnyKind:
+    where = f"backend {ep.name!r} (entry point {ep.value!r}"
+    where += f" of {ep.dist.name} {ep.dist.version})" if ep.dist is not None else ")"
+    try:
+        loaded = ep.load()
+    except Exception as exc:  # noqa: BLE001 - any import error of a plug-in is reported
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+        msg = f"{where} cannot be loaded: {detail}"
         raise KeyError(msg) from None
-    kind: BackendKind = importlib.import_module(module).KIND
-    return kind
+    kind = getattr(loaded, "KIND", loaded) if isinstance(loaded, ModuleType) else loaded
+    missing = [m for m in _KIND_MEMBERS if not hasattr(kind, m)]
+    if missing:
+        msg = f"{where} is not a backend kind: it has no {', '.join(missing)}"
+        raise KeyError(msg)
+    result: AnyKind = kind
+    return result

@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    import argparse
+
+    from aiohttp import web
+    from rich.console import RenderableType
+
     from bulk._policy import LimitsConfig, TrackConfig
     from bulk._problems import Problems
     from bulk._table import Table
@@ -30,17 +36,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NO_QUOTING",
+    "AnyKind",
     "Backend",
     "BackendKind",
+    "Command",
     "Endpoint",
     "JobStatus",
     "Phase",
     "Receipt",
     "Send",
+    "Simulator",
     "Submission",
+    "Testbed",
 ]
 
 _T = TypeVar("_T")
+OptionsT = TypeVar("OptionsT")
 
 Endpoint = Literal["submit", "status", "stop", "lookup"]
 """The classes of request bulk paces and counts apart (look-ups share status's rate)."""
@@ -146,17 +157,80 @@ class Send(Protocol):
     ) -> _T: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Testbed:
+    """A backend connected to a private instance of its service, for the contract suite.
+
+    Attributes:
+        backend: the live backend (its simulator on loopback, a temporary folder, ...).
+        body: the create body of a job: ``body(name, long)``; a ``long`` job runs until it
+            is stopped (for a while, at least), any other ends soon and succeeds.
+        garble: sets the share of the service's successful answers replaced by garbage
+            (the request took effect, the answer cannot be read); None where the service
+            is not reached over the wire.
+    """
+
+    backend: Backend
+    body: Callable[[str, bool], bytes]
+    garble: Callable[[float], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """``bulk KIND NAME CONFIG [options]``: a kind's own one-off command (``bulk gongji
+    resources``), on a run config of that kind.
+
+    The CLI loads the config, refuses one of another kind, creates the backend and closes it
+    after :attr:`run`; everything the command sends goes through ``send`` (the gateway).
+
+    Attributes:
+        name: the subcommand's name.
+        help: one line for ``bulk KIND --help``.
+        arguments: adds the command's options to its parser (``config`` is already there).
+        run: does the work in the event loop and returns what to print on stdout: bytes as
+            they are, or anything rich prints (a table).
+    """
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Backend, argparse.Namespace, Send], Awaitable[bytes | RenderableType]]
+
+
+class Simulator(Protocol):
+    """``bulk sim KIND``: a simulator of the kind's service, served by the CLI on 127.0.0.1."""
+
+    help: str  # one line for ``bulk sim --help``
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the simulator's options (``--host`` and ``--port`` are already there)."""
+        ...
+
+    def app(self, args: argparse.Namespace) -> web.Application:
+        """The simulator, configured from ``args``.
+
+        Raises:
+            ConfigError: an option is wrong beyond what argparse checks (a key file).
+        """
+        ...
+
+
 # A kind's ``quoted_fields`` when no field of its bodies is ever parsed by a shell.
 NO_QUOTING: Mapping[str, Callable[[str], str]] = MappingProxyType({})
 
 
-class BackendKind(Protocol):
-    """What ``[backend] kind = ...`` names: options, body schema and a factory."""
+class BackendKind(Protocol[OptionsT]):
+    """What ``[backend] kind = ...`` names: options, body schema and a factory.
+
+    ``OptionsT`` is the kind's own frozen options type: what :meth:`parse_options` returns is
+    what :meth:`create` takes. The registry hands kinds out as ``BackendKind[Any]`` (one
+    table holds kinds of different options), so the pair travels together: a config's
+    options are only ever given back to the kind that parsed them.
+    """
 
     name: str
     default_limits: LimitsConfig  # what [limits] falls back to for this service
     default_track: TrackConfig  # what [track] falls back to (polling cadence)
-    uvloop: bool  # whether runs are faster on uvloop (the CLI picks the event loop)
     # Template fields whose substituted values are escaped, and how (``job.command`` ->
     # shlex.quote for the local backend's shell strings); see bulk._template.
     quoted_fields: Mapping[str, Callable[[str], str]]
@@ -168,7 +242,7 @@ class BackendKind(Protocol):
     # pending rows the journal may have lost track of before sending them (engine.py).
     unique_names: bool
 
-    def parse_options(self, table: Table, base: Path) -> Any:
+    def parse_options(self, table: Table, base: Path) -> OptionsT:
         """Read this backend's keys from ``[backend]`` (``kind`` is already read)."""
         ...
 
@@ -180,6 +254,27 @@ class BackendKind(Protocol):
         """A problem with the template as a whole (e.g. a name without ``{_key}``), or None."""
         ...
 
-    def create(self, options: Any, *, run: str, run_dir: Path) -> Backend:
+    def create(self, options: OptionsT, *, run: str, run_dir: Path) -> Backend:
         """The live backend for one run."""
         ...
+
+    def testbed(self, folder: Path) -> AbstractAsyncContextManager[Testbed]:
+        """A backend on a service of its own (a simulator, files under ``folder``), for
+        ``tests/backends/test_contract.py``: every registered kind is run through it.
+
+        Called outside the event loop (it may import its simulator there); the manager it
+        returns is entered in the loop, and closes the backend and the service.
+        """
+        ...
+
+    def commands(self) -> Sequence[Command]:
+        """The kind's own subcommands (``bulk KIND NAME``); none is an empty sequence."""
+        ...
+
+    def simulator(self) -> Simulator | None:
+        """The simulator ``bulk sim KIND`` serves, or None (imported only when asked for)."""
+        ...
+
+
+AnyKind = BackendKind[Any]
+"""A kind of options unknown here: what the registry and the CLI hold."""

@@ -47,7 +47,8 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -69,7 +70,16 @@ from bulk.backends._procs import (
     release_subreaper,
     stat,
 )
-from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
+from bulk.backends.base import (
+    Backend,
+    BackendKind,
+    Command,
+    JobStatus,
+    Phase,
+    Receipt,
+    Submission,
+    Testbed,
+)
 from bulk.errors import BackendError, PermanentBackendError, RunRefusedError
 
 if TYPE_CHECKING:
@@ -124,10 +134,6 @@ class LocalKind:
         max_active=os.cpu_count() or 2,
     )
     default_track = TrackConfig(first_s=0.002, factor=1.5, max_s=0.25, batch=1000)
-    # uvloop starts a subprocess with a plain fork of the whole bulk process: measured here at
-    # 6.7 ms per job against 0.9 ms on asyncio's loop (posix_spawn/vfork). Local runs are
-    # spawn-bound, so they stay on asyncio.
-    uvloop = False
     # A string command is parsed by the shell: values pasted into it are shell-quoted, as
     # GNU parallel does, so that `it's` or `a; rm -rf ~` in a cell stays one argument.
     # ``{var!raw}`` pastes a value as it is; a command that is one placeholder alone
@@ -206,8 +212,25 @@ class LocalKind:
         """A backend that runs this run's jobs under ``run_dir``."""
         return LocalBackend(options, run_dir=run_dir)
 
+    @asynccontextmanager
+    async def testbed(self, folder: Path) -> AsyncIterator[Testbed]:
+        """Jobs run in ``folder``: ``true``, or ``sleep 30`` for a long one."""
+        backend = LocalBackend(LocalOptions(base=folder, kill_grace_s=1), run_dir=folder)
+        quick, slow = b'{"command": "true"}', b'{"command": ["sleep", "30"]}'
+        try:
+            yield Testbed(backend, lambda _name, long: slow if long else quick)
+        finally:
+            await backend.aclose()
 
-KIND = LocalKind()
+    def commands(self) -> Sequence[Command]:
+        """None: local runs have only the common commands."""
+        return ()
+
+    def simulator(self) -> None:
+        """None: the service is this machine."""
+
+
+KIND: BackendKind[LocalOptions] = LocalKind()
 
 
 def _check_c_string(text: str, field: str, problems: Problems, *, extra: int = 0) -> None:

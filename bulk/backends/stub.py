@@ -23,7 +23,9 @@ ends the run, and never fails a job that may exist.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +36,18 @@ import orjson
 from bulk._policy import LimitsConfig, TrackConfig
 from bulk._text import excerpt
 from bulk.backends._http import HttpClient, Response, read_token, url_problem
-from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
+from bulk.backends.base import (
+    NO_QUOTING,
+    Backend,
+    BackendKind,
+    Command,
+    JobStatus,
+    Phase,
+    Receipt,
+    Simulator,
+    Submission,
+    Testbed,
+)
 
 if TYPE_CHECKING:
     from bulk._problems import Problems
@@ -76,7 +89,6 @@ class StubKind:
         max_active=1000,
     )
     default_track = TrackConfig(first_s=0.2, factor=1.5, max_s=2.0, batch=500)
-    uvloop = True  # HTTP-bound: uvloop costs 20-25 % less CPU per request
     quoted_fields = NO_QUOTING
     jobs_outlive_bulk = True
     unique_names = True  # a second create of a name is answered 409 with the first job's id
@@ -110,8 +122,46 @@ class StubKind:
         """A client of the service at ``options.url``."""
         return StubBackend(options)
 
+    def testbed(self, folder: Path) -> AbstractAsyncContextManager[Testbed]:
+        """A backend of ``bulk sim stub`` served in this process on an OS-chosen port."""
+        from aiohttp.test_utils import TestServer
 
-KIND = StubKind()
+        from bulk._sim.stub import SERVICE, StubFaults, make_app
+
+        @asynccontextmanager
+        async def bed() -> AsyncIterator[Testbed]:
+            app = make_app(StubFaults(run_s=0.0))
+            server = TestServer(app, host="127.0.0.1")
+            await server.start_server()
+            backend = StubBackend(StubOptions(url=str(server.make_url(""))))
+
+            def garble(rate: float) -> None:
+                app[SERVICE].faults = dataclasses.replace(app[SERVICE].faults, garbage_rate=rate)
+
+            try:
+                yield Testbed(
+                    backend,
+                    lambda _name, long: b'{"run_s": 30}' if long else b"{}",
+                    garble=garble,
+                )
+            finally:
+                await backend.aclose()
+                await server.close()
+
+        return bed()
+
+    def commands(self) -> Sequence[Command]:
+        """None: the stub has only the common commands."""
+        return ()
+
+    def simulator(self) -> Simulator:
+        """``bulk sim stub``."""
+        from bulk._sim.stub import StubSimulator
+
+        return StubSimulator()
+
+
+KIND: BackendKind[StubOptions] = StubKind()
 
 
 class StubBackend:

@@ -1,21 +1,18 @@
-"""One contract, every backend: FakeBackend, LocalBackend, and StubBackend over loopback HTTP."""
+"""One contract, every backend: the FakeBackend, and every kind the registry knows, each on
+its own testbed (``BackendKind.testbed``: a simulator on loopback, a temporary folder)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 
-from bulk._sim.gongji import GongjiSim, SimConfig, sample_body
-from bulk._sim.gongji import make_app as make_gongji_app
-from bulk._sim.stub import SERVICE, StubFaults, make_app
+from bulk.backends import get_kind, kind_names
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
-from bulk.backends.gongji import GongjiBackend, GongjiClient, GongjiOptions
-from bulk.backends.local import LocalBackend, LocalOptions
-from bulk.backends.stub import StubBackend, StubOptions
+from bulk.backends.base import Testbed as Bed  # a name pytest does not collect
 from bulk.errors import AmbiguousBackendError, TransientBackendError
 from bulk.testing import FakeBackend, wait_until
 
@@ -31,60 +28,36 @@ class Case:
     garble: Callable[[float], None] | None = None
 
 
-def fixed(quick: bytes, slow: bytes) -> BodyFor:
-    return lambda _name, long: slow if long else quick
+@pytest.fixture(params=["fake", *kind_names()])
+def testbed(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> tuple[AbstractAsyncContextManager[Bed], bool]:
+    """The testbed of a registered kind (made outside the event loop: it may import its
+    simulator), and whether the kind's names are unique."""
+    if request.param == "fake":
+        return fake_testbed(), True
+    kind = get_kind(request.param)
+    return kind.testbed(tmp_path), kind.unique_names
 
 
-@pytest.fixture(params=["fake", "local", "stub", "gongji"])
-async def case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Case]:
-    kind = request.param
-    if kind == "fake":
-        fake = FakeBackend(
-            runs_for=0,
-            outcome=lambda name: (
-                (Phase.SUCCEEDED, None) if name.endswith("quick") else (Phase.RUNNING, None)
-            ),
-        )
-        yield Case(fake, fixed(b"{}", b"{}"))
-    elif kind == "local":
-        local = LocalBackend(LocalOptions(base=tmp_path, kill_grace_s=1), run_dir=tmp_path)
-        yield Case(local, fixed(b'{"command": "true"}', b'{"command": ["sleep", "30"]}'))
-        await local.aclose()
-    elif kind == "gongji":
-        sim = GongjiSim(SimConfig(pending_s=0.0, run_s=0.0))
-        sim.add_token("t", None)
+@asynccontextmanager
+async def fake_testbed() -> AsyncIterator[Bed]:
+    fake = FakeBackend(
+        runs_for=0,
+        outcome=lambda name: (
+            (Phase.SUCCEEDED, None) if name.endswith("quick") else (Phase.RUNNING, None)
+        ),
+    )
+    yield Bed(fake, lambda _name, _long: b"{}")
 
-        def garble_gongji(rate: float) -> None:
-            sim.config = replace(sim.config, garbage_rate=rate)
 
-        server = TestServer(make_gongji_app(sim), host="127.0.0.1")
-        await server.start_server()
-        client = GongjiClient(
-            GongjiOptions(url=str(server.make_url("")).rstrip("/")), token="t", signer=None
-        )
-        gongji = GongjiBackend(client)
-        # The task name is in the body; names are not unique on Gongji (bulk never sends a
-        # name again without looking it up first), so the duplicate-submit item does not apply.
-        yield Case(
-            gongji,
-            lambda name, long: sample_body(f"contract-{name}", run_s=30 if long else None),
-            unique_names=False,
-            garble=garble_gongji,
-        )
-        await gongji.aclose()
-        await server.close()
-    else:
-        app = make_app(StubFaults(run_s=0.0))
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        stub = StubBackend(StubOptions(url=str(server.make_url(""))))
-
-        def garble_stub(rate: float) -> None:
-            app[SERVICE].faults = replace(app[SERVICE].faults, garbage_rate=rate)
-
-        yield Case(stub, fixed(b"{}", b'{"run_s": 30}'), garble=garble_stub)
-        await stub.aclose()
-        await server.close()
+@pytest.fixture
+async def case(testbed: tuple[AbstractAsyncContextManager[Bed], bool]) -> AsyncIterator[Case]:
+    manager, unique_names = testbed
+    async with manager as bed:
+        # Where names are not unique (Gongji), bulk never sends a name again without
+        # looking it up first, so the duplicate-submit item does not apply.
+        yield Case(bed.backend, bed.body, unique_names=unique_names, garble=bed.garble)
 
 
 async def settle(

@@ -22,11 +22,13 @@ rest.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +39,18 @@ import orjson
 from bulk._policy import LimitsConfig, TrackConfig
 from bulk._text import excerpt, short_repr
 from bulk.backends._http import malformed, url_problem
-from bulk.backends.base import NO_QUOTING, Backend, JobStatus, Phase, Receipt, Submission
+from bulk.backends.base import (
+    NO_QUOTING,
+    Backend,
+    BackendKind,
+    Command,
+    JobStatus,
+    Phase,
+    Receipt,
+    Simulator,
+    Submission,
+    Testbed,
+)
 from bulk.backends.gongji._client import (
     GongjiClient,
     GongjiOptions,
@@ -87,7 +100,6 @@ class GongjiKind:
         max_active=100,
     )
     default_track = TrackConfig(first_s=10.0, factor=1.5, max_s=60.0, batch=1000)
-    uvloop = True
     quoted_fields = NO_QUOTING  # bodies are JSON fields, never parsed by a shell here
     jobs_outlive_bulk = True
     # task_name is not documented as unique: a second create with the same name may make a
@@ -199,8 +211,50 @@ class GongjiKind:
         client = GongjiClient(options, token=token, signer=signer)
         return GongjiBackend(client, page_size=options.page_size)
 
+    def testbed(self, folder: Path) -> AbstractAsyncContextManager[Testbed]:
+        """A backend of ``bulk sim gongji`` served in this process (a simple-mode token)."""
+        from aiohttp.test_utils import TestServer
 
-KIND = GongjiKind()
+        from bulk._sim.gongji import GongjiSim, SimConfig, make_app, sample_body
+
+        def body(name: str, long: bool) -> bytes:  # the task name is in the body
+            return sample_body(f"contract-{name}", run_s=30 if long else None)
+
+        @asynccontextmanager
+        async def bed() -> AsyncIterator[Testbed]:
+            sim = GongjiSim(SimConfig(pending_s=0.0, run_s=0.0))
+            sim.add_token("t", None)
+            server = TestServer(make_app(sim), host="127.0.0.1")
+            await server.start_server()
+            url = str(server.make_url("")).rstrip("/")
+            client = GongjiClient(GongjiOptions(url=url), token="t", signer=None)
+            backend = GongjiBackend(client)
+
+            def garble(rate: float) -> None:
+                sim.config = dataclasses.replace(sim.config, garbage_rate=rate)
+
+            try:
+                yield Testbed(backend, body, garble=garble)
+            finally:
+                await backend.aclose()
+                await server.close()
+
+        return bed()
+
+    def commands(self) -> Sequence[Command]:
+        """``bulk gongji resources``."""
+        from bulk.backends.gongji._cli import COMMANDS
+
+        return COMMANDS
+
+    def simulator(self) -> Simulator:
+        """``bulk sim gongji``."""
+        from bulk._sim.gongji import GongjiSimulator
+
+        return GongjiSimulator()
+
+
+KIND: BackendKind[GongjiOptions] = GongjiKind()
 
 
 _warned: set[str] = set()
