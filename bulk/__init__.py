@@ -17,12 +17,10 @@ Example::
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
-from importlib.metadata import version as _version
-
 from bulk._api import Plan, Summary, plan, run
 from bulk._config import Config, load
 from bulk._naming import Point
+from bulk._version import __version__
 from bulk.backends.base import Backend, JobStatus, Phase, Receipt, Submission
 from bulk.errors import (
     AmbiguousBackendError,
@@ -41,11 +39,6 @@ from bulk.errors import (
     TransientBackendError,
     UnreachableError,
 )
-
-try:
-    __version__ = _version("bulk")
-except _PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
 
 __all__ = [
     "AmbiguousBackendError",

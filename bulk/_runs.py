@@ -39,13 +39,13 @@ from typing import Any
 import orjson
 
 import bulk._plan._check as plan
-from bulk import __version__
 from bulk._config import Config, fingerprint_of
 from bulk._journal import Journal, State
 from bulk._naming import render_context
 from bulk._plan._sources import open_sweep_file
 from bulk._problems import Problems
 from bulk._template import Template, compile_template
+from bulk._version import __version__
 from bulk.backends import get_kind
 from bulk.errors import ConfigError, JournalError
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import bulk._cli._args as arg
-from bulk import __version__
 from bulk._cli._kinds import add_kind_commands
 from bulk._cli._report import cmd_export, cmd_plan, cmd_status
 from bulk._cli._run import cmd_retry, cmd_run, cmd_stop
+from bulk._version import __version__
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
