@@ -185,13 +185,13 @@ def test_stop_says_when_it_cannot_reach_the_service(
 def test_gongji_resources_exits_3_when_the_service_cannot_be_reached(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A one-off read that cannot reach the service says so, with exit code 3 (not 2:
-    nothing is wrong with the config)."""
+    """A one-off read that cannot reach the service waits for it within retry.budget_s (as a
+    run does), then says so, with exit code 3 (not 2: nothing is wrong with the config)."""
     config = tmp_path / "run.toml"
     config.write_text(
         f'[run]\nname = "list"\n[sweep]\ngrid.i = [1]\n[backend]\nkind = "gongji"\n'
         f'url = "http://127.0.0.1:{closed_port()}"\n'
-        "[retry]\nattempts = 2\nbase_s = 0.01\n"
+        "[retry]\nattempts = 2\nbase_s = 0.01\nbudget_s = 0.5\n"
         '[job]\ntask_name = "{_name}"\n'
     )
     monkeypatch.setenv("GONGJI_TOKEN", "simple-token")
