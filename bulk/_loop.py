@@ -7,7 +7,13 @@ from typing import Any
 
 from bulk.errors import BulkError
 
-__all__ = ["run_async"]
+__all__ = ["UVLOOP", "run_async"]
+
+# Whether commands run on uvloop where it is installed. The test suite sets it False for the
+# commands it runs in its own process: uvloop swallows an exception raised by a Python signal
+# handler (pytest-timeout's SIGALRM), so a test that hung there would never time out. The
+# suite's subprocess tests run the real executable, on uvloop.
+UVLOOP = True
 
 
 def run_async(coro: Coroutine[Any, Any, None], *, uvloop: bool = True) -> None:
@@ -19,7 +25,7 @@ def run_async(coro: Coroutine[Any, Any, None], *, uvloop: bool = True) -> None:
     import anyio  # not at import: ``import bulk`` alone does not load the event loop
 
     options: dict[str, Any] = {}
-    if uvloop:
+    if uvloop and UVLOOP:
         try:
             import uvloop as _probe  # noqa: F401 - only probing that it is there
         except ImportError:  # pragma: no cover - uvloop is a dependency where it builds

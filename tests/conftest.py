@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
+import bulk._loop
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -22,6 +24,14 @@ def blockbuster() -> Iterator[BlockBuster]:
     """Fail any test whose async code blocks the event loop (file I/O, time.sleep, ...)."""
     with blockbuster_ctx() as bb:
         yield bb
+
+
+@pytest.fixture(autouse=True)
+def asyncio_loop_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run in this process use asyncio's own loop: under uvloop an exception from a
+    Python signal handler is swallowed, so pytest-timeout could not stop a hung test. The
+    subprocess tests run the real ``bulk``, on uvloop."""
+    monkeypatch.setattr(bulk._loop, "UVLOOP", False)
 
 
 BOUNDED_MEMORY_MB = 256  # `bulk plan` on a small sweep peaks near 100 MB of address space

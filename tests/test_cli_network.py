@@ -183,7 +183,10 @@ def test_stop_says_when_it_cannot_reach_the_service(
 
 
 def test_gongji_resources_exits_3_when_the_service_cannot_be_reached(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A one-off read that cannot reach the service waits for it within retry.budget_s (as a
     run does), then says so, with exit code 3 (not 2: nothing is wrong with the config)."""
@@ -201,3 +204,5 @@ def test_gongji_resources_exits_3_when_the_service_cannot_be_reached(
     err = capsys.readouterr().err
     assert "bulk: error: cannot connect to http://127.0.0.1:" in err
     assert "Connection refused" in err
+    # While it waited, it said so (once), and for how long at most.
+    assert 1 == caplog.text.count("waiting up to 0.5 s for the service (retry.budget_s)")

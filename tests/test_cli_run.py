@@ -368,6 +368,9 @@ def test_the_cli_chooses_the_event_loop_for_every_kind(
     pytest.importorskip("uvloop")
     import anyio
 
+    import bulk._loop
+
+    monkeypatch.setattr(bulk._loop, "UVLOOP", True)  # the suite runs in-process on asyncio
     chosen: list[object] = []
     real_run = anyio.run
 

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import errno
 import functools
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMON_COMMANDS", "add_kind_commands"]
 
+_log = logging.getLogger("bulk")
+
 # bulk's own commands; a kind's commands are added next to them (a kind of the same name
 # as one of them keeps only its simulator).
 COMMON_COMMANDS = frozenset({"plan", "run", "retry", "status", "stop", "export", "sim"})
@@ -52,15 +55,20 @@ def add_kind_commands(sub: arg.Subparsers, argv: Sequence[str]) -> None:
     for name in kind_names():
         try:
             kind = get_kind(name)
+            simulator = kind.simulator()
+            commands = kind.commands()
         except KeyError:
             continue  # a plug-in that cannot be loaded: a config naming it says why
-        simulator = kind.simulator()
+        except Exception as exc:  # noqa: BLE001 - a plug-in's bug must not break bulk's CLI
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+            _log.warning("bulk: backend %r left out of the command line: %s", name, detail)
+            continue
         if simulator is not None:
             q = sims.add_parser(name, help=simulator.help)
             _serve_options(q)
             simulator.add_arguments(q)
             q.set_defaults(func=functools.partial(_cmd_sim, name, simulator))
-        _add_commands(sub, kind, kind.commands())
+        _add_commands(sub, kind, commands)
 
 
 def _add_commands(sub: arg.Subparsers, kind: AnyKind, commands: Sequence[Command]) -> None:

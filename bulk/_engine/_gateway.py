@@ -15,6 +15,7 @@ protocol): ``bulk stop`` and a backend's one-off commands use it. The CLI builds
 from __future__ import annotations
 
 import functools
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -36,6 +37,9 @@ from bulk.errors import (
     TransientBackendError,
     UnreachableError,
 )
+
+_log = logging.getLogger("bulk")
+_WHOLE_SECONDS = 10  # waits this long or longer are said in whole seconds
 
 __all__ = ["Gateway", "outcome_of"]
 
@@ -215,15 +219,25 @@ class Gateway:
         clock = self._clock
         retry = self._policy.retry
         backoff = Backoff(retry, started=clock.now(), rng=self._rng)
+        waiting = False
         while True:
             try:
                 return await self.request(endpoint, call, *args)
             except ThrottledError as exc:
                 reason, delay = "throttled", exc.retry_after or 0.0
-            except UnreachableError:
+            except UnreachableError as exc:
                 left = self.outage_left()
                 if left <= 0:
                     raise
+                if not waiting:  # a one-off command is otherwise silent while it waits
+                    waiting = True
+                    seconds = f"{left:.0f}" if left >= _WHOLE_SECONDS else f"{left:.1f}"
+                    _log.warning(
+                        "bulk: %s; waiting up to %s s for the service (retry.budget_s), "
+                        "Ctrl-C stops",
+                        exc,
+                        seconds,
+                    )
                 reason, delay = "unreachable", min(backoff.outage_delay(), left)
             except RetryableBackendError as exc:
                 next_delay = backoff.next_delay(clock.now(), exc.retry_after)

@@ -1,6 +1,6 @@
 """``bulk sim gongji``: a simulator of the 共绩算力 Open API's Job endpoints.
 
-Faithful to api/gongji.md in the project's shared notes where it is known, and explicit where
+Faithful to docs/api/gongji.md where it is known, and explicit where
 it guesses:
 
 - **Auth**: every request needs a registered ``token``, ``version: 1.0.0`` and a 13-digit

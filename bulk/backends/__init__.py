@@ -12,6 +12,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from bulk._policy import LimitsConfig, TrackConfig
+from bulk._problems import Problems
+from bulk._table import Table
 from bulk.backends.base import (
     NO_QUOTING,
     AnyKind,
@@ -42,10 +44,12 @@ __all__ = [
     "JobStatus",
     "LimitsConfig",
     "Phase",
+    "Problems",
     "Receipt",
     "Send",
     "Simulator",
     "Submission",
+    "Table",
     "Testbed",
     "TrackConfig",
     "get_kind",
@@ -77,6 +81,9 @@ _KIND_MEMBERS = (
     "validate",
     "check_template",
     "create",
+    "testbed",
+    "commands",
+    "simulator",
 )
 
 

@@ -239,7 +239,7 @@ class BackendKind(Protocol[OptionsT]):
     jobs_outlive_bulk: bool
     # Whether the service refuses (or answers "already exists" to) a second job of a name it
     # has: then sending a job twice cannot create it twice. False makes a resume look up
-    # pending rows the journal may have lost track of before sending them (engine.py).
+    # pending rows the journal may have lost track of before sending them (the submitter).
     unique_names: bool
 
     def parse_options(self, table: Table, base: Path) -> OptionsT:

@@ -71,8 +71,25 @@ class ToyKind:
     def simulator(self):
         return ToySim()
 
+    def testbed(self, folder):
+        import contextlib
+
+        from bulk.backends import Testbed
+
+        @contextlib.asynccontextmanager
+        async def bed():
+            yield Testbed(FakeBackend(runs_for=0), lambda name, long: b"{}")
+
+        return bed()
+
+
+class RaisingKind(ToyKind):
+    def simulator(self):
+        raise RuntimeError("the toy simulator is broken")
+
 
 KIND = ToyKind()
+RAISING = RaisingKind()
 """
 
 CONFIG = """
@@ -229,3 +246,22 @@ def test_built_in_names_are_listed() -> None:
     """The built-in kinds are always there, and each is found by its own name."""
     assert {"gongji", "local", "stub"} <= set(kind_names())
     assert all(get_kind(name).name == name for name in kind_names())
+
+
+def test_a_kind_whose_hooks_raise_leaves_the_cli_working(tmp_path: Path) -> None:
+    """A plug-in whose ``simulator()`` raises is left out of ``bulk --help`` with one line;
+    bulk's own commands and a run of that kind still work."""
+    env = install_toy(tmp_path, "toy = toy_kind:RAISING")
+    config = tmp_path / "toy.toml"
+    config.write_text(CONFIG)
+
+    helped = bulk(env, "--help")
+    ran = bulk(env, "run", str(config))
+
+    assert 0 == helped.returncode, helped.stderr
+    assert "Traceback" not in helped.stderr
+    assert (
+        "bulk: backend 'toy' left out of the command line: "
+        "RuntimeError: the toy simulator is broken"
+    ) in helped.stderr
+    assert 0 == ran.returncode, ran.stderr

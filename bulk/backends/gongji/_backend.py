@@ -1,6 +1,6 @@
 """The ``gongji`` backend: 共绩算力 (Gongji) Open API, Job batch tasks.
 
-Facts come from api/gongji.md in the project's shared notes; where it says a point is unknown,
+Facts come from docs/api/gongji.md; where it says a point is unknown,
 the safe choice is made and written down here. The package's other modules: ``_codes`` (the
 envelope's error codes), ``_signing`` (RSA signatures), ``_schema`` (create body checks),
 ``_client`` (options, credentials, the HTTP calls).
@@ -139,7 +139,7 @@ class GongjiKind:
         )
 
     def validate(self, body: Any, problems: Problems) -> None:
-        """The create body's required fields (api/gongji.md §2.4); extra fields are allowed."""
+        """The create body's required fields (docs/api/gongji.md §2.4); others are allowed."""
         job = problems.table(body, "job")
         if job is None:
             return

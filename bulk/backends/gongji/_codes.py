@@ -38,7 +38,7 @@ _AUTH = (
 )
 
 # The API lists the codes 0000, C001-C010 (no C003), C999 and Z001 without saying what they
-# mean (§1.4 of api/gongji.md in the project's shared notes). Each choice below, with its
+# mean (§1.4 of docs/api/gongji.md). Each choice below, with its
 # reason; a code not listed is permanent, so an unknown answer is never retried blindly.
 CODES: dict[str, _Code] = {
     **{

@@ -1,5 +1,5 @@
-"""Checks of a rendered Gongji create body, before anything is sent (§2.4 of api/gongji.md in
-the project's shared notes); the kind's ``validate`` walks the body and calls these."""
+"""Checks of a rendered Gongji create body, before anything is sent (§2.4 of
+docs/api/gongji.md); the kind's ``validate`` walks the body and calls these."""
 
 from __future__ import annotations
 
