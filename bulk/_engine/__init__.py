@@ -1,4 +1,7 @@
-"""The engine: submit every pending job politely, exactly once, and track each to its end (private)."""
+"""The engine: submit every pending job politely, exactly once, and track each to its end.
+
+Private: :func:`bulk.run` is the public entry point.
+"""
 
 from bulk._engine._context import INTERRUPTED, LimiterFactory, SentMark, Stats
 from bulk._engine._engine import Engine
