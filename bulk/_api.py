@@ -209,7 +209,7 @@ def execute(
     """
     import anyio
 
-    from bulk._engine import Engine
+    from bulk._engine import Delivery, Engine, Runtime
     from bulk._policy import Policy
     from bulk._runs import SentMark, templates
 
@@ -221,10 +221,12 @@ def execute(
         templates=templates(cfg, journal),
         run=cfg.run.name,
         policy=Policy(cfg.limits, cfg.retry, cfg.track),
-        metrics=metrics,
-        jobs_outlive_bulk=kind.jobs_outlive_bulk,
-        unique_names=kind.unique_names,
-        sent_mark=SentMark(cfg.run.dir),
+        runtime=Runtime(metrics=metrics),
+        delivery=Delivery(
+            jobs_outlive_bulk=kind.jobs_outlive_bulk,
+            unique_names=kind.unique_names,
+            sent_mark=SentMark(cfg.run.dir),
+        ),
     )
 
     async def drive() -> None:

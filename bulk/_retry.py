@@ -50,7 +50,7 @@ class Backoff:
 
     policy: RetryConfig
     started: float
-    rng: random.Random = random.Random()  # noqa: RUF009 - one shared generator is the point
+    rng: random.Random = random.Random()  # noqa: RUF009, S311 - one shared jitter source
     failures: int = 0
     outages: int = 0
 

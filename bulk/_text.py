@@ -36,6 +36,11 @@ ELLIPSIS = "…"
 SHOWN_CHARS = 60  # characters of a value quoted in a message about the user's input
 PREVIEW_CHARS = 120  # characters of a value shown in a human-readable line or table cell
 EXCERPT_LIMIT = 300  # characters of a service's answer quoted in a message
+# An integer wider than this (about SHOWN_CHARS decimal digits) is described by its size, not
+# written out (writing a huge int costs quadratic time, and past 4,300 digits Python refuses).
+_SHOWN_INT_BITS = 200
+# The widest integer JSON readers (orjson among them) hold; a wider one is shown by its size.
+_JSON_INT_BITS = 64
 
 
 def cut(text: str, limit: int) -> str:
@@ -50,7 +55,11 @@ def short_repr(value: Any, limit: int = SHOWN_CHARS) -> str:
     """
     if isinstance(value, str):
         return repr(value) if len(value) <= limit else repr(value[:limit]) + ELLIPSIS
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value.bit_length() > _SHOWN_INT_BITS
+    ):
         return f"an integer of {value.bit_length()} bits"
     if isinstance(value, bool | int | float) or value is None:
         return repr(value)
@@ -95,7 +104,11 @@ def _tokens(value: Any, limit: int) -> Iterator[str]:
                 yield ","
             yield from _tokens(v, limit)
         yield "]"
-    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+    elif (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value.bit_length() > _JSON_INT_BITS
+    ):
         yield f"<an integer of {value.bit_length()} bits>"
     else:
         try:

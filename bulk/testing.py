@@ -274,12 +274,12 @@ def simulator(kind: str, *args: str, port: int = 0) -> Iterator[str]:
         port: where to listen (0: a port the OS chooses; give one to start a service where
             a client already looks for it).
     """
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - this interpreter running bulk, no shell
         [sys.executable, "-m", "bulk", "sim", kind, "--port", str(port), *args],
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None  # noqa: S101 - narrows the type: stdout=PIPE
     try:
         line = proc.stdout.readline()  # "bulk sim KIND: listening on http://127.0.0.1:PORT"
         url = line.rsplit(" ", 1)[-1].strip()

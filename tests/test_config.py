@@ -344,6 +344,164 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> N
     assert "\n" not in message
 
 
+def sweep(lines: str) -> str:
+    """MINIMAL with its ``[sweep]`` body replaced by ``lines``."""
+    return MINIMAL.replace("grid.x = [1, 2, 3]", lines)
+
+
+def random_param(distribution: str) -> str:
+    return sweep(f"random.samples = 2\nrandom.params.x = {{{distribution}}}")
+
+
+RANGES = "use {range = [start, stop, step]} or {linspace = [first, last, count]}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            sweep("grid.x = {range = [0, 1], linspace = [0, 1, 2]}"),
+            f"sweep.grid.x: a numeric range has exactly one key; {RANGES}",
+            id="two-range-kinds",
+        ),
+        pytest.param(
+            sweep("grid.x = {span = [0, 1]}"),
+            f"sweep.grid.x: unknown range 'span'; {RANGES}",
+            id="unknown-range-kind",
+        ),
+        pytest.param(
+            sweep("grid.x = {range = 3}"), "sweep.grid.x: unknown range 'range'", id="range-no-list"
+        ),
+        pytest.param(
+            sweep('grid.x = {range = [0, "9"]}'),
+            f"sweep.grid.x: range takes numbers; {RANGES}",
+            id="range-of-text",
+        ),
+        pytest.param(
+            sweep("grid.x = {range = [true, 3]}"),
+            "sweep.grid.x: range takes numbers",
+            id="range-of-bool",
+        ),
+        pytest.param(
+            sweep("grid.x = {range = [5]}"),
+            "sweep.grid.x: range takes [start, stop] or [start, stop, step]",
+            id="range-one-number",
+        ),
+        pytest.param(
+            sweep("grid.x = {range = [0, 5, 1, 2]}"),
+            "sweep.grid.x: range takes [start, stop] or [start, stop, step]",
+            id="range-four-numbers",
+        ),
+        pytest.param(
+            sweep("grid.x = {range = [0, 5, 0]}"),
+            "sweep.grid.x: range step must not be 0",
+            id="range-step-zero",
+        ),
+        pytest.param(
+            sweep("grid.x = {range = [5, 0]}"),
+            "sweep.grid.x: an axis needs at least one value",
+            id="range-empty",
+        ),
+        pytest.param(
+            sweep("grid.x = {linspace = [0, 1]}"),
+            "sweep.grid.x: linspace takes [first, last, count] with an integer count >= 1",
+            id="linspace-two-numbers",
+        ),
+        pytest.param(
+            sweep("grid.x = {linspace = [0, 1, 2.5]}"),
+            "sweep.grid.x: linspace takes [first, last, count] with an integer count >= 1",
+            id="linspace-float-count",
+        ),
+        pytest.param(
+            sweep("grid.x = {linspace = [0, 1, 0]}"),
+            "sweep.grid.x: linspace takes [first, last, count] with an integer count >= 1",
+            id="linspace-count-zero",
+        ),
+        pytest.param(
+            random_param("uniform = [0, 1], choice = [1]"),
+            "sweep.random.params.x: give exactly one distribution; one of uniform = [low, high]",
+            id="two-distributions",
+        ),
+        pytest.param(
+            random_param("uniform = 1"),
+            "sweep.random.params.x: unknown distribution 'uniform'",
+            id="distribution-no-list",
+        ),
+        pytest.param(
+            random_param("choice = []"),
+            "sweep.random.params.x: choice needs at least one option",
+            id="choice-empty",
+        ),
+        pytest.param(
+            random_param("uniform = [1, 0]"),
+            "sweep.random.params.x: uniform takes [low, high] with low < high",
+            id="uniform-reversed",
+        ),
+        pytest.param(
+            random_param("uniform = [0, 1, 2]"),
+            "sweep.random.params.x: uniform takes [low, high] with low < high",
+            id="uniform-three-numbers",
+        ),
+        pytest.param(
+            random_param('randint = [0, "9"]'),
+            "sweep.random.params.x: randint takes [low, high] with low < high",
+            id="randint-text",
+        ),
+        pytest.param(
+            random_param("uniform = [false, true]"),
+            "sweep.random.params.x: uniform takes [low, high] with low < high",
+            id="uniform-bools",
+        ),
+        pytest.param(
+            random_param("loguniform = [0, 1]"),
+            "sweep.random.params.x: loguniform needs low > 0",
+            id="loguniform-from-zero",
+        ),
+        pytest.param(
+            random_param("randint = [0, 1.5]"),
+            "sweep.random.params.x: randint takes integer bounds",
+            id="randint-float",
+        ),
+        pytest.param(
+            sweep("random.samples = -1\nrandom.params.x = {choice = [1]}"),
+            "sweep.random.samples: -1 must be 0 or more",
+            id="samples-negative",
+        ),
+        pytest.param(
+            sweep("files = [1]"),
+            "sweep.files: expected a file name or an array of file names",
+            id="files-not-names",
+        ),
+    ],
+)
+def test_bad_sweep_grammar_names_the_axis(tmp_path: Path, text: str, expected: str) -> None:
+    """Each malformed axis or distribution is refused with its own message."""
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, text))
+
+    assert expected in str(info.value)
+
+
+def test_good_ranges_and_distributions_load(tmp_path: Path) -> None:
+    """Ranges count down, linspace keeps a count of 1, and each distribution kind loads."""
+    text = sweep(
+        "grid.a = {range = [5, 0, -2]}\ngrid.b = {linspace = [3, 9, 1]}\n"
+        "random.samples = 1\nrandom.params.u = {uniform = [0, 1]}\n"
+        "random.params.l = {loguniform = [1e-3, 1]}\nrandom.params.r = {randint = [1, 4]}\n"
+        "random.params.c = {choice = ['x', 2]}"
+    )
+    cfg = config.load(write(tmp_path, text))
+
+    assert [5, 3, 1] == list(dict(cfg.sweep.grid)["a"])
+    assert [3] == list(dict(cfg.sweep.grid)["b"])
+    assert [
+        ("u", config.Distribution("uniform", (0, 1))),
+        ("l", config.Distribution("loguniform", (1e-3, 1))),
+        ("r", config.Distribution("randint", (1, 4))),
+        ("c", config.Distribution("choice", ("x", 2))),
+    ] == list(cfg.sweep.random_params)
+
+
 def test_template_file(tmp_path: Path) -> None:
     """[job] template_file loads a JSON template, relative to the config."""
     (tmp_path / "job.json").write_text('{"command": "echo {x}"}')

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from bulk._clock import AnyioClock
-from bulk._engine import INTERRUPTED, Engine, stop_run
+from bulk._engine import INTERRUPTED, Delivery, Engine, Runtime, stop_run
 from bulk._engine._context import END_STATE
 from bulk._engine._gateway import Gateway
 from bulk._journal import Journal, Record, State
@@ -96,19 +96,22 @@ async def inline(func: Callable[..., Any], *args: Any) -> Any:
     return func(*args)
 
 
-def engine(backend: FakeBackend, journal: Journal, pol: Policy | None = None, **kw: Any) -> Engine:
-    clock = AnyioClock()
+def virtual(clock: AnyioClock, **kw: Any) -> Runtime:
+    """A runtime on ``clock`` (virtual time under the test runner), journal work inline."""
+    return Runtime(clock=clock, limiter_factory=ClockLimiter.factory(clock), offload=inline, **kw)
+
+
+def engine(
+    backend: FakeBackend, journal: Journal, pol: Policy | None = None, **delivery: Any
+) -> Engine:
     return Engine(
         backend,
         journal,
         template=TEMPLATE,
         run=RUN,
         policy=pol or policy(),
-        clock=clock,
-        limiter_factory=ClockLimiter.factory(clock),
-        rng=random.Random(7),
-        offload=inline,
-        **kw,
+        runtime=virtual(AnyioClock(), rng=random.Random(7)),
+        delivery=Delivery(**delivery),
     )
 
 
@@ -601,10 +604,8 @@ class TestInterrupt:
             template=TEMPLATE,
             run=RUN,
             policy=policy(max_active=4),
-            clock=clock,
-            limiter_factory=ClockLimiter.factory(clock),
-            offload=inline,
-            jobs_outlive_bulk=outlive,
+            runtime=virtual(clock),
+            delivery=Delivery(jobs_outlive_bulk=outlive),
         )
         await first.run(drain)
         rows = await inline(journal.jobs)
@@ -632,16 +633,13 @@ async def test_stop_run_stops_every_unfinished_job(journal: Journal) -> None:
         ],
     )
 
-    clock = AnyioClock()
     stopped, problems = await stop_run(
         backend,
         journal,
         run=RUN,
         template=TEMPLATE,
         policy=policy(),
-        clock=clock,
-        limiter_factory=ClockLimiter.factory(clock),
-        offload=inline,
+        runtime=virtual(AnyioClock()),
     )
 
     assert (2, []) == (stopped, problems)
@@ -701,9 +699,7 @@ class TestTemplateVersions:
             templates={1: self.OLD},
             run=RUN,
             policy=policy(),
-            clock=clock,
-            limiter_factory=ClockLimiter.factory(clock),
-            offload=inline,
+            runtime=virtual(clock),
         ).run()
 
         assert self.body(self.OLD, 0) == backend.bodies["lookup", name(0)]
@@ -725,9 +721,7 @@ class TestTemplateVersions:
             template=self.NEW,
             templates={1: self.OLD},
             policy=policy(),
-            clock=clock,
-            limiter_factory=ClockLimiter.factory(clock),
-            offload=inline,
+            runtime=virtual(clock),
         )
 
         assert self.body(self.OLD, 0) == backend.bodies["lookup", name(0)]
@@ -865,10 +859,7 @@ class TestOutages:
                 run=RUN,
                 template=TEMPLATE,
                 policy=policy(budget_s=budget_s, max_s=4.0),
-                clock=clock,
-                limiter_factory=ClockLimiter.factory(clock),
-                offload=inline,
-                rng=random.Random(1),
+                runtime=virtual(clock, rng=random.Random(1)),
             )
 
         backend.down = True
@@ -1080,7 +1071,7 @@ class TestStopThroughTheGateway:
                     run=RUN,
                     template=TEMPLATE,
                     policy=pol,
-                    metrics=metrics,
+                    runtime=Runtime(metrics=metrics),
                 )
 
             assert (n, []) == (stopped, problems)

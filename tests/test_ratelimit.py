@@ -20,7 +20,7 @@ import pytest
 import trio.testing
 
 from bulk._clock import AnyioClock
-from bulk._engine import Engine, stop_run
+from bulk._engine import Engine, Runtime, stop_run
 from bulk._journal import Journal, Record, State
 from bulk._naming import Point, job_name, point_key
 from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
@@ -78,10 +78,12 @@ def engine(backend: Any, journal: Journal, limits: LimitsConfig, **track: Any) -
             RetryConfig(attempts=5, budget_s=600.0, base_s=1.0, max_s=30.0),
             TrackConfig(**{"first_s": 1.0, "factor": 2.0, "max_s": 4.0, **track}),
         ),
-        clock=clock,
-        limiter_factory=ClockLimiter.factory(clock),
-        rng=random.Random(7),
-        offload=inline,
+        runtime=Runtime(
+            clock=clock,
+            limiter_factory=ClockLimiter.factory(clock),
+            rng=random.Random(7),
+            offload=inline,
+        ),
     )
 
 
@@ -491,9 +493,9 @@ class TestServiceBudget:
             run="t",
             template=TEMPLATE,
             policy=Policy(limits),
-            clock=clock,
-            limiter_factory=ClockLimiter.factory(clock),
-            offload=inline,
+            runtime=Runtime(
+                clock=clock, limiter_factory=ClockLimiter.factory(clock), offload=inline
+            ),
         )
 
         assert (20, []) == (stopped, problems)

@@ -22,13 +22,17 @@ class Parser(argparse.ArgumentParser):
 Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
+# The highest TCP port number (ports are 16-bit).
+MAX_PORT = 65535
+
+
 def port(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 <= value <= 65535:
-        msg = f"expected a port number from 0 to 65535 (0: any free port), got {text!r}"
+    if not 0 <= value <= MAX_PORT:
+        msg = f"expected a port number from 0 to {MAX_PORT} (0: any free port), got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
 

@@ -69,9 +69,13 @@ def number_problem(text: str) -> str | None:
     return None
 
 
+# 2**64 has 20 digits: a longer integer is past it whatever its digits are.
+_MAX_INT_DIGITS = 20
+
+
 def _int_problem(text: str) -> str | None:
-    # More than 20 digits is past 2**64 whatever they are: no int() of a huge text.
-    if len(text.lstrip("+-")) <= 20 and -(2**63) <= int(text) < 2**64:
+    # Checked before int(), so that a huge text is never converted.
+    if len(text.lstrip("+-")) <= _MAX_INT_DIGITS and -(2**63) <= int(text) < 2**64:
         return None
     return spec.int_too_big(cut(text, 32))
 
@@ -123,14 +127,14 @@ def json_nesting_column(text: str) -> int | None:
     depth = 0
     pos = 0
     while (m := _JSON_SIGNIFICANT.search(text, pos)) is not None:
-        token = m.group()
+        char = m.group()
         pos = m.end()
-        if token == '"':
+        if char == '"':
             rest = _JSON_STRING_REST.match(text, pos)
             if rest is None:
                 return None  # an unterminated string: the rest of the text is inside it
             pos = rest.end()
-        elif token in "[{":
+        elif char in "[{":
             depth += 1
             if depth > spec.MAX_NESTING:
                 return m.start() + 1

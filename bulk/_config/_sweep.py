@@ -76,45 +76,16 @@ def is_variable_name(name: str) -> bool:
 
 
 def load_sweep(t: Table, base: Path) -> SweepConfig:
-    files = t.get("files", (str, list), [])
-    if isinstance(files, str):
-        files = [files]
-    if not all(isinstance(f, str) for f in files):
-        t.fail("files", "expected a file name or an array of file names")
+    files = _files(t)
     strings = t.get("strings", list, [])
     max_jobs = t.positive("max_jobs", int, DEFAULT_MAX_JOBS)
     allow_duplicates = t.get("allow_duplicates", bool, False)
     grid_t, zip_t = t.table("grid"), t.table("zip")
     grid = _axes(grid_t)
-    zipped = _axes(zip_t)
-    if zipped:
-        lengths = {axis.name: axis.count for axis in zipped}
-        if len(set(lengths.values())) > 1:
-            shown = ", ".join(f"{n} has {k}" for n, k in lengths.items())
-            t.fail("zip", f"lists must have equal lengths; {shown}")
-    rt = t.table("random")
-    samples = rt.get("samples", int, 0)
-    if samples < 0:
-        rt.fail("samples", f"{samples} must be 0 or more")
-    seed = rt.get("seed", int, 0)
-    params = _distributions(rt.table("params"))
-    rt.finish()
-    if samples and not params:
-        rt.fail("params", "random.samples is set but no random.params are declared")
+    zipped = _zip_axes(t, zip_t)
+    samples, seed, params = _random(t.table("random"))
     t.finish()
-
-    names: dict[str, str] = {}
-    for axis_kind, entries in (
-        ("grid", [a.name for a in grid]),
-        ("zip", [a.name for a in zipped]),
-        ("random.params", [name for name, _ in params]),
-    ):
-        for name in entries:
-            if name in names:
-                t.fail(
-                    f"{axis_kind}.{name}", f"variable is already declared in sweep.{names[name]}"
-                )
-            names[name] = axis_kind
+    _check_declared_once(t, grid, zipped, params)
     if not files and not grid and not zipped and not samples:
         t.fail("files", "the sweep is empty; give files, grid, zip or random")
     # Count before expanding: ranges are counted by arithmetic, and nothing is built until
@@ -135,6 +106,60 @@ def load_sweep(t: Table, base: Path) -> SweepConfig:
         max_jobs=max_jobs,
         allow_duplicates=allow_duplicates,
     )
+
+
+def _files(t: Table) -> list[str]:
+    """``files``: a file name or an array of them."""
+    files = t.get("files", (str, list), [])
+    if isinstance(files, str):
+        files = [files]
+    if not all(isinstance(f, str) for f in files):
+        t.fail("files", "expected a file name or an array of file names")
+    return files
+
+
+def _zip_axes(t: Table, zip_t: Table) -> list[_Axis]:
+    """``[sweep.zip]``'s axes, which must have equal lengths."""
+    zipped = _axes(zip_t)
+    lengths = {axis.name: axis.count for axis in zipped}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{n} has {k}" for n, k in lengths.items())
+        t.fail("zip", f"lists must have equal lengths; {shown}")
+    return zipped
+
+
+def _random(rt: Table) -> tuple[int, int, tuple[tuple[str, Distribution], ...]]:
+    """``[sweep.random]``: how many samples, the seed, and the distributions drawn from."""
+    samples = rt.get("samples", int, 0)
+    if samples < 0:
+        rt.fail("samples", f"{samples} must be 0 or more")
+    seed = rt.get("seed", int, 0)
+    params = _distributions(rt.table("params"))
+    rt.finish()
+    if samples and not params:
+        rt.fail("params", "random.samples is set but no random.params are declared")
+    return samples, seed, params
+
+
+def _check_declared_once(
+    t: Table,
+    grid: Sequence[_Axis],
+    zipped: Sequence[_Axis],
+    params: Sequence[tuple[str, Distribution]],
+) -> None:
+    """Refuse a variable declared twice (in grid, zip or random.params)."""
+    names: dict[str, str] = {}
+    for axis_kind, entries in (
+        ("grid", [a.name for a in grid]),
+        ("zip", [a.name for a in zipped]),
+        ("random.params", [name for name, _ in params]),
+    ):
+        for name in entries:
+            if name in names:
+                t.fail(
+                    f"{axis_kind}.{name}", f"variable is already declared in sweep.{names[name]}"
+                )
+            names[name] = axis_kind
 
 
 def _guard_problem(static: int, max_jobs: int, *, per_row: bool) -> str:
@@ -192,26 +217,40 @@ def _range(t: Table, name: str, spec_: Mapping[str, Any]) -> _Axis:
         t.fail(name, f"unknown range {kind!r}; {allowed}")
     if not all(isinstance(a, int | float) and not isinstance(a, bool) for a in args):
         t.fail(name, f"{kind} takes numbers; {allowed}")
-    if kind == "range":
-        if len(args) not in (2, 3):
+    return _range_axis(t, name, args) if kind == "range" else _linspace_axis(t, name, args)
+
+
+def _range_axis(t: Table, name: str, args: Sequence[float]) -> _Axis:
+    """``range = [start, stop]`` or ``[start, stop, step]`` (numbers), counted."""
+    match args:
+        case [start, stop]:
+            step: float = 1
+        case [start, stop, step]:
+            pass
+        case _:
             t.fail(name, "range takes [start, stop] or [start, stop, step]")
-        start, stop, step = (*args, 1) if len(args) == 2 else args
-        if step == 0:
-            t.fail(name, "range step must not be 0")
-        if all(isinstance(a, int) for a in (start, stop, step)):
-            count = max(0, -((start - stop) // step))  # ceil((stop - start) / step), exactly
-        else:
-            steps = (stop - start) / step
-            if not math.isfinite(steps):
-                t.fail(name, f"range [{start}, {stop}, {step}] has too many values to count")
-            count = max(0, math.ceil(steps - 1e-9))
-        return _Axis(name, kind, count, args=(start, stop, step))
-    if len(args) != 3 or not isinstance(args[2], int) or args[2] < 1:
-        t.fail(name, "linspace takes [first, last, count] with an integer count >= 1")
-    first, last, n = args
+    if step == 0:
+        t.fail(name, "range step must not be 0")
+    if all(isinstance(a, int) for a in (start, stop, step)):
+        count = max(0, -((start - stop) // step))  # ceil((stop - start) / step), exactly
+    else:
+        steps = (stop - start) / step
+        if not math.isfinite(steps):
+            t.fail(name, f"range [{start}, {stop}, {step}] has too many values to count")
+        count = max(0, math.ceil(steps - 1e-9))
+    return _Axis(name, "range", int(count), args=(start, stop, step))
+
+
+def _linspace_axis(t: Table, name: str, args: Sequence[float]) -> _Axis:
+    """``linspace = [first, last, count]`` (numbers, an integer count >= 1), counted."""
+    match args:
+        case [first, last, int(n)] if n >= 1:
+            pass
+        case _:
+            t.fail(name, "linspace takes [first, last, count] with an integer count >= 1")
     if not math.isfinite(last - first):
         t.fail(name, "linspace: last - first is beyond the range of a 64-bit float")
-    return _Axis(name, kind, n, args=(first, last, n))
+    return _Axis(name, "linspace", n, args=(first, last, n))
 
 
 class _Steps(Sequence[float]):
@@ -299,38 +338,54 @@ def _round(x: float) -> float:
     return float(f"{x:.12g}")
 
 
-_DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "randint": 2, "choice": -1}
+_DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
+_ALLOWED_DISTRIBUTIONS = (
+    "uniform = [low, high], loguniform = [low, high], randint = [low, high], choice = [...]"
+)
 
 
 def _distributions(t: Table) -> tuple[tuple[str, Distribution], ...]:
-    allowed = (
-        "uniform = [low, high], loguniform = [low, high], randint = [low, high], choice = [...]"
-    )
     out = []
     for name in list(t.data):
         if not _VAR_RE.fullmatch(name):
             t.fail(name, _VARIABLE_NAMES)
-        value = t.get(name, dict)
-        if len(value) != 1:
-            t.fail(name, f"give exactly one distribution; one of {allowed}")
-        ((kind, args),) = value.items()
-        if kind not in _DISTRIBUTIONS or not isinstance(args, list):
-            t.fail(name, f"unknown distribution {kind!r}; one of {allowed}")
-        problem = spec.value_problem(args)
-        if problem is not None:
-            t.fail(name, problem)
-        if kind == "choice":
-            if not args:
-                t.fail(name, "choice needs at least one option")
-        else:
-            nums = all(isinstance(a, int | float) and not isinstance(a, bool) for a in args)
-            if len(args) != 2 or not nums or not args[0] < args[1]:
-                t.fail(name, f"{kind} takes [low, high] with low < high")
-            if kind == "uniform" and not math.isfinite(args[1] - args[0]):
-                t.fail(name, "uniform: high - low is beyond the range of a 64-bit float")
-            if kind == "loguniform" and args[0] <= 0:
-                t.fail(name, "loguniform needs low > 0")
-            if kind == "randint" and not all(isinstance(a, int) for a in args):
-                t.fail(name, "randint takes integer bounds")
-        out.append((name, Distribution(kind, tuple(args))))
+        out.append((name, _distribution(t, name)))
     return tuple(out)
+
+
+def _distribution(t: Table, name: str) -> Distribution:
+    """One ``[sweep.random.params]`` entry, checked."""
+    value = t.get(name, dict)
+    if len(value) != 1:
+        t.fail(name, f"give exactly one distribution; one of {_ALLOWED_DISTRIBUTIONS}")
+    ((kind, args),) = value.items()
+    if kind not in _DISTRIBUTIONS or not isinstance(args, list):
+        t.fail(name, f"unknown distribution {kind!r}; one of {_ALLOWED_DISTRIBUTIONS}")
+    problem = spec.value_problem(args)
+    if problem is None:
+        problem = _options_problem(args) if kind == "choice" else _bounds_problem(kind, args)
+    if problem is not None:
+        t.fail(name, problem)
+    return Distribution(kind, tuple(args))
+
+
+def _options_problem(args: Sequence[Any]) -> str | None:
+    return None if args else "choice needs at least one option"
+
+
+def _bounds_problem(kind: str, args: Sequence[Any]) -> str | None:
+    """What is wrong with a numeric distribution's ``[low, high]``, or None."""
+    match args:
+        case [int() | float() as low, int() | float() as high] if (
+            not isinstance(low, bool) and not isinstance(high, bool) and low < high
+        ):
+            pass
+        case _:
+            return f"{kind} takes [low, high] with low < high"
+    if kind == "uniform" and not math.isfinite(high - low):
+        return "uniform: high - low is beyond the range of a 64-bit float"
+    if kind == "loguniform" and low <= 0:
+        return "loguniform needs low > 0"
+    if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
+        return "randint takes integer bounds"
+    return None

@@ -78,7 +78,7 @@ class Job:
 
     @property
     def receipt(self) -> Receipt:
-        assert self.remote_id is not None
+        assert self.remote_id is not None  # noqa: S101 - a type guard: accepted jobs only
         return Receipt(self.name, self.remote_id)
 
 

@@ -46,23 +46,19 @@ Guarantees, and where they are kept:
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Mapping
 
 import anyio
-from prometheus_client import CollectorRegistry
 
-from bulk._clock import AnyioClock, Clock
-from bulk._engine._context import INTERRUPTED, LimiterFactory, SentMark, Stats
+from bulk._engine._context import INTERRUPTED, Stats
 from bulk._engine._gateway import Gateway
+from bulk._engine._options import Delivery, Runtime
 from bulk._engine._run import RunContext
 from bulk._engine._slots import Slots
 from bulk._engine._submitter import Submitter
 from bulk._engine._tracker import Tracker
-from bulk._journal import Journal, JournalWriter, Offload, Record, State, StoredJob
-from bulk._metrics import Metrics
+from bulk._journal import Journal, JournalWriter, Record, State, StoredJob
 from bulk._policy import Policy
-from bulk._ratelimit import aiolimiter_factory
 from bulk._template import Template
 from bulk.backends.base import Backend
 from bulk.errors import JournalError, OutageError, UnreachableError
@@ -76,7 +72,9 @@ class Engine:
     Example::
 
         engine = Engine(backend, journal, template=cfg.template, run=cfg.run.name,
-                        policy=Policy(cfg.limits, cfg.retry, cfg.track))
+                        policy=Policy(cfg.limits, cfg.retry, cfg.track),
+                        delivery=Delivery(jobs_outlive_bulk=kind.jobs_outlive_bulk,
+                                          unique_names=kind.unique_names))
         stats = await engine.run(drain=drain_event)
 
     Args:
@@ -88,19 +86,9 @@ class Engine:
             renders with ``template``.
         run: the run's name (part of every job name).
         policy: limits, retry and tracking.
-        clock: all waiting and timing.
-        metrics: Prometheus metrics (a private registry when None).
-        limiter_factory: builds each endpoint's ceiling, inside the running loop.
-        rng: jitter for back-off (seed it for reproducible tests).
-        workers: submit workers (default: ``max_in_flight``).
-        offload: runs blocking journal work (default: a worker thread).
-        jobs_outlive_bulk: whether accepted jobs go on running when bulk stops (a service's
-            do; local processes are ended when the backend closes, and jobs still active
-            when the run stops are then recorded ``pending``, :data:`INTERRUPTED`).
-        unique_names: whether the service refuses a second job of the same name
-            (``BackendKind.unique_names``); if not, pending rows are looked up before they
-            are sent where an unclean end may have lost their records (see
-            ``Submitter._produce``).
+        runtime: the clock, ceilings, jitter, offload and metrics (defaults: production's).
+        delivery: what the service does with jobs (its kind's traits), and how many submit
+            workers send them.
     """
 
     def __init__(
@@ -112,32 +100,27 @@ class Engine:
         templates: Mapping[int, Template] | None = None,
         run: str,
         policy: Policy,
-        clock: Clock | None = None,
-        metrics: Metrics | None = None,
-        limiter_factory: LimiterFactory = aiolimiter_factory,
-        rng: random.Random | None = None,
-        workers: int | None = None,
-        offload: Offload | None = None,
-        jobs_outlive_bulk: bool = True,
-        unique_names: bool = True,
-        sent_mark: SentMark | None = None,
+        runtime: Runtime | None = None,
+        delivery: Delivery | None = None,
     ):
+        runtime = runtime or Runtime()
+        delivery = delivery or Delivery()
         self._backend = backend
         self._journal = journal
         self._template = template
         self._templates = templates or {}
         self._run = run
         self._policy = policy
-        self._clock = clock or AnyioClock()
-        self.metrics = metrics or Metrics(CollectorRegistry())
-        self._limiter_factory = limiter_factory
-        self._rng = rng or random.Random()
-        self._workers = workers or policy.limits.max_in_flight
-        self._offload = offload or anyio.to_thread.run_sync
-        self._jobs_outlive_bulk = jobs_outlive_bulk
-        self._unique_names = unique_names
+        self._clock = runtime.clock
+        self.metrics = runtime.metrics
+        self._limiter_factory = runtime.limiter_factory
+        self._rng = runtime.rng
+        self._workers = delivery.workers or policy.limits.max_in_flight
+        self._offload = runtime.offload
+        self._jobs_outlive_bulk = delivery.jobs_outlive_bulk
+        self._unique_names = delivery.unique_names
         # Where names are not unique: how far this run may send (see SentMark).
-        self._sent_mark = None if unique_names else sent_mark
+        self._sent_mark = None if delivery.unique_names else delivery.sent_mark
         self.stats = Stats()
         self.interrupted = False
         self.outage: UnreachableError | None = None  # set when an outage stopped the run

@@ -87,7 +87,7 @@ class Gateway:
         self._policy = policy
         self._clock = clock
         self._metrics = metrics
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - back-off jitter, not a secret
         self._stats = stats or Stats()
         # The same gate as the active-job cap: no checkpoint while a slot is free (one
         # request per job goes through it), FIFO hand-off when the cap is reached.
@@ -178,22 +178,7 @@ class Gateway:
                     self._in_flight.release()
             except BackendError as exc:
                 outcome = outcome_of(exc)
-                if isinstance(exc, UnreachableError):
-                    if self.unreachable_since is None:
-                        self.unreachable_since = started
-                        self._stats.unreachable = True
-                elif isinstance(exc, ThrottledError | PermanentBackendError):
-                    # The service answered. (A reset or a timeout proves nothing either way.)
-                    self._reached()
-                if isinstance(exc, ThrottledError):
-                    self._stats.throttled += 1
-                    self._metrics.throttled.inc()
-                    if pacer.requests > 1:  # the requests before the throttled one went through
-                        rate.succeeded(pacer.requests - 1)
-                    if rate.throttled(exc.retry_after):
-                        self._metrics.rate_limit.labels(endpoint=judged).set(rate.rate_per_s)
-                elif pacer.requests > 1:
-                    rate.succeeded(pacer.requests - 1)
+                self._failed(exc, started, judged, pacer.requests)
                 raise
             else:
                 self._reached()
@@ -248,6 +233,26 @@ class Gateway:
             self._stats.retries += 1
             self._metrics.retries.labels(reason=reason).inc()
             await clock.sleep(delay)
+
+    def _failed(self, exc: BackendError, started: float, judged: str, requests: int) -> None:
+        """Take what a failed call (``requests`` HTTP requests, the first at ``started``)
+        tells: whether the service answered, and to the adaptive rate ``judged``, that the
+        requests before the last went through and whether the last was throttled."""
+        rate = self.rates[judged]
+        if isinstance(exc, UnreachableError):
+            if self.unreachable_since is None:
+                self.unreachable_since = started
+                self._stats.unreachable = True
+        elif isinstance(exc, ThrottledError | PermanentBackendError):
+            # The service answered. (A reset or a timeout proves nothing either way.)
+            self._reached()
+        if requests > 1:  # the requests before the failed one went through
+            rate.succeeded(requests - 1)
+        if isinstance(exc, ThrottledError):
+            self._stats.throttled += 1
+            self._metrics.throttled.inc()
+            if rate.throttled(exc.retry_after):
+                self._metrics.rate_limit.labels(endpoint=judged).set(rate.rate_per_s)
 
     def outage_left(self) -> float:
         """Seconds of the outage budget left (all of it if the service was just reached)."""

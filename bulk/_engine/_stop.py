@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 
 import anyio
-from prometheus_client import CollectorRegistry
 
-from bulk._clock import AnyioClock, Clock
-from bulk._engine._context import LimiterFactory
 from bulk._engine._gateway import Gateway
-from bulk._journal import Journal, JournalWriter, Offload, Record, State
-from bulk._metrics import Metrics
+from bulk._engine._options import Runtime
+from bulk._journal import Journal, JournalWriter, Record, State
 from bulk._naming import job_name, render_context
 from bulk._policy import Policy
-from bulk._ratelimit import aiolimiter_factory
 from bulk._template import Template
 from bulk.backends.base import Backend, Receipt, Submission
 from bulk.errors import (
@@ -37,11 +32,7 @@ async def stop_run(
     template: Template,
     policy: Policy,
     templates: Mapping[int, Template] | None = None,
-    clock: Clock | None = None,
-    limiter_factory: LimiterFactory = aiolimiter_factory,
-    offload: Offload | None = None,
-    rng: random.Random | None = None,
-    metrics: Metrics | None = None,
+    runtime: Runtime | None = None,
 ) -> tuple[int, list[str]]:
     """``bulk stop``: stop every job of the run that may be on the service, and record it.
 
@@ -50,7 +41,7 @@ async def stop_run(
     version (``templates``, as for :class:`Engine`). Rows never sent stay ``pending``.
     Every request goes through a :class:`~bulk._engine._gateway.Gateway`, as the engine's
     do: stops at the adaptive stop rate under its ceiling, look-ups at the status rate, both
-    within any service-wide budget, capped in flight and counted in ``metrics``. A throttle
+    within any service-wide budget, capped in flight and counted in ``runtime.metrics``. A throttle
     slows the rate and waits its ``Retry-After``; it never makes a job "could not be
     stopped". Other failures are retried within ``retry.attempts``/``retry.budget_s``, and a
     service that cannot be reached is waited for, up to ``retry.budget_s`` for the whole
@@ -64,14 +55,14 @@ async def stop_run(
             stopped so far are recorded, the others are left as they were.
         RunRefusedError: the service refused the credentials (no use trying every job).
     """
-    clock = clock or AnyioClock()
-    offload = offload or anyio.to_thread.run_sync
+    runtime = runtime or Runtime()
+    clock, offload = runtime.clock, runtime.offload
     gateway = Gateway(
         policy,
         clock=clock,
-        metrics=metrics or Metrics(CollectorRegistry()),
-        limiter_factory=limiter_factory,
-        rng=rng,
+        metrics=runtime.metrics,
+        limiter_factory=runtime.limiter_factory,
+        rng=runtime.rng,
     )
     rows = await offload(
         journal.jobs, [State.SUBMITTING, State.UNKNOWN, State.SUBMITTED, State.RUNNING]

@@ -29,7 +29,6 @@ from bulk.errors import (
     AmbiguousBackendError,
     BulkError,
     JournalError,
-    PermanentBackendError,
     RunRefusedError,
     ThrottledError,
     TransientBackendError,
@@ -198,43 +197,15 @@ class Submitter:
     async def _deliver(self, job: Job) -> bool:
         """Get the job accepted exactly once; whether it was (else it was recorded ended)."""
         ctx = self._ctx
-        clock = ctx.clock
-        backoff = Backoff(ctx.policy.retry, started=clock.now(), rng=ctx.rng)
-        last_error = ""
+        backoff = Backoff(ctx.policy.retry, started=ctx.clock.now(), rng=ctx.rng)
         while True:
             try:
-                template = ctx.templates.get(job.template, ctx.template)
-                submission = Submission(
-                    job.name,
-                    template.render_bytes(render_context(job_point(job), ctx.run, job.attempt)),
-                )
-                if job.reconcile:
-                    receipt = await self._call("lookup", ctx.backend.lookup, submission)
-                    job.reconcile = False
-                    if job.looked_up is not None and not job.looked_up.is_set():
-                        job.found = receipt is not None  # the first answer is the evidence
-                        job.looked_up.set()
-                    if receipt is not None:
-                        await self._accepted(job, receipt, adopted=True)
-                        return True
-                await ctx.gateway.pace("submit")
-                if self._sent_mark is not None and job.index >= self._sent_below:
-                    await self._raise_sent_mark(job.index)
-                intent = Record(job.index, State.SUBMITTING, attempt=job.attempt)
-                try:
-                    await ctx.writer.write(intent)
-                except anyio.get_cancelled_exc_class():
-                    # Stopped (Ctrl-C, an outage) while the intent was being committed: the
-                    # request never went out, so the row is plainly pending again.
-                    with contextlib.suppress(JournalError):
-                        ctx.writer.record_nowait(Record(job.index, State.PENDING))
-                    raise
-                receipt = await self._call("submit", ctx.backend.submit, submission)
-            except ThrottledError as exc:
-                # Not an attempt: wait as asked (the adaptive rate already slowed down) and go on.
-                ctx.stats.retries += 1
-                ctx.metrics.retries.labels(reason="throttled").inc()
-                await clock.sleep(exc.retry_after or 0)
+                receipt = await self._attempt(job)
+            except (ThrottledError, AmbiguousBackendError, TransientBackendError) as exc:
+                delay = await self._retry_delay(job, exc, backoff)
+                if delay is None:
+                    return False
+                await ctx.clock.sleep(delay)
                 continue
             except RunRefusedError:
                 # Bad credentials (or an unknown device) fail every job alike: stop the run
@@ -242,32 +213,6 @@ class Submitter:
                 if not job.reconcile:
                     await ctx.writer.write(Record(job.index, State.PENDING))
                 raise
-            except UnreachableError as exc:
-                # Nothing was sent: not an attempt, and not this job's failure. A row being
-                # looked up stays as it is (it may exist); one being sent is pending again.
-                if not job.reconcile:
-                    ctx.writer.record_nowait(Record(job.index, State.PENDING, error=str(exc)))
-                if ctx.unreachable_too_long(exc):
-                    return False  # the run is stopping; the row is kept as recorded
-                ctx.stats.retries += 1
-                ctx.metrics.retries.labels(reason="unreachable").inc()
-                await clock.sleep(min(backoff.outage_delay(), ctx.outage_left()))
-                continue
-            except PermanentBackendError as exc:
-                await ctx.ended(job, State.FAILED, str(exc))
-                return False
-            except AmbiguousBackendError as exc:
-                job.reconcile = True
-                last_error = str(exc)
-                reason = "ambiguous"
-                ctx.writer.record_nowait(Record(job.index, State.UNKNOWN, error=last_error))
-                retry_after = exc.retry_after
-            except TransientBackendError as exc:
-                last_error = str(exc)
-                reason = "transient"
-                if not job.reconcile:  # known not sent: it is pending again
-                    ctx.writer.record_nowait(Record(job.index, State.PENDING, error=last_error))
-                retry_after = exc.retry_after
             except UnexpectedError as exc:
                 # Not a bulk error: a backend bug, or an error it did not translate. Whether
                 # the request reached the service is unknown, so the row is left unknown (never
@@ -278,20 +223,96 @@ class Submitter:
                 ctx.stats.unknown += 1
                 await ctx.writer.write(Record(job.index, State.UNKNOWN, error=str(exc)))
                 return False
-            except BulkError as exc:  # a row that no longer renders (an old journal)
+            except BulkError as exc:
+                # PermanentBackendError: the service refused this job; any other bulk error:
+                # a row that no longer renders (an old journal).
                 await ctx.ended(job, State.FAILED, str(exc))
                 return False
-            else:
+            if receipt is not None:
                 await self._accepted(job, receipt, adopted=False)
-                return True
+            return True
 
-            delay = backoff.next_delay(clock.now(), retry_after)
-            if delay is None:
+    async def _attempt(self, job: Job) -> Receipt | None:
+        """One try at getting ``job`` accepted: look its name up first if it may have been
+        sent, then, unless found, record the intent and send it.
+
+        Returns:
+            The receipt of the submit, or None if the look-up found the job (it is recorded
+            accepted, as adopted, already).
+        """
+        ctx = self._ctx
+        template = ctx.templates.get(job.template, ctx.template)
+        submission = Submission(
+            job.name,
+            template.render_bytes(render_context(job_point(job), ctx.run, job.attempt)),
+        )
+        if job.reconcile:
+            receipt = await self._look_up(job, submission)
+            if receipt is not None:
+                await self._accepted(job, receipt, adopted=True)
+                return None
+        await ctx.gateway.pace("submit")
+        if self._sent_mark is not None and job.index >= self._sent_below:
+            await self._raise_sent_mark(self._sent_mark, job.index)
+        intent = Record(job.index, State.SUBMITTING, attempt=job.attempt)
+        try:
+            await ctx.writer.write(intent)
+        except anyio.get_cancelled_exc_class():
+            # Stopped (Ctrl-C, an outage) while the intent was being committed: the
+            # request never went out, so the row is plainly pending again.
+            with contextlib.suppress(JournalError):
+                ctx.writer.record_nowait(Record(job.index, State.PENDING))
+            raise
+        return await self._call("submit", ctx.backend.submit, submission)
+
+    async def _look_up(self, job: Job, submission: Submission) -> Receipt | None:
+        """Look ``job`` up by name; the first answer is also the evidence the scan of a lost
+        history waits for (``job.looked_up``)."""
+        receipt = await self._call("lookup", self._ctx.backend.lookup, submission)
+        job.reconcile = False
+        if job.looked_up is not None and not job.looked_up.is_set():
+            job.found = receipt is not None  # the first answer is the evidence
+            job.looked_up.set()
+        return receipt
+
+    async def _retry_delay(
+        self,
+        job: Job,
+        exc: ThrottledError | AmbiguousBackendError | TransientBackendError,
+        backoff: Backoff,
+    ) -> float | None:
+        """Record what a retryable error says of ``job``'s row; how long to wait before the
+        next try (counted as a retry), or None if there is none (recorded as such)."""
+        ctx = self._ctx
+        if isinstance(exc, ThrottledError):
+            # Not an attempt: wait as asked (the adaptive rate already slowed down) and go on.
+            reason, delay = "throttled", exc.retry_after or 0
+        elif isinstance(exc, UnreachableError):
+            # Nothing was sent: not an attempt, and not this job's failure. A row being
+            # looked up stays as it is (it may exist); one being sent is pending again.
+            if not job.reconcile:
+                ctx.writer.record_nowait(Record(job.index, State.PENDING, error=str(exc)))
+            if ctx.unreachable_too_long(exc):
+                return None  # the run is stopping; the row is kept as recorded
+            reason, delay = "unreachable", min(backoff.outage_delay(), ctx.outage_left())
+        else:
+            last_error = str(exc)
+            if isinstance(exc, AmbiguousBackendError):
+                job.reconcile = True
+                reason = "ambiguous"
+                ctx.writer.record_nowait(Record(job.index, State.UNKNOWN, error=last_error))
+            else:
+                reason = "transient"
+                if not job.reconcile:  # known not sent: it is pending again
+                    ctx.writer.record_nowait(Record(job.index, State.PENDING, error=last_error))
+            next_delay = backoff.next_delay(ctx.clock.now(), exc.retry_after)
+            if next_delay is None:
                 await self._give_up(job, backoff.failures, last_error)
-                return False
-            ctx.stats.retries += 1
-            ctx.metrics.retries.labels(reason=reason).inc()
-            await clock.sleep(delay)
+                return None
+            delay = next_delay
+        ctx.stats.retries += 1
+        ctx.metrics.retries.labels(reason=reason).inc()
+        return delay
 
     async def _call(
         self,
@@ -317,7 +338,7 @@ class Submitter:
             msg = f"unexpected error from the backend: {type(exc).__name__}: {text}"
             raise UnexpectedError(msg) from exc
 
-    async def _raise_sent_mark(self, index: int) -> None:
+    async def _raise_sent_mark(self, sent_mark: SentMark, index: int) -> None:
         """Make the sent mark durable past ``index`` before that row is sent (see SentMark).
 
         Raised a step ahead at a time, a second of sending at the submit ceiling (16 rows at
@@ -325,12 +346,11 @@ class Submitter:
         a second's worth of rows never sent is looked up in vain.
         """
         ctx = self._ctx
-        assert self._sent_mark is not None
         async with self._mark_lock:
             if index >= self._sent_below:
                 step = max(16, math.ceil(ctx.policy.limits.submit_rate_per_s))
                 below = index + step
-                await ctx.offload(self._sent_mark.raise_to, below)
+                await ctx.offload(sent_mark.raise_to, below)
                 self._sent_below = below
 
     async def _give_up(self, job: Job, attempts: int, last_error: str) -> None:

@@ -105,7 +105,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 # its rows were rendered with the run's only template, version 1. Its text is recorded by
 # the first resume whose config matches it (see bulk._runs).
 _UPGRADE_FROM_1 = (
-    "ALTER TABLE jobs ADD COLUMN template INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE jobs ADD COLUMN template INTEGER NOT NULL DEFAULT 1;"  # noqa: S608 - constants
     + _TEMPLATES
     + "UPDATE meta SET v = '2' WHERE k = 'schema';"
 )
@@ -536,7 +536,7 @@ class Journal:
         limit: int | None = None,
     ) -> list[StoredJob]:
         """Rows in index order, optionally only those in ``states`` and past index ``after``."""
-        sql = f"SELECT {_COLUMNS} FROM jobs WHERE idx > ?"
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE idx > ?"  # noqa: S608 - constant column names
         args: list[Any] = [after]
         if states is not None:
             sql += f" AND state IN ({','.join('?' * len(states))})"
@@ -627,13 +627,14 @@ class Journal:
             How many rows were reset.
         """
         marks = ",".join("?" * len(states))
+        sql = (
+            "UPDATE jobs SET state = 'pending', "  # noqa: S608 - '?' marks only; values are bound
+            "attempt = attempt + 1, remote_id = NULL, submitted_at = NULL, started_at = NULL, "
+            "finished_at = NULL, error = NULL, template = coalesce(?, template) "
+            f"WHERE state IN ({marks})"
+        )
         with self._errors("write the journal"):
-            cur = self._conn.execute(
-                f"UPDATE jobs SET state = 'pending', attempt = attempt + 1, remote_id = NULL, "
-                f"submitted_at = NULL, started_at = NULL, finished_at = NULL, error = NULL, "
-                f"template = coalesce(?, template) WHERE state IN ({marks})",
-                [template, *(s.value for s in states)],
-            )
+            cur = self._conn.execute(sql, [template, *(s.value for s in states)])
             return cur.rowcount
 
 

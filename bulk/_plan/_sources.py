@@ -197,7 +197,7 @@ class _Combinations:
             if not cfg.random_samples:
                 yield merged
                 continue
-            rng = random.Random(cfg.random_seed)
+            rng = random.Random(cfg.random_seed)  # noqa: S311 - seeded, reproducible sampling
             for _ in range(cfg.random_samples):
                 yield {**merged, **{name: _draw(rng, dist) for name, dist in cfg.random_params}}
 

@@ -31,6 +31,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -150,7 +151,7 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
         response: web.StreamResponse = await handler(request)
         if (
             request.path != "/ledger"
-            and 200 <= response.status < 300
+            and HTTPStatus.OK <= response.status < HTTPStatus.MULTIPLE_CHOICES
             and service.roll(service.faults.garbage_rate)
         ):
             service.garbled += 1

@@ -51,6 +51,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -396,52 +397,52 @@ class HttpClient:
                 data = await resp.read()
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        except aiohttp.ClientConnectorCertificateError as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._transport_error(
+                exc, method, target, extra, idempotent=idempotent, job_name=job_name
+            ) from exc
+        data = self.secrets.scrub_bytes(data, extra)
+        response = Response(status, data, method, target, idempotent, job_name)
+        if status in expect:
+            return response
+        raise _status_error(response, expect, retry_after)
+
+    def _transport_error(
+        self,
+        exc: TimeoutError | aiohttp.ClientError,
+        method: str,
+        target: str,
+        extra: Sequence[str],
+        *,
+        idempotent: bool,
+        job_name: str | None,
+    ) -> BackendError:
+        """The error for a request that got no answer (see the module docstring)."""
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             msg = (
                 f"cannot connect to {self._shown_url}: its TLS certificate is not trusted "
                 f"({self._clean(str(exc.certificate_error), extra)}); check the URL "
                 "(verify_tls = false is for test servers only)"
             )
-            raise RunRefusedError(msg, job_name=job_name) from exc
-        except aiohttp.ClientConnectorError as exc:
+            return RunRefusedError(msg, job_name=job_name)
+        if isinstance(exc, aiohttp.ClientConnectorError):
             error = exc.os_error
             # errno first (asyncio's strerror is "Connect call failed (host, port)"); name
             # resolution errors have negative codes and their own strerror.
             errno = error.errno or 0
             reason = os.strerror(errno) if errno > 0 else error.strerror or str(error)
             msg = f"cannot connect to {self._shown_url}: {self._clean(reason, extra)}"
-            raise UnreachableError(msg, job_name=job_name) from exc
-        except aiohttp.ConnectionTimeoutError as exc:
+            return UnreachableError(msg, job_name=job_name)
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
             msg = (
                 f"cannot connect to {self._shown_url}: no connection within "
                 f"{self._timeout.connect:g}s"
             )
-            raise UnreachableError(msg, job_name=job_name) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            what = "timed out" if isinstance(exc, TimeoutError) else f"failed ({exc!r})"
-            msg = self._clean(f"{method} {_path(target)} {what}", extra)
-            kind = TransientBackendError if idempotent else AmbiguousBackendError
-            raise kind(msg, job_name=job_name) from exc
-        data = self.secrets.scrub_bytes(data, extra)
-        response = Response(status, data, method, target, idempotent, job_name)
-        if status in expect:
-            return response
-        if 200 <= status < 300:
-            # Success of a kind the caller does not know what to make of (a 200 where the
-            # protocol says 201, a 204): for a create, the job may well exist.
-            expected = " or ".join(str(code) for code in expect)
-            msg = f"HTTP {status} where {expected} was expected"
-            raise response.malformed(msg)
-        msg = f"{method} {_path(target)}: HTTP {status}: {excerpt(data)}"
-        if status == 429:
-            raise ThrottledError(msg, job_name=job_name, status=status, retry_after=retry_after)
-        if status >= 500:
-            kind = TransientBackendError if idempotent else AmbiguousBackendError
-            raise kind(msg, job_name=job_name, status=status, retry_after=retry_after)
-        if status == 401:
-            msg += "; check the token"
-            raise AuthenticationError(msg, job_name=job_name, status=status)
-        raise PermanentBackendError(msg, job_name=job_name, status=status)
+            return UnreachableError(msg, job_name=job_name)
+        what = "timed out" if isinstance(exc, TimeoutError) else f"failed ({exc!r})"
+        msg = self._clean(f"{method} {_path(target)} {what}", extra)
+        kind = TransientBackendError if idempotent else AmbiguousBackendError
+        return kind(msg, job_name=job_name)
 
     def _clean(self, text: str, extra: Sequence[str]) -> str:
         return self.secrets.scrub(text, extra)
@@ -451,6 +452,28 @@ class HttpClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _status_error(
+    response: Response, expect: tuple[int, ...], retry_after: float | None
+) -> BackendError:
+    """The error for an answer whose status is not in ``expect`` (see the module docstring)."""
+    status = response.status
+    job_name = response.job_name
+    if HTTPStatus.OK <= status < HTTPStatus.MULTIPLE_CHOICES:
+        # Success of a kind the caller does not know what to make of (a 200 where the
+        # protocol says 201, a 204): for a create, the job may well exist.
+        expected = " or ".join(str(code) for code in expect)
+        return response.malformed(f"HTTP {status} where {expected} was expected")
+    msg = f"{response.method} {response.path}: HTTP {status}: {excerpt(response.body)}"
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        return ThrottledError(msg, job_name=job_name, status=status, retry_after=retry_after)
+    if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        kind = TransientBackendError if response.idempotent else AmbiguousBackendError
+        return kind(msg, job_name=job_name, status=status, retry_after=retry_after)
+    if status == HTTPStatus.UNAUTHORIZED:
+        return AuthenticationError(msg + "; check the token", job_name=job_name, status=status)
+    return PermanentBackendError(msg, job_name=job_name, status=status)
 
 
 def _path(target: str) -> str:

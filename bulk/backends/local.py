@@ -173,32 +173,9 @@ class LocalKind:
             else:
                 _check_c_string(command, "job.command", problems)
         elif isinstance(command, list):
-            if not command:
-                problems.add("job.command", "is an empty list; give at least the program")
-            for i, arg in enumerate(command):
-                kind = type(arg)
-                if kind is str:  # the common cases, fast
-                    if "\x00" in arg or len(arg) > _SAFE_CHARS:
-                        _check_c_string(arg, f"job.command[{i}]", problems)
-                elif kind is int or kind is float:
-                    continue
-                elif isinstance(arg, bool) or not isinstance(arg, str | int | float):
-                    problems.add(f"job.command[{i}]", "argv items are strings or numbers")
+            _check_argv(command, problems)
         env = problems.kind(obj, "env", "job", (dict,), required=False)
-        for name, value in (env or {}).items():
-            if not _ENV_NAME.fullmatch(name):
-                problems.add(
-                    f"job.env.{name}",
-                    "is not a valid environment variable name; use letters, digits and '_', "
-                    "not starting with a digit",
-                    key=True,
-                )
-            elif isinstance(value, dict | list) or value is None:
-                problems.add(f"job.env.{name}", "values are strings, numbers or booleans")
-            elif isinstance(value, str) and (
-                "\x00" in value or len(value) + len(name) >= _SAFE_CHARS
-            ):
-                _check_c_string(value, f"job.env.{name}", problems, extra=len(name) + 1)
+        _check_env(env or {}, problems)
         cwd = problems.kind(obj, "cwd", "job", (str,), required=False)
         if cwd is not None:
             _check_c_string(cwd, "job.cwd", problems)
@@ -231,6 +208,37 @@ class LocalKind:
 
 
 KIND: BackendKind[LocalOptions] = LocalKind()
+
+
+def _check_argv(command: list[Any], problems: Problems) -> None:
+    """``job.command`` as an argv list: the program, then strings or numbers."""
+    if not command:
+        problems.add("job.command", "is an empty list; give at least the program")
+    for i, arg in enumerate(command):
+        kind = type(arg)
+        if kind is str:  # the common cases, fast
+            if "\x00" in arg or len(arg) > _SAFE_CHARS:
+                _check_c_string(arg, f"job.command[{i}]", problems)
+        elif kind is int or kind is float:
+            continue
+        elif isinstance(arg, bool) or not isinstance(arg, str | int | float):
+            problems.add(f"job.command[{i}]", "argv items are strings or numbers")
+
+
+def _check_env(env: dict[str, Any], problems: Problems) -> None:
+    """``job.env``: variable names, and values that are strings, numbers or booleans."""
+    for name, value in env.items():
+        if not _ENV_NAME.fullmatch(name):
+            problems.add(
+                f"job.env.{name}",
+                "is not a valid environment variable name; use letters, digits and '_', "
+                "not starting with a digit",
+                key=True,
+            )
+        elif isinstance(value, dict | list) or value is None:
+            problems.add(f"job.env.{name}", "values are strings, numbers or booleans")
+        elif isinstance(value, str) and ("\x00" in value or len(value) + len(name) >= _SAFE_CHARS):
+            _check_c_string(value, f"job.env.{name}", problems, extra=len(name) + 1)
 
 
 def _check_c_string(text: str, field: str, problems: Problems, *, extra: int = 0) -> None:
@@ -469,7 +477,7 @@ class LocalBackend:
             del self._jobs[name]  # its pid file went in the sweep
             await job.process.aclose()
             code = job.process.returncode
-            assert code is not None  # it has exited
+            assert code is not None  # noqa: S101 - a type guard: it has exited
             out[name] = _ended(job, code)
         return out
 

@@ -27,6 +27,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -224,10 +225,10 @@ class StubBackend:
             "GET",
             f"/jobs?name={quote(name, safe='')}",
             idempotent=True,
-            expect=(200, 404),
+            expect=(HTTPStatus.OK, HTTPStatus.NOT_FOUND),
             job_name=name,
         )
-        if response.status == 404:
+        if response.status == HTTPStatus.NOT_FOUND:
             return None
         return Receipt(name, _id(response))
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from rich.table import Table
 
-from bulk._engine import Engine
+from bulk._engine import Engine, Runtime
 from bulk._journal import Journal
 from bulk._naming import Point, point_key
 from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
+from bulk._problems import Problems
 from bulk._sim.gongji import DEVICES, GongjiSim, SimConfig, make_app, sample_body
 from bulk._template import compile_template
 from bulk.backends.base import JobStatus, Phase, Submission
@@ -32,10 +35,13 @@ from bulk.backends.gongji import (
     map_status,
     string_to_sign,
 )
-from bulk.backends.gongji._backend import find_mark
+from bulk.backends.gongji._backend import KIND, find_mark
+from bulk.backends.gongji._cli import _resources as resources_command
+from bulk.backends.gongji._client import read_options_token
 from bulk.errors import (
     AmbiguousBackendError,
     AuthenticationError,
+    ConfigError,
     RunRefusedError,
     ThrottledError,
     TransientBackendError,
@@ -361,13 +367,12 @@ def engine_for(
     limits: LimitsConfig,
     retry: RetryConfig,
     track: TrackConfig,
-    **kw: Any,
+    runtime: Runtime | None = None,
 ) -> Engine:
     """An engine for run "gj" sending the documented create body (task_name = {_name})."""
     template = compile_template(orjson.loads(body_for("{_name}")))
-    return Engine(
-        backend, journal, template=template, run="gj", policy=Policy(limits, retry, track), **kw
-    )
+    policy = Policy(limits, retry, track)
+    return Engine(backend, journal, template=template, run="gj", policy=policy, runtime=runtime)
 
 
 async def test_exactly_once_under_commit_then_fail_and_5xx(tmp_path: Path) -> None:
@@ -393,7 +398,7 @@ async def test_exactly_once_under_commit_then_fail_and_5xx(tmp_path: Path) -> No
         ),
         RetryConfig(attempts=30, budget_s=120, base_s=0.01, max_s=0.1),
         TrackConfig(first_s=0.2, factor=1.5, max_s=0.5, batch=1000),
-        rng=random.Random(3),
+        Runtime(rng=random.Random(3)),
     )
 
     stats = await engine.run()
@@ -644,3 +649,74 @@ def test_resources_command_prints_the_device_list(tmp_path: Path) -> None:
     assert 0 == listing.returncode, listing.stderr
     for row in ("chengde-p1", "hebeif-1", "H20", "16416"):
         assert row in listing.stdout
+
+
+def test_options_without_a_token_source_are_a_config_error() -> None:
+    """Options naming neither a token variable nor a file: a ConfigError, not an assert."""
+    with pytest.raises(ConfigError, match=r"no API token: give backend\.token_env"):
+        read_options_token(GongjiOptions(token_env=None))
+
+
+async def test_resources_table_cuts_only_marks_too_long_for_their_cell() -> None:
+    """A mark of 25 characters is shown whole; a longer one is cut to 25, "…" included."""
+
+    class Devices:
+        async def resources(self) -> list[dict[str, Any]]:
+            regions = [{"region": "r", "mark": {"mark": "m" * 25}}, {"mark": {"mark": "n" * 40}}]
+            return [{"device_name": "d", "regions": regions}]
+
+    async def send(endpoint: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        return await call()
+
+    backend: Any = Devices()
+    table = await resources_command(backend, argparse.Namespace(json=False), send)
+
+    assert isinstance(table, Table)
+    assert ["m" * 25, "n" * 24 + "…"] == list(table.columns[-1].cells)
+
+
+SPOT = {"sub_type": "Spot"}
+
+
+@pytest.mark.parametrize(
+    ("change", "support", "expected"),
+    [
+        pytest.param({}, {"mod_param": None}, ["job.job_support.mod_param: is required"], id="mod"),
+        pytest.param(
+            {},
+            {"estimated_exec_sec": 60},
+            ["job.job_support.estimated_exec_sec: is only for Spot jobs"],
+            id="estimate-not-spot",
+        ),
+        pytest.param(
+            SPOT,
+            {"estimated_exec_sec": 3600},
+            ["job.job_support.estimated_exec_sec: 3600 must be below timeout_sec 3600"],
+            id="estimate-past-timeout",
+        ),
+        pytest.param(
+            SPOT, {}, ["job.job_support.estimated_exec_sec: is required"], id="spot-no-estimate"
+        ),
+        pytest.param(SPOT, {"estimated_exec_sec": 60}, [], id="spot-ok"),
+        pytest.param(
+            {},
+            {"timeout_sec": 0, "parallelism": "2"},
+            ["job.job_support.timeout_sec: ", "job.job_support.parallelism: "],
+            id="numbers",
+        ),
+    ],
+)
+def test_job_support_is_checked_with_the_sub_type(
+    change: dict[str, Any], support: dict[str, Any], expected: list[str]
+) -> None:
+    """mod_param is required; estimated_exec_sec is for Spot jobs only, and below the time-out."""
+    body = orjson.loads(sample_body("{_name}"))
+    body.update(change)
+    body["job_support"].update(support)
+    problems = Problems()
+
+    KIND.validate(body, problems)
+
+    shown = [f"{p.field}: {p.message}" for p in problems.items]
+    assert len(expected) == len(shown), shown
+    assert all(s.startswith(e) for s, e in zip(shown, expected, strict=True)), shown

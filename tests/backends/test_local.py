@@ -253,6 +253,38 @@ def test_validation_refuses_nul_bytes(body: dict[str, object], field: str) -> No
     assert "NUL byte" in problems.items[0].message
 
 
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"command": " "}, "job.command", "is empty; give a shell command or an argv list"),
+        ({"command": []}, "job.command", "is an empty list; give at least the program"),
+        ({"command": ["echo", True]}, "job.command[1]", "argv items are strings or numbers"),
+        ({"command": ["echo", [1]]}, "job.command[1]", "argv items are strings or numbers"),
+        ({"command": "true", "env": {"1X": "v"}}, "job.env.1X", "is not a valid environment"),
+        ({"command": "true", "env": {"X": None}}, "job.env.X", "values are strings, numbers"),
+        ({"command": "true", "env": {"X": [1]}}, "job.env.X", "values are strings, numbers"),
+    ],
+)
+def test_validation_refuses_bad_commands_and_env(
+    body: dict[str, object], field: str, message: str
+) -> None:
+    """An empty command, an argv item or env value of the wrong type, a bad variable name."""
+    problems = Problems()
+
+    KIND.validate(body, problems)
+
+    assert [p.field for p in problems.items] == [field]
+    assert problems.items[0].message.startswith(message)
+
+
+def test_validation_accepts_argv_numbers_and_env_scalars() -> None:
+    problems = Problems()
+
+    KIND.validate({"command": ["sleep", 1, 0.5], "env": {"A": "x", "B": 2, "C": True}}, problems)
+
+    assert [] == problems.items
+
+
 def test_shell_commands_get_values_quoted(tmp_path: Path) -> None:
     """A cell with `;` or a quote stays one argument of a string command: nothing injected."""
     (tmp_path / "cells.csv").write_text('i,text\n0,a; echo INJECTED\n1,it\'s\n2,"a  b"\n')

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from bulk._clock import AnyioClock
-from bulk._engine import Engine
+from bulk._engine import Engine, Runtime
 from bulk._journal import Journal, State
 from bulk._naming import Point, job_name, point_key
 from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
@@ -155,8 +155,7 @@ def engine(backend: Backend, journal: Journal, template: dict[str, Any]) -> Engi
         template=compile_template(template),
         run=RUN,
         policy=POLICY,
-        clock=clock,
-        limiter_factory=ClockLimiter.factory(clock),
+        runtime=Runtime(clock=clock, limiter_factory=ClockLimiter.factory(clock)),
     )
 
 

@@ -61,6 +61,7 @@ from bulk.backends.gongji._client import read_options_token as _read_token
 from bulk.backends.gongji._client import read_signer as _read_signer
 from bulk.backends.gongji._schema import validate_resource as _validate_resource
 from bulk.backends.gongji._schema import validate_service as _validate_service
+from bulk.backends.gongji._schema import validate_support as _validate_support
 from bulk.errors import (
     PermanentBackendError,
     RetryableBackendError,
@@ -157,33 +158,7 @@ class GongjiKind:
             _validate_resource(res, f"job.resources[{i}]", problems)
         support = problems.kind(job, "job_support", "job", (dict,))
         if support is not None:
-            timeout = problems.number(
-                support, "timeout_sec", "job.job_support", integer=True, minimum=1
-            )
-            problems.number(support, "parallelism", "job.job_support", integer=True, minimum=1)
-            if support.get("mod_param") is None:
-                problems.add(
-                    "job.job_support.mod_param",
-                    "is required (e.g. "
-                    '{"default": {"backoff_limit": 3, "restart_policy": "OnFailure"}})',
-                )
-            estimated = support.get("estimated_exec_sec")
-            with problems.depending_on("job.sub_type"):
-                if sub_type == "Spot":
-                    est = problems.number(
-                        support, "estimated_exec_sec", "job.job_support", integer=True, minimum=1
-                    )
-                    if est is not None and timeout is not None and est >= timeout:
-                        with problems.depending_on("job.job_support.timeout_sec"):
-                            problems.add(
-                                "job.job_support.estimated_exec_sec",
-                                f"{int(est)} must be below timeout_sec {int(timeout)}",
-                            )
-                elif estimated is not None:
-                    problems.add(
-                        "job.job_support.estimated_exec_sec",
-                        "is only for Spot jobs (sub_type = 'Spot'); leave it out or null",
-                    )
+            _validate_support(support, sub_type, problems)
         services = problems.kind(job, "services", "job", (list,))
         if services is not None and not services:
             problems.add("job.services", "needs at least one service (container)")
@@ -223,11 +198,12 @@ class GongjiKind:
         @asynccontextmanager
         async def bed() -> AsyncIterator[Testbed]:
             sim = GongjiSim(SimConfig(pending_s=0.0, run_s=0.0))
-            sim.add_token("t", None)
+            token = "t"  # noqa: S105 - a simple-mode token for a simulator in this process
+            sim.add_token(token, None)
             server = TestServer(make_app(sim), host="127.0.0.1")
             await server.start_server()
             url = str(server.make_url("")).rstrip("/")
-            client = GongjiClient(GongjiOptions(url=url), token="t", signer=None)
+            client = GongjiClient(GongjiOptions(url=url), token=token, signer=None)
             backend = GongjiBackend(client)
 
             def garble(rate: float) -> None:
@@ -257,7 +233,10 @@ class GongjiKind:
 KIND: BackendKind[GongjiOptions] = GongjiKind()
 
 
+# The unknown task statuses warned of, once each and at most _MAX_WARNED of them: a service
+# that garbles its statuses cannot flood the log.
 _warned: set[str] = set()
+_MAX_WARNED = 20
 
 
 def map_status(task: Mapping[str, Any]) -> JobStatus:
@@ -277,7 +256,7 @@ def map_status(task: Mapping[str, Any]) -> JobStatus:
     if outer == "Running" or inner == "Running":
         return JobStatus(Phase.RUNNING)
     shown = excerpt(outer, 40)
-    if outer != "Pending" and shown not in _warned and len(_warned) < 20:
+    if outer != "Pending" and shown not in _warned and len(_warned) < _MAX_WARNED:
         _warned.add(shown)
         _log.warning("unknown task status %r: treated as not finished", shown)
     return JobStatus(Phase.QUEUED)
@@ -381,49 +360,24 @@ class GongjiBackend:
         if not targets:
             return found
         size = self._page_size
-        oldest = min(targets)
         known = self._end_count.get(prefix)
-        page = -(-known // size) if self._order == "oldest" and known else 1
-        visited: set[int] = set()
-        # Pages beyond this bound (towards the old end) hold only tasks older than any wanted.
-        bound: int | None = None
-        while len(visited) < self.END_PAGES:
+        walk = _EndWalk(
+            page=-(-known // size) if self._order == "oldest" and known else 1,
+            oldest=min(targets),
+        )
+        while len(walk.visited) < self.END_PAGES:
             count, tasks = await self.client.search(
-                status="End", search_value=prefix, page=page, page_size=size
+                status="End", search_value=prefix, page=walk.page, page_size=size
             )
-            visited.add(page)
+            walk.visited.add(walk.page)
             self._end_count[prefix] = count
-            ids: list[int] = []
-            for task in tasks:
-                remote_id = str(task.get("task_id"))
-                if digits(remote_id):
-                    ids.append(int(remote_id))
-                if remote_id in missing:
-                    found[remote_id] = map_status(task)
-                    targets.discard(int(remote_id))
+            ids = _take_ended(tasks, missing, found, targets)
             if not targets or not tasks:
                 break
             order = _list_order(ids)
             if order is not None:
                 self._order = order
-            last = max(1, -(-count // size))
-            if self._order == "newest":
-                if min(ids, default=oldest) <= oldest:
-                    bound = page if bound is None else min(bound, page)
-                # The first page not read yet (lazily: a garbled count may be 10¹⁸).
-                page = next((q for q in range(1, last + 1) if q not in visited), 0)
-                if bound is not None and page >= bound:
-                    page = 0
-            elif self._order == "oldest":
-                # Ascending: page 1 (read before the order was known) is the old end.
-                if min(ids, default=oldest) <= oldest and page != 1:
-                    bound = page if bound is None else max(bound, page)
-                page = next((q for q in range(last, 0, -1) if q not in visited), 0)
-                if bound is not None and page <= bound:
-                    page = 0
-            else:  # no order to go by: the first pages, as the newest may be anywhere
-                page = page + 1 if page < last else 0
-            if not page:
+            if not walk.next_page(self._order, ids, last=max(1, -(-count // size))):
                 break
         return found
 
@@ -570,9 +524,69 @@ def _task_name(submission: Submission) -> str:
     return name
 
 
+def _take_ended(
+    tasks: Sequence[dict[str, Any]],
+    missing: set[str],
+    found: dict[str, JobStatus],
+    targets: set[int],
+) -> list[int]:
+    """Move the tasks of a page of ended ones that are ``missing`` from ``targets`` into
+    ``found``; the page's task ids, in its order."""
+    ids: list[int] = []
+    for task in tasks:
+        remote_id = str(task.get("task_id"))
+        if digits(remote_id):
+            ids.append(int(remote_id))
+        if remote_id in missing:
+            found[remote_id] = map_status(task)
+            targets.discard(int(remote_id))
+    return ids
+
+
+@dataclass(slots=True)
+class _EndWalk:
+    """Where :meth:`GongjiBackend._ended` is in the pages of ended tasks.
+
+    Attributes:
+        page: the page to read (0: none is left to read).
+        oldest: the oldest task id looked for.
+        visited: the pages read so far.
+        bound: pages beyond it (towards the old end) hold only tasks older than any wanted.
+    """
+
+    page: int
+    oldest: int
+    visited: set[int] = field(default_factory=set)
+    bound: int | None = None
+
+    def next_page(self, order: str | None, ids: Sequence[int], *, last: int) -> int:
+        """Move on from the page just read (its task ids ``ids``, ``last`` pages in all), in
+        the list's ``order``; the page to read next, or 0 if there is none."""
+        reached_oldest = min(ids, default=self.oldest) <= self.oldest
+        page = self.page
+        if order == "newest":
+            if reached_oldest:
+                self.bound = page if self.bound is None else min(self.bound, page)
+            # The first page not read yet (lazily: a garbled count may be 10¹⁸).
+            page = next((q for q in range(1, last + 1) if q not in self.visited), 0)
+            if self.bound is not None and page >= self.bound:
+                page = 0
+        elif order == "oldest":
+            # Ascending: page 1 (read before the order was known) is the old end.
+            if reached_oldest and page != 1:
+                self.bound = page if self.bound is None else max(self.bound, page)
+            page = next((q for q in range(last, 0, -1) if q not in self.visited), 0)
+            if self.bound is not None and page <= self.bound:
+                page = 0
+        else:  # no order to go by: the first pages, as the newest may be anywhere
+            page = page + 1 if page < last else 0
+        self.page = page
+        return page
+
+
 def _list_order(ids: Sequence[int]) -> str | None:
     """``newest`` if the ids go down, ``oldest`` if they go up, else None (unknown)."""
-    if len(set(ids)) < 2:
+    if len(set(ids)) <= 1:
         return None
     if all(a > b for a, b in itertools.pairwise(ids)):
         return "newest"

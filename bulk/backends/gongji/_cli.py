@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
 
+from bulk._text import cut
 from bulk.backends.base import Backend, Command, Send
 
 if TYPE_CHECKING:
@@ -26,6 +27,10 @@ class _Devices(Protocol):
     async def resources(self) -> list[dict[str, Any]]: ...
 
 
+# A mark is a long opaque code: the table shows its start (copy it whole from --json).
+_MARK_CHARS = 25
+
+
 def _resources_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="the raw list as JSON")
 
@@ -34,7 +39,7 @@ async def _resources(
     backend: Backend, args: argparse.Namespace, send: Send
 ) -> bytes | RenderableType:
     """The device list: JSON, or a table of each device's regions and marks."""
-    assert isinstance(backend, _Devices)  # the kind's factory made it: the CLI checked
+    assert isinstance(backend, _Devices)  # noqa: S101 - a type guard: the gongji kind made it
     # A one-off read: "lookup" is the class bulk paces with status requests.
     devices: list[dict[str, Any]] = await send("lookup", backend.resources)
     if args.json:
@@ -52,7 +57,7 @@ async def _resources(
                 f"{region.get('region')} ({region.get('region_name')})",
                 str(region.get("inventory")),
                 str(region.get("price")),
-                mark[:24] + "…" if len(mark) > 24 else mark,
+                cut(mark, _MARK_CHARS),
             )
     return table
 

@@ -71,7 +71,7 @@ class GongjiOptions:
     """
 
     url: str = DEFAULT_URL
-    token_env: str | None = "GONGJI_TOKEN"
+    token_env: str | None = "GONGJI_TOKEN"  # noqa: S105 - a variable's name, not a token
     token_file: Path | None = None
     private_key_file: Path | None = None
     private_key_env: str | None = None
@@ -84,7 +84,9 @@ class GongjiOptions:
 def read_options_token(options: GongjiOptions) -> str:
     """The API token the options reference (required)."""
     token = read_token(options.token_env, options.token_file)
-    assert token is not None  # required: read_token raises instead
+    if token is None:  # neither a variable nor a file named (read_token raises if unset)
+        msg = "no API token: give backend.token_env or backend.token_file"
+        raise ConfigError(msg, field="backend.token_env")
     return token
 
 
@@ -249,11 +251,15 @@ def digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+# A task id is a 64-bit integer: longer digit strings are not ids (and are never converted).
+_MAX_TASK_ID_DIGITS = 19
+
+
 def task_id_of(value: Any) -> int | None:
     """A task id as the API gives it (an integer, or its digits), else None."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and digits(value) and len(value) < 20:
+    if isinstance(value, str) and digits(value) and len(value) <= _MAX_TASK_ID_DIGITS:
         return int(value)
     return None
 
