@@ -1028,6 +1028,26 @@ async def test_the_gateway_is_the_send_of_a_one_off_command() -> None:
     assert 1 == get("bulk_retries_total", {"reason": "throttled"})
 
 
+async def test_a_service_that_throttles_everything_ends_a_one_off_call() -> None:
+    """Throttles are waited out only while something goes through: a service that throttles
+    every request ends the call after retry.budget_s, saying so (a one-off command is
+    bounded), and a call that is answered in between is not ended."""
+    clock = AnyioClock()
+    pol = policy(budget_s=0.5)
+    gateway = Gateway.for_command(
+        pol, Metrics(CollectorRegistry()), clock, ClockLimiter.factory(clock)
+    )
+
+    async def throttled() -> str:
+        raise ThrottledError("HTTP 429", status=429, retry_after=0.2)
+
+    started = clock.now()
+    with pytest.raises(ThrottledError, match=r"nothing went through for 0\.5 s"):
+        await gateway.send("status", throttled)
+
+    assert 0.3 <= clock.now() - started <= 0.5 + 0.2  # bounded by the budget (+ one wait)
+
+
 class TestStopThroughTheGateway:
     @pytest.fixture
     def anyio_backend(self) -> str:
@@ -1038,8 +1058,9 @@ class TestStopThroughTheGateway:
         self, journal: Journal
     ) -> None:
         """`bulk stop` against the stub simulator with a tight rate limit: every job is stopped
-        (a 429 is waited out, never "could not be stopped"), and the throttles show in the
-        metrics. The retry budget is shorter than the service's Retry-After on purpose."""
+        (a 429 is waited out, never "could not be stopped", while stops go through), and the
+        throttles show in the metrics. The retry budget is a few of the service's 1 s
+        Retry-After long: throttles are not bounded by it while requests go through."""
         n = 12
         server = TestServer(
             make_app(StubFaults(rate_limit_per_s=4.0, run_s=300.0)), host="127.0.0.1"
@@ -1047,7 +1068,7 @@ class TestStopThroughTheGateway:
         await server.start_server()
         backend = StubBackend(StubOptions(url=str(server.make_url(""))))
         try:
-            pol = policy(budget_s=0.5, attempts=2)
+            pol = policy(budget_s=3.0, attempts=2)
             metrics = Metrics(CollectorRegistry())
             # The jobs are created through a gateway too (the stub's names are unique, so a
             # submit sent again is the same job).

@@ -285,6 +285,25 @@ class TestDamagedJournal:
         assert before == cfg.journal_path.read_bytes()
         assert not (tmp_path / "done.log").exists()
 
+    @pytest.mark.parametrize("size", [100, 4096])
+    def test_a_journal_cut_short_is_called_damaged(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], size: int
+    ) -> None:
+        """A journal that lost its tail (cut inside its header or first page) is damaged:
+        the advice is what to do about it, not that bulk cannot write its folder."""
+        config_path = write_config(tmp_path, rows=3000)
+        cfg = config.load(config_path)
+        journal, _ = runs.open_run(cfg)
+        journal.close()
+        with cfg.journal_path.open("r+b") as f:
+            f.truncate(size)
+
+        for command in ("run", "status", "stop"):
+            assert 2 == main([command, str(config_path)]), command
+            line = one_error_line(capsys.readouterr().err)
+            assert "the journal is damaged" in line, line
+            assert "needs to write" not in line
+
     def test_restart_archives_a_damaged_journal(self, tmp_path: Path) -> None:
         """--restart moves a damaged journal aside and starts a new run."""
         config_path = write_config(tmp_path, rows=3000)

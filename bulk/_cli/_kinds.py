@@ -15,7 +15,7 @@ import functools
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from bulk._clock import AnyioClock
 from bulk._loop import run_async
 from bulk._policy import Policy
 from bulk.backends import AnyKind, Command, Simulator, get_kind, kind_names
-from bulk.errors import ConfigError
+from bulk.errors import BulkError, ConfigError
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -55,20 +55,28 @@ def add_kind_commands(sub: arg.Subparsers, argv: Sequence[str]) -> None:
     for name in kind_names():
         try:
             kind = get_kind(name)
-            simulator = kind.simulator()
-            commands = kind.commands()
-        except KeyError:
-            continue  # a plug-in that cannot be loaded: a config naming it says why
-        except Exception as exc:  # noqa: BLE001 - a plug-in's bug must not break bulk's CLI
-            detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-            _log.warning("bulk: backend %r left out of the command line: %s", name, detail)
+        except KeyError as exc:  # a plug-in that cannot be loaded
+            _log.warning("bulk: %s", exc.args[0])
             continue
-        if simulator is not None:
-            q = sims.add_parser(name, help=simulator.help)
-            _serve_options(q)
-            simulator.add_arguments(q)
-            q.set_defaults(func=functools.partial(_cmd_sim, name, simulator))
-        _add_commands(sub, kind, commands)
+        try:
+            _add_kind(sub, sims, kind)
+        except Exception as exc:  # noqa: BLE001 - a plug-in's bug must not break bulk's CLI
+            if isinstance(exc, BulkError):
+                detail = str(exc)
+            else:
+                detail = f"backend {name!r}: " + " ".join(f"{type(exc).__name__}: {exc}".split())
+            _log.warning("bulk: %s; left out of the command line", detail)
+
+
+def _add_kind(sub: arg.Subparsers, sims: arg.Subparsers, kind: AnyKind) -> None:
+    simulator = kind.simulator()
+    commands = kind.commands()
+    if simulator is not None:
+        q = sims.add_parser(kind.name, help=simulator.help)
+        _serve_options(q)
+        simulator.add_arguments(q)
+        q.set_defaults(func=functools.partial(_cmd_sim, kind.name, simulator))
+    _add_commands(sub, kind, commands)
 
 
 def _add_commands(sub: arg.Subparsers, kind: AnyKind, commands: Sequence[Command]) -> None:
@@ -89,8 +97,23 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sim(name: str, simulator: Simulator, args: argparse.Namespace) -> int:
-    _serve(simulator.app(args), name, args.host, args.port)
+    with _plugin(f"bulk sim {name}"):
+        app = simulator.app(args)
+    _serve(app, name, args.host, args.port)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _plugin(what: str) -> Iterator[None]:
+    """What a kind's code raises that is not a bulk error: one line naming ``what``."""
+    try:
+        yield
+    except BulkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a backend's bug, said in one line
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        msg = f"{what} failed: {detail}"
+        raise ConfigError(msg) from None
 
 
 def _cmd_kind(kind: AnyKind, command: Command, args: argparse.Namespace) -> int:
@@ -116,7 +139,8 @@ def _cmd_kind(kind: AnyKind, command: Command, args: argparse.Namespace) -> int:
             Policy(cfg.limits, cfg.retry, cfg.track), Metrics(CollectorRegistry()), AnyioClock()
         )
         async with contextlib.aclosing(backend):
-            result.append(await command.run(backend, args, gateway.send))
+            with _plugin(f"bulk {kind.name} {command.name}"):
+                result.append(await command.run(backend, args, gateway.send))
 
     run_async(run())
     with output():

@@ -21,6 +21,7 @@ from bulk.errors import (
     ConfigError,
     InputErrors,
     OutageError,
+    ThrottledError,
     UnreachableError,
 )
 
@@ -93,8 +94,8 @@ def _stopped_by(exc: BaseException) -> int:
         lines, code = ["bulk: interrupted"], EXIT_INTERRUPTED
     else:  # any other BulkError: a refusal, or a service out of reach
         lines = [f"bulk: error: {exc}"]
-        if isinstance(exc, OutageError | UnreachableError):
-            code = EXIT_UNREACHABLE
+        if isinstance(exc, OutageError | UnreachableError | ThrottledError):
+            code = EXIT_UNREACHABLE  # out of reach, or refusing us, for retry.budget_s
     for line in lines:
         err(line)
     return code

@@ -71,6 +71,7 @@ class Gateway:
             with a service-wide budget, "service".
         unreachable_since: clock time since which no request has reached the service
             (None: the last one did).
+        went_through_at: clock time of the last call the service carried out (None: none yet).
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class Gateway:
             metrics.rate_limit.labels(endpoint=name).set(rate.rate_per_s)
         self._pace_extra = {c: functools.partial(self.pace, c) for c in per_s}
         self.unreachable_since: float | None = None
+        self.went_through_at: float | None = None
         # Labelled metric children, looked up once: .labels() is a dict walk under a lock.
         self._m_requests = {
             (e, o): metrics.requests.labels(endpoint=e, outcome=o)
@@ -182,6 +184,7 @@ class Gateway:
                 raise
             else:
                 self._reached()
+                self.went_through_at = self._clock.now()
                 if rate.succeeded(max(1, pacer.requests)):
                     self._metrics.rate_limit.labels(endpoint=judged).set(rate.rate_per_s)
                 return result
@@ -192,24 +195,30 @@ class Gateway:
     async def send(self, endpoint: Endpoint, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         """One backend call through :meth:`request`, retried until it is answered.
 
-        A throttle waits its ``Retry-After`` (the adaptive rate has slowed down already) and
-        is sent again: never an attempt, never a final failure (as for the engine's jobs;
-        Ctrl-C ends the wait). A service that cannot be reached is waited for until no
-        request has reached it for ``retry.budget_s``; other retryable errors are retried
-        within ``retry.attempts``/``retry.budget_s`` with back-off (``Retry-After`` wins).
-        The last error is raised when they run out; a permanent one at once. So ``call``
-        must be safe to repeat (a stop, a status, a look-up, a read): a submit is not, and
-        goes through the engine's submitter.
+        A throttle waits its ``Retry-After`` (the adaptive rate has slowed down already) and is sent
+        again, never counted as an attempt, for as long as the service carries out other requests:
+        only when nothing has gone through for ``retry.budget_s`` does the call end (the last
+        throttle is raised, saying so), so that a one-off command against a service that throttles
+        everything is bounded. A service that cannot be reached is waited for until no request has
+        reached it for ``retry.budget_s``; other retryable errors are retried within
+        ``retry.attempts``/``retry.budget_s`` with back-off (``Retry-After`` wins). The last error
+        is raised when they run out; a permanent one at once. So ``call`` must be safe to repeat (a
+        stop, a status, a look-up, a read): a submit is not, and goes through the engine's
+        submitter.
         """
         clock = self._clock
         retry = self._policy.retry
-        backoff = Backoff(retry, started=clock.now(), rng=self._rng)
+        started = clock.now()
+        backoff = Backoff(retry, started=started, rng=self._rng)
         waiting = False
         while True:
             try:
                 return await self.request(endpoint, call, *args)
             except ThrottledError as exc:
                 reason, delay = "throttled", exc.retry_after or 0.0
+                since = max(started, self.went_through_at or started)
+                if clock.now() + delay - since > retry.budget_s:
+                    raise _throttled_out(exc, retry.budget_s) from exc
             except UnreachableError as exc:
                 left = self.outage_left()
                 if left <= 0:
@@ -279,3 +288,11 @@ def outcome_of(exc: BackendError) -> str:
     if isinstance(exc, TransientBackendError):
         return "transient"
     return "permanent"
+
+
+def _throttled_out(exc: ThrottledError, budget_s: float) -> ThrottledError:
+    """``exc``, saying that the service throttled one call for the whole retry budget."""
+    msg = f"{exc}; nothing went through for {budget_s:g} s (retry.budget_s)"
+    return ThrottledError(
+        msg, job_name=exc.job_name, code=exc.code, status=exc.status, retry_after=exc.retry_after
+    )

@@ -210,6 +210,25 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _open_error(path: Path, exc: sqlite3.DatabaseError) -> str:
+    """Why the journal at ``path`` cannot be opened, in one line."""
+    if exc.sqlite_errorname == "SQLITE_NOTADB":
+        return f"{path}: not a readable bulk journal ({exc})"
+    if (exc.sqlite_errorname or "").startswith("SQLITE_CORRUPT"):
+        return _damaged(path, str(exc))
+    # WAL mode writes beside the file even to read it.
+    return f"{path}: cannot open the journal: {_reason(exc)}; bulk needs to write in {path.parent}"
+
+
+def _damaged(path: Path, damage: str) -> str:
+    """What to say of a damaged journal, and what to do about it."""
+    return (
+        f"{path}: the journal is damaged ({damage}); bulk will not resume, "
+        "report or stop from it. Put back a sound copy, or move it aside and "
+        "start a new run with bulk run --restart (every job runs again)"
+    )
+
+
 def _damage(conn: sqlite3.Connection) -> str | None:
     """The first problem ``PRAGMA quick_check`` finds, or None when the file is sound.
 
@@ -287,23 +306,11 @@ class Journal:
         try:
             conn = _connect(path)
         except sqlite3.DatabaseError as exc:
-            if exc.sqlite_errorname == "SQLITE_NOTADB":
-                msg = f"{path}: not a readable bulk journal ({exc})"
-            else:  # WAL mode writes beside the file even to read it
-                msg = (
-                    f"{path}: cannot open the journal: {_reason(exc)}; "
-                    f"bulk needs to write in {path.parent}"
-                )
-            raise JournalError(msg) from None
+            raise JournalError(_open_error(path, exc)) from None
         try:
             damage = _damage(conn) if check else None
             if damage is not None:
-                msg = (
-                    f"{path}: the journal is damaged ({damage}); bulk will not resume, "
-                    f"report or stop from it. Put back a sound copy, or move it aside and "
-                    f"start a new run with bulk run --restart (every job runs again)"
-                )
-                raise JournalError(msg)
+                raise JournalError(_damaged(path, damage))
             schema = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
         except sqlite3.DatabaseError as exc:
             conn.close()

@@ -7,9 +7,11 @@ the ``bulk.backends`` entry-point group; nothing else in bulk needs to know abou
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bulk._policy import LimitsConfig, TrackConfig
 from bulk._problems import Problems
@@ -122,14 +124,66 @@ def _load(ep: EntryPoint) -> AnyKind:
     where += f" of {ep.dist.name} {ep.dist.version})" if ep.dist is not None else ")"
     try:
         loaded = ep.load()
-    except Exception as exc:  # noqa: BLE001 - any import error of a plug-in is reported
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
-        msg = f"{where} cannot be loaded: {detail}"
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of a plug-in's import
+        msg = f"{where} cannot be loaded: {_one_line(exc)}"
         raise KeyError(msg) from None
     kind = getattr(loaded, "KIND", loaded) if isinstance(loaded, ModuleType) else loaded
     missing = [m for m in _KIND_MEMBERS if not hasattr(kind, m)]
     if missing:
         msg = f"{where} is not a backend kind: it has no {', '.join(missing)}"
         raise KeyError(msg)
-    result: AnyKind = kind
+    wrong = [m for m, kinds in _KIND_TYPES.items() if not isinstance(getattr(kind, m), kinds)]
+    if wrong or kind.name != ep.name:
+        what = (
+            ", ".join(wrong) if wrong else f"name {kind.name!r} (the entry point's is {ep.name!r})"
+        )
+        msg = f"{where} is not a backend kind: wrong {what}"
+        raise KeyError(msg)
+    result: AnyKind = _Guarded(kind, where)
     return result
+
+
+# The types of a kind's values (its methods are checked by name above).
+_KIND_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "default_limits": LimitsConfig,
+    "default_track": TrackConfig,
+    "quoted_fields": Mapping,
+    "jobs_outlive_bulk": bool,
+    "unique_names": bool,
+}
+
+# A kind's hooks that bulk calls directly; what they raise that is not a bulk error is a
+# plug-in's bug, reported in one line naming the kind and the hook (never a traceback).
+_HOOKS = frozenset(
+    {"parse_options", "validate", "check_template", "create", "testbed", "commands", "simulator"}
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+class _Guarded:
+    """A kind from another package, its hooks' failures turned into one-line ConfigErrors."""
+
+    def __init__(self, kind: Any, where: str):
+        self._kind = kind
+        self._where = where
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._kind, name)
+        if name in _HOOKS and callable(value):
+            return functools.partial(self._call, name, value)
+        return value
+
+    def _call(self, hook: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from bulk.errors import BulkError, ConfigError
+
+        try:
+            return function(*args, **kwargs)
+        except BulkError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plug-in's bug, said in one line
+            msg = f"{self._where}: {hook}() failed: {_one_line(exc)}"
+            raise ConfigError(msg) from None

@@ -88,8 +88,25 @@ class RaisingKind(ToyKind):
         raise RuntimeError("the toy simulator is broken")
 
 
+class BadOptions(ToyKind):
+    def parse_options(self, table, base):
+        raise ValueError("bad options")
+
+
+class BadCreate(ToyKind):
+    def create(self, options, *, run, run_dir):
+        raise ValueError("cannot create")
+
+
+class BadLimits(ToyKind):
+    default_limits = "fast"
+
+
 KIND = ToyKind()
 RAISING = RaisingKind()
+BAD_OPTIONS = BadOptions()
+BAD_CREATE = BadCreate()
+BAD_LIMITS = BadLimits()
 """
 
 CONFIG = """
@@ -261,7 +278,34 @@ def test_a_kind_whose_hooks_raise_leaves_the_cli_working(tmp_path: Path) -> None
     assert 0 == helped.returncode, helped.stderr
     assert "Traceback" not in helped.stderr
     assert (
-        "bulk: backend 'toy' left out of the command line: "
-        "RuntimeError: the toy simulator is broken"
+        "simulator() failed: RuntimeError: the toy simulator is broken; "
+        "left out of the command line"
     ) in helped.stderr
     assert 0 == ran.returncode, ran.stderr
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("toy = toy_kind:BAD_OPTIONS", "parse_options() failed: ValueError: bad options"),
+        ("toy = toy_kind:BAD_CREATE", "create() failed: ValueError: cannot create"),
+        ("toy = toy_kind:BAD_LIMITS", "is not a backend kind: wrong default_limits"),
+    ],
+)
+def test_a_plug_in_that_fails_in_a_hook_is_one_line_exit_2(
+    tmp_path: Path, entry: str, problem: str
+) -> None:
+    """What a third-party kind's hook raises is one line naming the kind and the hook, exit 2,
+    nothing sent; bulk's own code never shows its traceback."""
+    env = install_toy(tmp_path, entry)
+    config = tmp_path / "toy.toml"
+    config.write_text(CONFIG)
+
+    ran = bulk(env, "run", str(config))
+
+    assert 2 == ran.returncode, ran.stderr
+    assert "Traceback" not in ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert 1 == len(lines), ran.stderr
+    assert "backend 'toy' (entry point" in lines[0]
+    assert problem in lines[0]
