@@ -462,7 +462,8 @@ class LocalBackend:
         try:
             return process, _write_pid_file(self._pids / name, process.pid), None
         except OSError as exc:
-            return process, None, exc
+            proc = stat(process.pid)  # its identity still, for the sweeps that end it
+            return process, proc.start if proc is not None else None, exc
 
     def _open_logs(self, name: str) -> tuple[int, int]:
         # Owner-only, like the run folder: job output may hold anything the job printed.
