@@ -89,7 +89,8 @@ class Leader:
         name: the job's name.
         pid: the leader's pid, which is also its session and process group id.
         start: the leader's start time (``Proc.start``), when it was read.
-        running: whether the leader has not exited yet (as far as the event loop knows).
+        running: whether the leader has not exited yet (as far as the backend knows: it
+            has not reaped it).
     """
 
     name: str
@@ -289,7 +290,7 @@ class Trees:
 
     def _reap(self, pid: int) -> None:
         # Only ever a child that is ours and no one else waits for: an orphan of a job,
-        # never a job's leader (the event loop's child watcher reaps those).
+        # never a job's leader (the local backend reaps those, with Popen.poll).
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         self._owners.pop(pid, None)

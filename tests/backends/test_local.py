@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +20,29 @@ from bulk.backends.base import JobStatus, Phase, Receipt, Submission
 from bulk.backends.local import KIND, LocalBackend, LocalOptions, _write_pid_file
 from bulk.errors import PermanentBackendError, RunRefusedError
 from bulk.testing import wait_until
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401 - only probing that it is there
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param(
+            ("asyncio", {"use_uvloop": True}),
+            id="uvloop",
+            marks=pytest.mark.skipif(not _has_uvloop(), reason="uvloop is not installed"),
+        ),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    """Every test here runs on both loops the CLI may choose: the backend must not care."""
+    return request.param
 
 
 @pytest.fixture
@@ -127,6 +151,50 @@ async def test_missing_program_is_permanent(local: LocalBackend) -> None:
     """A program that does not exist cannot be retried into existence."""
     with pytest.raises(PermanentBackendError, match="cannot start"):
         await local.submit(job("j4", command=["/no/such/program"]))
+
+
+async def test_jobs_start_and_end_without_the_loops_subprocess_support(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs are started with Popen (vfork) and their exits polled, never through the event
+    loop's subprocess support (uvloop forks the whole process for each) or child watcher."""
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the event loop's subprocess support was used")
+
+    monkeypatch.setattr(anyio, "open_process", refused)
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", refused)
+    monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "subprocess_exec", refused)
+    backend = LocalBackend(LocalOptions(base=tmp_path, kill_grace_s=0.2), run_dir=tmp_path)
+    try:
+        done = await backend.submit(job("w1", command="exit 3"))
+        stopped = await backend.submit(job("w2", command=["sleep", "30"]))
+        left = await backend.submit(job("w3", command="echo $$ > pid; exec sleep 30"))
+        pid = int(await until_file(tmp_path / "pid"))
+
+        assert JobStatus(Phase.FAILED, "exit code 3") == await finish(backend, done)
+        await backend.stop(stopped)
+        assert JobStatus(Phase.STOPPED, "stopped") == await finish(backend, stopped)
+    finally:
+        await backend.aclose()
+    assert await gone(pid)
+    assert JobStatus(Phase.MISSING) == (await backend.status([left]))["w3"]
+
+
+async def test_a_pid_file_that_cannot_be_written_refuses_the_run(tmp_path: Path) -> None:
+    """Without its pid file a crash could leave the job unfound: the run stops (rows kept),
+    and the job, already started, is ended with the others when the backend closes."""
+    backend = LocalBackend(LocalOptions(base=tmp_path, kill_grace_s=0.2), run_dir=tmp_path)
+    try:
+        await backend.submit(job("p1", command="true"))  # past the dead run's pid files
+        # Where p2's pid file goes, a link into a folder that is not there: open() fails.
+        await anyio.Path(tmp_path / "pids" / "p2").symlink_to(tmp_path / "nowhere" / "p2")
+        with pytest.raises(RunRefusedError, match=r"cannot write the job's pid file in .*pids"):
+            await backend.submit(job("p2", command="echo $$ > pid; exec sleep 30"))
+        pid = int(await until_file(tmp_path / "pid"))
+    finally:
+        await backend.aclose()
+    assert await gone(pid)
 
 
 async def test_orphan_of_a_dead_bulk_is_killed_on_lookup(
