@@ -455,7 +455,7 @@ class LocalBackend:
             msg = f"cannot create the job's log files in {self._logs}: {exc.strerror or exc}"
             raise RunRefusedError(msg, job_name=name) from None
         try:
-            process = subprocess.Popen(
+            process = subprocess.Popen(  # noqa: S603 - running the user's own job is the point
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
