@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
 from typing import NoReturn, TypeAlias
 
 from bulk._cli._common import EXIT_INPUT, err
@@ -55,29 +54,6 @@ def progress_interval(text: str) -> float:
         )
         raise argparse.ArgumentTypeError(msg)
     return value
-
-
-def _number(text: str, allowed: Callable[[float], bool], what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and allowed(value)):
-        msg = f"expected {what}, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def share(text: str) -> float:
-    return _number(text, lambda v: 0 <= v <= 1, "a share from 0 to 1")
-
-
-def seconds(text: str) -> float:
-    return _number(text, lambda v: v >= 0, "a number of seconds >= 0")
-
-
-def per_second(text: str) -> float:
-    return _number(text, lambda v: v > 0, "a number of requests per second > 0")
 
 
 def non_negative(text: str) -> int:
