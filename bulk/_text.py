@@ -28,6 +28,7 @@ __all__ = [
     "SHOWN_CHARS",
     "cut",
     "excerpt",
+    "one_line",
     "preview",
     "short_repr",
 ]
@@ -134,3 +135,8 @@ def excerpt(value: object, limit: int = EXCERPT_LIMIT) -> str:
             text = repr(value)
     text = " ".join(text.split())
     return cut(text, limit) if text else "(empty)"
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as ``Type: message`` on one line (a message's newlines would split a log line)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -25,6 +25,7 @@ from bulk._journal import Journal, Record, State
 from bulk._naming import Point, job_name, point_key
 from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
 from bulk._ratelimit import AdaptiveRate, pace_request
+from bulk._sim._common import TokenBucket
 from bulk._template import compile_template
 from bulk.backends.base import JobStatus, Receipt, Submission
 from bulk.errors import ThrottledError
@@ -85,24 +86,6 @@ def engine(backend: Any, journal: Journal, limits: LimitsConfig, **track: Any) -
             offload=inline,
         ),
     )
-
-
-class Bucket:
-    """A real limit on virtual time: ``rate_per_s``, up to one second's worth saved up."""
-
-    def __init__(self, rate_per_s: float):
-        self.rate_per_s = rate_per_s
-        self.tokens = rate_per_s
-        self.last = anyio.current_time()
-
-    def take(self) -> bool:
-        now = anyio.current_time()
-        self.tokens = min(self.rate_per_s, self.tokens + (now - self.last) * self.rate_per_s)
-        self.last = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 def busiest_second(times: Sequence[float]) -> int:
@@ -274,12 +257,13 @@ class Service:
         self.random_share = random_share
         self.rng = random.Random(3)
         self.limit_per_s = limit_per_s
-        self.bucket: Bucket | None = None
+        self.bucket: TokenBucket | None = None
         self.accepted: list[float] = []
 
     async def __call__(self, backend: FakeBackend, sub: Submission) -> None:
         if self.limit_per_s is not None:
-            self.bucket = self.bucket or Bucket(self.limit_per_s)
+            # The simulators' own bucket, on the test's virtual time.
+            self.bucket = self.bucket or TokenBucket(self.limit_per_s, anyio.current_time)
             if not self.bucket.take():
                 raise ThrottledError("429", job_name=sub.name, retry_after=1.0)
         if self.random_share and self.rng.random() < self.random_share:

@@ -28,6 +28,7 @@ from bulk._cli._common import EXIT_OK, listen_error, output, stdout_console
 from bulk._clock import AnyioClock
 from bulk._loop import run_async
 from bulk._policy import Policy
+from bulk._text import one_line
 from bulk.backends import AnyKind, Command, Simulator, get_kind, kind_names
 from bulk.errors import BulkError, ConfigError
 
@@ -59,13 +60,10 @@ def add_kind_commands(sub: arg.Subparsers, argv: Sequence[str]) -> None:
             _log.warning("bulk: %s", exc.args[0])
             continue
         try:
-            _add_kind(sub, sims, kind)
-        except Exception as exc:  # noqa: BLE001 - a plug-in's bug must not break bulk's CLI
-            if isinstance(exc, BulkError):
-                detail = str(exc)
-            else:
-                detail = f"backend {name!r}: " + " ".join(f"{type(exc).__name__}: {exc}".split())
-            _log.warning("bulk: %s; left out of the command line", detail)
+            with _plugin(f"backend {name!r}"):
+                _add_kind(sub, sims, kind)
+        except BulkError as exc:  # a plug-in's bug must not break bulk's command line
+            _log.warning("bulk: %s; left out of the command line", exc)
 
 
 def _add_kind(sub: arg.Subparsers, sims: arg.Subparsers, kind: AnyKind) -> None:
@@ -111,8 +109,7 @@ def _plugin(what: str) -> Iterator[None]:
     except BulkError:
         raise
     except Exception as exc:  # noqa: BLE001 - a backend's bug, said in one line
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-        msg = f"{what} failed: {detail}"
+        msg = f"{what} failed: {one_line(exc)}"
         raise ConfigError(msg) from None
 
 

@@ -43,15 +43,17 @@ class TokenBucket:
     """``rate_per_s`` requests a second, up to ``rate_per_s`` saved up (one second's worth)."""
 
     rate_per_s: float
+    clock: Callable[[], float] = time.monotonic  # a test passes its event loop's (virtual) time
     _tokens: float = field(init=False)
-    _last: float = field(default_factory=time.monotonic)
+    _last: float = field(init=False)
 
     def __post_init__(self) -> None:
         self._tokens = self.rate_per_s
+        self._last = self.clock()
 
     def take(self) -> bool:
         """Take one token; False when the bucket is empty (the request is over the limit)."""
-        now = time.monotonic()
+        now = self.clock()
         self._tokens = min(self.rate_per_s, self._tokens + (now - self._last) * self.rate_per_s)
         self._last = now
         if self._tokens < 1:

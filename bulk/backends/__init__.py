@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from bulk._policy import LimitsConfig, TrackConfig
 from bulk._problems import Problems
 from bulk._table import Table
+from bulk._text import one_line
 from bulk.backends.base import (
     NO_QUOTING,
     AnyKind,
@@ -125,7 +126,7 @@ def _load(ep: EntryPoint) -> AnyKind:
     try:
         loaded = ep.load()
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of a plug-in's import
-        msg = f"{where} cannot be loaded: {_one_line(exc)}"
+        msg = f"{where} cannot be loaded: {one_line(exc)}"
         raise KeyError(msg) from None
     kind = getattr(loaded, "KIND", loaded) if isinstance(loaded, ModuleType) else loaded
     missing = [m for m in _KIND_MEMBERS if not hasattr(kind, m)]
@@ -160,10 +161,6 @@ _HOOKS = frozenset(
 )
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
 class _Guarded:
     """A kind from another package, its hooks' failures turned into one-line ConfigErrors."""
 
@@ -185,5 +182,5 @@ class _Guarded:
         except BulkError:
             raise
         except Exception as exc:  # noqa: BLE001 - a plug-in's bug, said in one line
-            msg = f"{self._where}: {hook}() failed: {_one_line(exc)}"
+            msg = f"{self._where}: {hook}() failed: {one_line(exc)}"
             raise ConfigError(msg) from None
