@@ -184,13 +184,15 @@ class Gateway:
                 raise
             else:
                 self._reached()
-                self.went_through_at = self._clock.now()
                 if rate.succeeded(max(1, pacer.requests)):
                     self._metrics.rate_limit.labels(endpoint=judged).set(rate.rate_per_s)
                 return result
             finally:
+                ended = self._clock.now()  # one clock read on the hot path, for both uses
+                if outcome == "ok":
+                    self.went_through_at = ended
                 self._m_requests[endpoint, outcome].inc()
-                self._m_duration[endpoint].observe(max(0.0, self._clock.now() - started))
+                self._m_duration[endpoint].observe(max(0.0, ended - started))
 
     async def send(self, endpoint: Endpoint, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         """One backend call through :meth:`request`, retried until it is answered.
