@@ -210,7 +210,6 @@ def execute(
     import anyio
 
     from bulk._engine import Delivery, Engine, Runtime
-    from bulk._policy import Policy
     from bulk._runs import SentMark, templates
 
     kind = get_kind(cfg.backend.kind)
@@ -220,7 +219,7 @@ def execute(
         template=cfg.template,
         templates=templates(cfg, journal),
         run=cfg.run.name,
-        policy=Policy(cfg.limits, cfg.retry, cfg.track),
+        policy=cfg.policy,
         runtime=Runtime(metrics=metrics),
         delivery=Delivery(
             jobs_outlive_bulk=kind.jobs_outlive_bulk,

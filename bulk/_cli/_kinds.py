@@ -27,7 +27,6 @@ from bulk._api import open_backend
 from bulk._cli._common import EXIT_OK, listen_error, output, stdout_console
 from bulk._clock import AnyioClock
 from bulk._loop import run_async
-from bulk._policy import Policy
 from bulk._text import one_line
 from bulk.backends import AnyKind, Command, Simulator, get_kind, kind_names
 from bulk.errors import BulkError, ConfigError
@@ -132,9 +131,7 @@ def _cmd_kind(kind: AnyKind, command: Command, args: argparse.Namespace) -> int:
     result: list[bytes | RenderableType] = []
 
     async def run() -> None:
-        gateway = Gateway.for_command(
-            Policy(cfg.limits, cfg.retry, cfg.track), Metrics(CollectorRegistry()), AnyioClock()
-        )
+        gateway = Gateway.for_command(cfg.policy, Metrics(CollectorRegistry()), AnyioClock())
         async with contextlib.aclosing(backend):
             with _plugin(f"bulk {kind.name} {command.name}"):
                 result.append(await command.run(backend, args, gateway.send))

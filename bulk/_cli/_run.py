@@ -29,7 +29,6 @@ from bulk._cli._report import print_summary
 from bulk._engine import Engine, stop_run
 from bulk._journal import Journal, RunLock, State
 from bulk._loop import run_async
-from bulk._policy import Policy
 from bulk.backends import Backend
 from bulk.errors import (
     OutageError,
@@ -184,7 +183,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
                         run=cfg.run.name,
                         template=cfg.template,
                         templates=templates,
-                        policy=Policy(cfg.limits, cfg.retry, cfg.track),
+                        policy=cfg.policy,
                     )
                 )
 

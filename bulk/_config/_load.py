@@ -30,7 +30,7 @@ import orjson
 import bulk._template as spec
 from bulk._config._read import parse_json, parse_toml, read_text
 from bulk._config._sweep import SweepConfig, load_sweep
-from bulk._policy import LimitsConfig, RetryConfig, TrackConfig
+from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
 from bulk._table import Table
 from bulk.backends import AnyKind, get_kind
 from bulk.errors import ConfigError
@@ -89,6 +89,11 @@ class Config:
     def journal_path(self) -> Path:
         """The run's SQLite journal."""
         return self.run.dir / "journal.sqlite"
+
+    @property
+    def policy(self) -> Policy:
+        """The run's limits, retry and tracking policy, as the engine takes it."""
+        return Policy(self.limits, self.retry, self.track)
 
 
 def fingerprint_of(value: Any) -> str:

@@ -72,7 +72,7 @@ class Engine:
     Example::
 
         engine = Engine(backend, journal, template=cfg.template, run=cfg.run.name,
-                        policy=Policy(cfg.limits, cfg.retry, cfg.track),
+                        policy=cfg.policy,
                         delivery=Delivery(jobs_outlive_bulk=kind.jobs_outlive_bulk,
                                           unique_names=kind.unique_names))
         stats = await engine.run(drain=drain_event)
