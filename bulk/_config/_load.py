@@ -132,6 +132,11 @@ def load(path: str | Path) -> Config:
     run = _load_run(top.table("run"), base)
     sweep = load_sweep(top.table("sweep"), base)
     backend, kind = _load_backend(top.table("backend"), base)
+    # A kind whose service restricts ids may refuse a run name its job names cannot fit.
+    name_rule = getattr(kind, "run_name_problem", None)
+    problem = name_rule(run.name) if name_rule is not None else None
+    if problem:
+        raise ConfigError(problem, where=where, field="run.name")
     limits = _load_limits(top.table("limits"), kind.default_limits)
     retry = _load_retry(top.table("retry"))
     track = _load_track(top.table("track"), kind.default_track)

@@ -67,6 +67,7 @@ _MODULES = {
     "gongji": "bulk.backends.gongji",
     "local": "bulk.backends.local",
     "stub": "bulk.backends.stub",
+    "yuanrong": "bulk.backends.yuanrong",
 }
 
 ENTRY_POINT_GROUP = "bulk.backends"
