@@ -483,3 +483,24 @@ def test_ctrl_c_records_the_local_jobs_it_ended(tmp_path: Path) -> None:
     assert [] == still_running(pids.read_text().splitlines())
     (tmp_path / "go").touch()
     assert 0 == run_and_kill(config, None)
+
+
+def test_yuanrong_sees_one_create_per_id_across_kills(tmp_path: Path) -> None:
+    """openYuanrong: 20 % commit-then-fail, 502s and kill -9: the ledger has one create per id."""
+    rows = 200
+    with simulator(
+        "yuanrong", "--run-s", "0.05", "--commit-fail-rate", "0.2", "--error-rate", "0.1",
+        "--seed", "5",
+    ) as url:  # fmt: skip
+        config = tmp_path / "run.toml"
+        config.write_text(
+            f'[run]\nname = "yrcrash"\n[sweep]\ngrid.i = {{range = [0, {rows}]}}\n'
+            f'[backend]\nkind = "yuanrong"\nurl = "{url}"\n'
+            "[retry]\nbase_s = 0.01\nmax_s = 0.2\nattempts = 20\n"
+            "[track]\nfirst_s = 0.1\nmax_s = 0.3\n"
+            '[job]\nentrypoint = "python job.py {i}"\nruntime_env = {working_dir = "/w"}\n'
+        )
+
+        crash_and_resume(config, rows, seed=6)
+
+        assert_exactly_once(f"{url}/_sim/ledger", config, "yrcrash", rows)

@@ -99,7 +99,7 @@ def submission_id(name: str) -> str:
 
 def validate_body(job: dict[str, Any], problems: Problems) -> None:
     """Every field of the submit body (``job`` is a table already)."""
-    problems.only(job, FIELDS, "job")
+    problems.only(job, (*FIELDS, "submission_id"), "job")  # submission_id: said below
     if "submission_id" in job:
         problems.add(
             "job.submission_id",
