@@ -226,6 +226,10 @@ class BackendKind(Protocol[OptionsT]):
     what :meth:`create` takes. The registry hands kinds out as ``BackendKind[Any]`` (one
     table holds kinds of different options), so the pair travels together: a config's
     options are only ever given back to the kind that parsed them.
+
+    Optional: ``run_name_problem(run: str) -> str | None``, why a run name cannot make
+    valid job names on the service (too long, a forbidden word), checked when the config
+    is loaded (``run.name``); a kind without it accepts every run name.
     """
 
     name: str
