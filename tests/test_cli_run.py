@@ -106,8 +106,9 @@ class TestRun:
         cfg = load(config)
         with Journal.open(cfg.journal_path) as journal:
             (failed,) = journal.jobs([State.FAILED])
+        # Not a terminal: tab-separated fields, the index first.
         row = next(line for line in out.splitlines() if "exit code 1" in line)
-        assert "4" == row.split("│")[1].strip()
+        assert "4" == row.split("\t")[0]
         assert f"demo-{failed.key}" in row
 
     def test_export_csv_and_jsonl(self, squares: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -333,6 +333,57 @@ class Journal:
             raise JournalError(msg)
         return cls(path, conn)
 
+    @classmethod
+    def open_reader(cls, path: Path) -> Journal:
+        """An existing journal opened read-only, for a reader in another process (``bulk
+        status --watch``) while a run may be writing it.
+
+        The connection cannot write: it never upgrades, checkpoints or changes the file, and
+        takes no lock a writer waits on for longer than one read. Unlike :meth:`open` it
+        does not run ``quick_check`` first (a damaged page shows as an error on a read).
+
+        Raises:
+            JournalError: it is missing, cannot be opened, or is not a bulk journal of this
+                schema version.
+        """
+        if not path.exists():
+            msg = f"{path}: no journal (has this run been started?)"
+            raise JournalError(msg)
+        try:
+            conn = sqlite3.connect(
+                path.absolute().as_uri() + "?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(_open_error(path, exc)) from None
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            schema = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            msg = f"{path}: not a readable bulk journal ({exc})"
+            raise JournalError(msg) from None
+        if schema is None or schema[0] != SCHEMA_VERSION:
+            conn.close()
+            msg = (
+                f"{path}: journal schema {schema and schema[0]!r}, expected "
+                f"{SCHEMA_VERSION!r} (bulk status upgrades it)"
+            )
+            raise JournalError(msg)
+        return cls(path, conn)
+
+    @property
+    def replaced(self) -> bool:
+        """Whether the file at :attr:`path` is no longer the one this object opened (a
+        ``bulk run --restart`` moved it aside and made a new one), or is gone."""
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (now.st_dev, now.st_ino) != self._identity
+
     def __enter__(self) -> Self:
         return self
 
@@ -554,6 +605,33 @@ class Journal:
             args.append(limit)
         with self._errors("read the journal"):
             return [_stored(row) for row in self._conn.execute(sql, args)]
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Make the reads inside one read transaction: they all see the same moment of the
+        run (a writer commits on; it is not held up)."""
+        conn = self._conn
+        with self._errors("read the journal"):
+            conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+    def latest(self, states: Sequence[State], limit: int) -> list[StoredJob]:
+        """At most ``limit`` rows in ``states`` with the highest indexes, highest first.
+
+        Jobs are sent in index order, so these are about the latest to reach those states.
+        Bounded work on any journal: one short range of the state index per state.
+        """
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE state = ? ORDER BY idx DESC LIMIT ?"  # noqa: S608
+        rows: list[StoredJob] = []
+        with self._errors("read the journal"):
+            for state in states:
+                rows.extend(_stored(r) for r in self._conn.execute(sql, (state.value, limit)))
+        rows.sort(key=lambda job: job.index, reverse=True)
+        return rows[:limit]
 
     def iter_jobs(
         self, states: Sequence[State] | None = None, page: int = 2000
