@@ -331,7 +331,7 @@ def test_journal_of_schema_1_is_upgraded_and_resumed(
     runs.open_run(cfg)[0].close()
     with sqlite3.connect(cfg.journal_path) as db:  # back to what bulk wrote before
         db.executescript(
-            "ALTER TABLE jobs DROP COLUMN template; DROP TABLE templates; "
+            "ALTER TABLE jobs DROP COLUMN template; DROP TABLE templates; DROP TABLE series; "
             "UPDATE meta SET v = '1' WHERE k = 'schema';"
         )
 
@@ -340,7 +340,8 @@ def test_journal_of_schema_1_is_upgraded_and_resumed(
     with journal_of(squares) as journal:
         assert {"succeeded": 6} == journal.counts()
         assert {1: cfg.template.source} == journal.template_sources()
-        assert "2" == journal.meta()["schema"]
+        assert "3" == journal.meta()["schema"]
+        assert journal.series()  # the run recorded its time series in the upgraded journal
 
 
 @pytest.mark.parametrize(
