@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,8 @@ import pytest
 
 import bulk._config as config
 import bulk._runs as runs
-from bulk._cli._watch import Rates, Watcher, lock_holder
-from bulk._journal import Record, RunLock, State
+from bulk._cli._watch import Endpoint, Rates, Watcher, describe, lock_holder
+from bulk._journal import Record, RunLock, SeriesRow, State
 from bulk.testing import wait_until_sync
 
 BULK = [sys.executable, "-m", "bulk"]
@@ -308,3 +309,47 @@ def test_bulk_top_shows_a_live_run_in_a_terminal(
     assert "exit code 1" in ended
     assert "Traceback" not in ended
     assert 1 == run.wait(timeout=LINE_TIMEOUT_S)
+
+
+def test_requests_throttles_retries_and_rates_come_from_the_series(tmp_path: Path) -> None:
+    """The last minute of the run's per-second series: requests, throttles and errors by
+    endpoint, retries; each endpoint's adaptive rate and ceiling as last recorded."""
+    config_path = gated_config(tmp_path)
+    unfinished_run(config_path)
+    cfg = config.load(config_path)
+    now = int(time.time())
+    with runs.open_journal(cfg) as journal:
+        journal.apply(
+            [],
+            series=[
+                # Over a minute ago: not counted, but its rate is still the latest.
+                SeriesRow(now - 120, "submit", ok=50, rate=9.0, ceiling=10.0),
+                SeriesRow(now - 5, "submit", ok=7, throttled=3),
+                SeriesRow(now - 5, "status", ok=4, transient=1, rate=2.5, ceiling=5.0),
+                SeriesRow(now - 4, "run", retries=4),
+            ],
+        )
+    watcher = Watcher(cfg)
+    try:
+        view = watcher.read()
+    finally:
+        watcher.close()
+
+    assert Endpoint(10, 3, 0, 9.0, 10.0) == view.endpoints["submit"]
+    assert Endpoint(5, 0, 1, 2.5, 5.0) == view.endpoints["status"]
+    assert ["submit", "status"] == list(view.endpoints)
+    assert 4 == view.retries
+    line = describe(view, Rates())
+    assert "last minute: 15 requests, 3 throttled, 4 retries" in line
+    assert "rate now/ceiling: submit 9/10/s, status 2.5/5/s" in line
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "soon"])
+def test_a_bad_interval_is_one_line_exit_2(
+    tmp_path: Path, interval: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bulk._cli._main import main
+
+    assert 2 == main(["top", str(gated_config(tmp_path)), "--interval", interval])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("bulk top: error: argument --interval: expected seconds between")

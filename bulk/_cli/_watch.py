@@ -6,10 +6,13 @@ lock is never taken, not even for a moment (a ``bulk run`` starting then would b
 Whether a run is going is read from the kernel's table of file locks instead (``/proc/locks``
 on Linux; elsewhere, whether the process the lock file names is alive).
 
-Each refresh costs the same on a journal of 10⁶ rows as on one of ten: counts by state from
-the state index, and the failed rows of highest index (jobs are sent in index order) from
-its ends. Rates are the change of those counts between refreshes, over the last minute the
-view has seen (so they appear after the second refresh).
+Each refresh costs about the same on a journal of 10⁶ rows as on one of ten: counts by state
+from the state index, the failed rows of highest index (jobs are sent in index order) from
+its ends, and the last minute of the run's per-second series (requests, throttles and
+errors by endpoint, retries, each endpoint's adaptive rate and ceiling). Job submit and
+finish rates are the change of the counts between refreshes, over the last minute the view
+has seen (so they appear after the second refresh); the ETA is the rows left over the
+finish rate.
 
 When it ends: on Ctrl-C (exit 0), and by itself once the run is not going and every row is
 finished (``bulk run`` of a finished run sends nothing either). A run that stopped with rows
@@ -39,7 +42,7 @@ from bulk.errors import JournalError
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-__all__ = ["Rates", "View", "Watcher", "cmd_watch", "describe", "lock_holder"]
+__all__ = ["Endpoint", "Rates", "View", "Watcher", "cmd_watch", "describe", "lock_holder"]
 
 RATE_WINDOW_S = 60.0  # rates are over the last minute
 LATEST_FAILURES = 5
@@ -57,6 +60,8 @@ class View:
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[StoredJob] = field(default_factory=list)
     error: str | None = None  # why this refresh could not read the journal (tried again)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    retries: int = 0  # requests sent again over the last minute
 
     @property
     def total(self) -> int:
@@ -73,6 +78,22 @@ class View:
     def ended(self) -> bool:
         """The run is not going and has nothing left to do."""
         return self.started and self.live is None and self.done == self.total > 0
+
+
+@dataclass
+class Endpoint:
+    """One endpoint over the last minute, from the run's per-second series."""
+
+    requests: int = 0
+    throttled: int = 0
+    errors: int = 0  # failed other than by a throttle
+    rate: float | None = None  # the adaptive rate now, per second
+    ceiling: float | None = None  # its hard ceiling, per second
+
+
+# The endpoints the series records with an adaptive rate (look-ups are paced as status),
+# and the service-wide budget's rate.
+_ENDPOINTS = ("submit", "status", "stop", "lookup", "service")
 
 
 class Rates:
@@ -131,9 +152,30 @@ class Watcher:
             with self._journal.snapshot():
                 view.counts = self._journal.counts()
                 view.failures = self._journal.latest((State.FAILED, State.UNKNOWN), LATEST_FAILURES)
+                self._read_series(self._journal, view)
         except JournalError as exc:  # busy past the timeout, a disk error: try again later
             view.error = str(exc)
         return view
+
+    @staticmethod
+    def _read_series(journal: Journal, view: View) -> None:
+        """Requests, throttles and retries over the last minute, and each endpoint's
+        adaptive rate now: a minute of the series (a few hundred rows at most)."""
+        endpoints: dict[str, Endpoint] = {}
+        for row in journal.series(since=view.at - RATE_WINDOW_S):
+            if row.endpoint == "run":
+                view.retries += row.retries
+                continue
+            seen = endpoints.setdefault(row.endpoint, Endpoint())
+            seen.requests += row.requests
+            seen.throttled += row.throttled
+            seen.errors += row.errors
+        for name in _ENDPOINTS:
+            latest = journal.latest_rate(name)
+            if latest is not None:
+                seen = endpoints.setdefault(name, Endpoint())
+                seen.rate, seen.ceiling = latest
+        view.endpoints = {name: endpoints[name] for name in sorted(endpoints, key=_order)}
 
     def _open(self) -> Journal:
         journal = Journal.open_reader(self.cfg.journal_path)
@@ -150,6 +192,10 @@ class Watcher:
             )
             raise JournalError(msg)
         return journal
+
+
+def _order(endpoint: str) -> tuple[int, str]:
+    return (_ENDPOINTS.index(endpoint) if endpoint in _ENDPOINTS else len(_ENDPOINTS), endpoint)
 
 
 def lock_holder(run_dir: Path) -> int | None:
@@ -231,6 +277,7 @@ def _live(watcher: Watcher, rates: Rates, interval_s: float) -> None:
     console = stdout_console()
     view = _refresh(watcher, rates)
     with Live(_render(watcher.cfg, view, rates), console=console, auto_refresh=False) as live:
+        live.refresh()
         while not view.ended:
             time.sleep(interval_s)
             view = _refresh(watcher, rates)
@@ -278,6 +325,29 @@ def _rates_text(rates: Rates) -> str | None:
     return f"submits {submits:.1f}/s, finishes {finishes:.1f}/s (last {_duration(span)})"
 
 
+def _per_s(rate: float) -> str:
+    """A rate as people read it: 1,000 and 2.5, not 1e+03 and 2.5000."""
+    return f"{rate:,.0f}" if rate >= _WHOLE else f"{rate:.3g}"
+
+
+_WHOLE = 100  # a rate from here up is shown in whole requests
+
+
+def _requests_text(view: View) -> str:
+    """Requests, throttles and retries over the last minute, and the adaptive rates now."""
+    throttled = sum(e.throttled for e in view.endpoints.values())
+    requests = sum(e.requests for e in view.endpoints.values())
+    rates = ", ".join(
+        f"{name} {_per_s(e.rate)}/{_per_s(e.ceiling)}/s"
+        if e.ceiling is not None
+        else f"{name} {_per_s(e.rate)}/s"
+        for name, e in view.endpoints.items()
+        if e.rate is not None
+    )
+    text = f"last minute: {requests:,} requests, {throttled:,} throttled, {view.retries:,} retries"
+    return f"{text}; rate now/ceiling: {rates}" if rates else text
+
+
 def describe(view: View, rates: Rates) -> str:
     """One line: what the run is doing (the plain mode's line)."""
     clock = time.strftime("%H:%M:%S", time.localtime(view.at))
@@ -288,6 +358,7 @@ def describe(view: View, rates: Rates) -> str:
         )
         parts.append(f"{view.done:,}/{view.total:,} done ({counts or 'no rows'})")
         parts.extend(t for t in (_rates_text(rates), _eta(view, rates)) if t)
+        parts.append(_requests_text(view))
     if view.error:
         parts.append(f"cannot read: {view.error}")
     return "; ".join(parts)
@@ -316,15 +387,9 @@ def _render(cfg: config.Config, view: View, rates: Rates) -> RenderableType:
         counts.add_row(*(f"{view.counts.get(s.value, 0):,}" for s in State))
         parts.append(counts)
         line = " · ".join(t for t in (_rates_text(rates), _eta(view, rates)) if t)
-        parts.append(Text(line or "rates: after the next refresh"))
-        limits = cfg.limits
-        ceilings = Table("endpoint", "ceiling", box=None, pad_edge=False, title_justify="left")
-        ceilings.add_row("submit", f"{limits.submit_rate_per_s:g}/s")
-        ceilings.add_row("status", f"{limits.status_rate_per_s:g}/s")
-        ceilings.add_row("stop", f"{limits.stop_rate_per_s:g}/s")
-        if limits.service_rate_per_s is not None:
-            ceilings.add_row("all (service)", f"{limits.service_rate_per_s:g}/s")
-        parts.append(ceilings)
+        if line or view.live is not None:
+            parts.append(Text(line or "rates: after the next refresh"))
+        parts.append(_endpoints_table(view))
         if view.failures:
             table = Table(title="latest failures", title_justify="left")
             table.add_column("#", no_wrap=True)
@@ -342,6 +407,31 @@ def _render(cfg: config.Config, view: View, rates: Rates) -> RenderableType:
             parts.append(table)
         parts.append(Text(f"every row: bulk status {cfg.path}", "dim"))
     return Group(*parts)
+
+
+def _endpoints_table(view: View) -> RenderableType:
+    from rich.table import Table
+
+    table = Table(
+        title=f"requests over the last minute ({view.retries:,} retries)",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+    )
+    for column in ("endpoint", "requests", "throttled", "errors", "rate now", "ceiling"):
+        table.add_column(column, justify="left" if column == "endpoint" else "right")
+    for name, e in view.endpoints.items():
+        table.add_row(
+            name,
+            f"{e.requests:,}",
+            f"{e.throttled:,}",
+            f"{e.errors:,}",
+            "" if e.rate is None else f"{_per_s(e.rate)}/s",
+            "" if e.ceiling is None else f"{_per_s(e.ceiling)}/s",
+        )
+    if not view.endpoints:
+        table.add_row("(none yet)", "", "", "", "", "")
+    return table
 
 
 def _done_line(view: View) -> RenderableType:

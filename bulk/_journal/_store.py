@@ -741,6 +741,20 @@ class Journal:
         rows.sort(key=lambda job: job.index, reverse=True)
         return rows[:limit]
 
+    def latest_rate(self, endpoint: str) -> tuple[float, float | None] | None:
+        """An endpoint's adaptive rate and ceiling as the series last recorded them, or None.
+
+        Read from the end of the series (its key is the time), so it costs little while the
+        rate changes now and then; an adaptive rate is written when it changes.
+        """
+        sql = (
+            "SELECT rate, ceiling FROM series WHERE endpoint = ? AND rate IS NOT NULL "
+            "ORDER BY t DESC LIMIT 1"
+        )
+        with self._errors("read the journal"):
+            row = self._conn.execute(sql, (endpoint,)).fetchone()
+        return None if row is None else (float(row[0]), row[1])
+
     def iter_jobs(
         self, states: Sequence[State] | None = None, page: int = 2000
     ) -> Iterator[StoredJob]:
