@@ -689,6 +689,12 @@ class Journal:
             rows = self._conn.execute("SELECT state, count(*) FROM jobs GROUP BY state")
             return dict(rows.fetchall())
 
+    def count(self, state: State) -> int:
+        """How many rows are in ``state`` (a range of the state index)."""
+        with self._errors("read the journal"):
+            sql = "SELECT count(*) FROM jobs WHERE state = ?"
+            return int(self._conn.execute(sql, (state.value,)).fetchone()[0])
+
     def total(self) -> int:
         """How many points the run has."""
         with self._errors("read the journal"):
