@@ -260,9 +260,13 @@ def tmux() -> Iterator[list[str]]:
         if os.environ.get("CI"):
             pytest.fail("tmux is not installed (CI must run this test)")
         pytest.skip("tmux is not installed")
-    command = ["tmux", "-L", f"bulk-test-{uuid.uuid4().hex[:12]}", "-f", os.devnull]
+    name = f"bulk-test-{uuid.uuid4().hex[:12]}"
+    command = ["tmux", "-L", name, "-f", os.devnull]
     yield command
     subprocess.run([*command, "kill-server"], capture_output=True, check=False)
+    # The server leaves its socket behind: /tmp/tmux-UID/NAME, or under $TMUX_TMPDIR.
+    folder = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"  # noqa: S108
+    (folder / name).unlink(missing_ok=True)
 
 
 def test_bulk_top_shows_a_live_run_in_a_terminal(
