@@ -106,8 +106,9 @@ class TestRun:
         cfg = load(config)
         with Journal.open(cfg.journal_path) as journal:
             (failed,) = journal.jobs([State.FAILED])
+        # Not a terminal: tab-separated fields, the index first.
         row = next(line for line in out.splitlines() if "exit code 1" in line)
-        assert "4" == row.split("│")[1].strip()
+        assert "4" == row.split("\t")[0]
         assert f"demo-{failed.key}" in row
 
     def test_export_csv_and_jsonl(self, squares: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -330,7 +331,7 @@ def test_journal_of_schema_1_is_upgraded_and_resumed(
     runs.open_run(cfg)[0].close()
     with sqlite3.connect(cfg.journal_path) as db:  # back to what bulk wrote before
         db.executescript(
-            "ALTER TABLE jobs DROP COLUMN template; DROP TABLE templates; "
+            "ALTER TABLE jobs DROP COLUMN template; DROP TABLE templates; DROP TABLE series; "
             "UPDATE meta SET v = '1' WHERE k = 'schema';"
         )
 
@@ -339,7 +340,8 @@ def test_journal_of_schema_1_is_upgraded_and_resumed(
     with journal_of(squares) as journal:
         assert {"succeeded": 6} == journal.counts()
         assert {1: cfg.template.source} == journal.template_sources()
-        assert "2" == journal.meta()["schema"]
+        assert "3" == journal.meta()["schema"]
+        assert journal.series()  # the run recorded its time series in the upgraded journal
 
 
 @pytest.mark.parametrize(

@@ -65,3 +65,19 @@ def non_negative(text: str) -> int:
         msg = f"expected a whole number >= 0, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+# A refresh of `bulk status --watch` reads a few indexed counts; more often than this would
+# only load the journal's disk for a view nobody can read that fast.
+MIN_WATCH_INTERVAL_S = 0.05
+
+
+def watch_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not MIN_WATCH_INTERVAL_S <= value < math.inf:
+        msg = f"expected seconds between refreshes, at least {MIN_WATCH_INTERVAL_S}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value

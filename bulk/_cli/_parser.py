@@ -10,6 +10,8 @@ import bulk._cli._args as arg
 from bulk._cli._kinds import add_kind_commands
 from bulk._cli._report import cmd_export, cmd_plan, cmd_status
 from bulk._cli._run import cmd_retry, cmd_run, cmd_stop
+from bulk._cli._watch import cmd_watch
+from bulk._journal import State
 from bulk._version import __version__
 
 
@@ -85,21 +87,55 @@ def _add_run_and_retry(sub: arg.Subparsers) -> None:
 
 
 def _add_status_and_stop(sub: arg.Subparsers) -> None:
-    p = sub.add_parser("status", help="counts by state, and failures with their reasons")
+    p = sub.add_parser("status", help="counts by state, and the failed rows with their reasons")
     p.add_argument("config", type=Path)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
-        "--failures",
+        "--failed", action="store_true", help="list the failed rows only (not the unknown)"
+    )
+    p.add_argument(
+        "--state",
+        action="append",
+        choices=[s.value for s in State],
+        metavar="S",
+        help="list the rows in state S (repeatable; default: failed and unknown)",
+    )
+    p.add_argument(
+        "--limit",
+        "--failures",  # its name before --state: listed rows need not be failures
+        dest="limit",
         type=arg.non_negative,
         default=20,
         metavar="N",
-        help="how many failures to list (default 20)",
+        help="how many rows to list (default 20)",
     )
+    _add_watch_options(p, alias=False)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("top", help="a live view of a run (bulk status --watch)")
+    p.add_argument("config", type=Path)
+    _add_watch_options(p, alias=True)
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("stop", help="stop every unfinished job of the run on the service")
     p.add_argument("config", type=Path)
     p.set_defaults(func=cmd_stop)
+
+
+def _add_watch_options(p: arg.Parser, *, alias: bool) -> None:
+    if not alias:
+        p.add_argument(
+            "--watch",
+            action="store_true",
+            help="a live view refreshed from the journal until Ctrl-C or the run's end",
+        )
+    p.add_argument(
+        "--interval",
+        type=arg.watch_interval,
+        default=1.0,
+        metavar="S",
+        help="seconds between refreshes of the live view (default 1)",
+    )
 
 
 def _add_export(sub: arg.Subparsers) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shlex
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -17,9 +19,14 @@ import bulk._config as config
 import bulk._runs as runs
 from bulk._api import Plan, plan
 from bulk._cli._common import EXIT_OK, err, output, output_error, stdout_console
-from bulk._journal import Journal, State
+from bulk._journal import Journal, State, StoredJob
 from bulk._naming import Point, job_name
-from bulk._plan._check import preview
+from bulk._plan._check import origin_where, preview
+from bulk._text import cut
+from bulk.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -102,13 +109,30 @@ def _open_existing(cfg: config.Config) -> Journal:
     return runs.open_journal(cfg)
 
 
+# The rows `bulk status` lists when no --state is given: those that need the user's eyes.
+_TROUBLE = (State.FAILED, State.UNKNOWN)
+_SHORT_VARIABLES = 60  # characters of a row's variables in a status table cell
+_SHORT_REASON = 300  # characters of a row's reason in a status table cell (JSON: in full)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch:
+        if args.json or args.state or args.failed:
+            msg = "the live view shows every state; --json, --state and --failed are for one look"
+            raise ConfigError(msg, where="bulk status: error: argument --watch")
+        from bulk._cli._watch import cmd_watch
+
+        return cmd_watch(args)
     cfg = config.load(args.config)
+    states = _listed_states(args)
     with _open_existing(cfg) as journal:
-        counts = journal.counts()
-        failures = journal.jobs([State.FAILED, State.UNKNOWN], limit=args.failures)
+        with journal.snapshot():
+            counts = journal.counts()
+            rows = journal.jobs(states, limit=args.limit)
         meta = journal.meta()
     total = sum(counts.values())
+    matching = sum(counts.get(s.value, 0) for s in states)
+    listed = [_row(cfg, j) for j in rows]
     if args.json:
         data = {
             "run": cfg.run.name,
@@ -116,46 +140,191 @@ def cmd_status(args: argparse.Namespace) -> int:
             "created": meta.get("created"),
             "total": total,
             "counts": {state.value: counts.get(state.value, 0) for state in State},
-            "failures": [
-                {
-                    "index": j.index,
-                    "key": j.key,
-                    "origin": j.origin,
-                    "state": j.state.value,
-                    "attempt": j.attempt,
-                    "remote_id": j.remote_id,
-                    "error": j.error,
-                }
-                for j in failures
-            ],
+            # The listed rows (failed and unknown unless --state or --failed chose others),
+            # under the key it always had.
+            "listed_states": [s.value for s in states],
+            "listed_of": matching,
+            "failures": listed,
         }
         with output():
             sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
         return EXIT_OK
+    with output():
+        if sys.stdout.isatty():
+            _status_table(cfg, _Status(total, counts, states, matching, listed))
+        else:
+            _status_plain(cfg, _Status(total, counts, states, matching, listed))
+    return EXIT_OK
+
+
+@dataclass(frozen=True, slots=True)
+class _Status:
+    total: int
+    counts: dict[str, int]
+    states: list[State]  # the states of the listed rows
+    matching: int  # how many rows are in them
+    listed: list[dict[str, Any]]
+
+
+def _listed_states(args: argparse.Namespace) -> list[State]:
+    chosen = [State(s) for s in args.state or ()]
+    if args.failed:
+        chosen.append(State.FAILED)
+    return list(dict.fromkeys(chosen)) if chosen else list(_TROUBLE)
+
+
+def job_output(cfg: config.Config, job: StoredJob) -> tuple[list[str] | None, str | None]:
+    """Where a row's output is: its log files in the run's folder, where the backend wrote
+    them there (one running jobs on this machine does), else the ``bulk logs`` command that
+    fetches them from the service; ``(None, None)`` for a row never sent."""
+    if job.state in (State.PENDING, State.SUBMITTING) or (
+        job.remote_id is None and job.submitted_at is None
+    ):
+        return None, None
+    name = job_name(cfg.run.name, job.key, job.attempt)
+    logs = cfg.run.dir / "logs"
+    out, err = logs / f"{name}.out", logs / f"{name}.err"
+    if out.exists() or err.exists():
+        return [str(out), str(err)], None
+    return None, f"bulk logs {shlex.quote(str(cfg.path))} {job.index}"
+
+
+def _row(cfg: config.Config, j: StoredJob) -> dict[str, Any]:
+    logs, logs_command = job_output(cfg, j)
+    return {
+        "index": j.index,
+        "key": j.key,
+        "origin": j.origin,
+        "where": origin_where(cfg, j.origin),
+        "state": j.state.value,
+        "attempt": j.attempt,
+        "remote_id": j.remote_id,
+        "error": j.error,
+        "name": job_name(cfg.run.name, j.key, j.attempt),
+        "variables": j.variables,
+        "submitted_at": _iso(j.submitted_at),
+        "started_at": _iso(j.started_at),
+        "finished_at": _iso(j.finished_at),
+        "logs": logs,
+        "logs_command": logs_command,
+    }
+
+
+def _title(states: list[State], shown: int, matching: int) -> str:
+    which = "failures" if states == list(_TROUBLE) else " and ".join(s.value for s in states)
+    more = f" (the first {shown:,} of {matching:,}; --limit N for more)" if matching > shown else ""
+    return f"{which}{more}"
+
+
+def _status_table(cfg: config.Config, status: _Status) -> None:
     from rich.markup import escape
+    from rich.table import Table
+
+    console = stdout_console()
+    console.print(
+        f"run [bold]{cfg.run.name}[/bold]: {status.total:,} jobs ({escape(str(cfg.journal_path))})"
+    )
+    table = Table("state", "jobs")
+    for state in State:
+        if status.counts.get(state.value):
+            table.add_row(state.value, f"{status.counts[state.value]:,}")
+    console.print(table)
+    if status.listed:
+        _listed_table(cfg, status, console)
+
+
+def _listed_table(cfg: config.Config, status: _Status, console: Console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    with output():
-        console = stdout_console()
-        console.print(
-            f"run [bold]{cfg.run.name}[/bold]: {total:,} jobs ({escape(str(cfg.journal_path))})"
+    table = Table(title=_title(status.states, len(status.listed), status.matching))
+    rows = status.listed
+    # Columns that would repeat what another says are left out: a remote id that is the job
+    # name (on this machine's processes), the state when one state is listed, and each row's log
+    # files when the line below the table says where they are.
+    remote_ids = any(row["remote_id"] not in (None, row["name"]) for row in rows)
+    states = len({row["state"] for row in rows}) > 1
+    # Narrow terminals: the short identity columns keep their width, long ones fold or cut.
+    table.add_column("#", no_wrap=True)
+    table.add_column("key", overflow="ellipsis", max_width=18)
+    table.add_column("variables", overflow="fold", ratio=2)
+    table.add_column("origin", overflow="fold", ratio=1)
+    table.add_column("name", overflow="fold", ratio=1)
+    if remote_ids:
+        table.add_column("remote id", overflow="fold", ratio=1)
+    table.add_column("attempt", no_wrap=True)
+    if states:
+        table.add_column("state", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=2)
+    for row in rows:
+        # Plain text: an error may quote a service's answer, and "[/x]" is not markup.
+        cells: list[Any] = [
+            str(row["index"]),
+            Text(row["key"]),
+            Text(preview(row["variables"], _SHORT_VARIABLES)),
+            Text(row["where"]),
+            Text(row["name"]),
+        ]
+        if remote_ids:
+            cells.append(Text(row["remote_id"] or ""))
+        cells.append(str(row["attempt"]))
+        if states:
+            cells.append(row["state"])
+        cells.append(Text(cut(row["error"] or "", _SHORT_REASON)))
+        table.add_row(*cells)
+    console.print(table)
+    if any(row["logs"] for row in rows):
+        console.print(Text(f"output: {cfg.run.dir / 'logs'}/NAME.out and NAME.err"))
+    elif any(row["logs_command"] for row in rows):
+        console.print(Text(f"output: bulk logs {shlex.quote(str(cfg.path))} #"))
+
+
+def _output_text(row: dict[str, Any], sep: str) -> str:
+    if row["logs"]:
+        return sep.join(row["logs"])
+    return str(row["logs_command"] or "")
+
+
+_PLAIN_COLUMNS = (
+    "index",
+    "key",
+    "variables",
+    "origin",
+    "name",
+    "remote_id",
+    "attempt",
+    "state",
+    "reason",
+    "output",
+)
+
+
+def _status_plain(cfg: config.Config, status: _Status) -> None:
+    """Not a terminal: lines for grep and cut, rows as tab-separated fields with a header
+    line (a field's tabs and line breaks are spaces; nothing is cut but the variables)."""
+    out = sys.stdout
+    out.write(f"run {cfg.run.name}: {status.total:,} jobs ({cfg.journal_path})\n")
+    for state in State:
+        if status.counts.get(state.value):
+            out.write(f"{state.value}\t{status.counts[state.value]}\n")
+    if not status.listed:
+        return
+    out.write(f"{_title(status.states, len(status.listed), status.matching)}:\n")
+    out.write("\t".join(_PLAIN_COLUMNS) + "\n")
+    for row in status.listed:
+        fields = (
+            str(row["index"]),
+            row["key"],
+            preview(row["variables"], _SHORT_VARIABLES),
+            row["where"],
+            row["name"],
+            row["remote_id"] or "",
+            str(row["attempt"]),
+            row["state"],
+            row["error"] or "",
+            _output_text(row, " "),
         )
-        table = Table("state", "jobs")
-        for state in State:
-            if counts.get(state.value):
-                table.add_row(state.value, f"{counts[state.value]:,}")
-        console.print(table)
-        if failures:
-            table = Table("#", "job", "origin", "state", "error", title="failures")
-            for j in failures:
-                # Plain text: an error may quote a service's answer, and "[/x]" is not markup.
-                name = job_name(cfg.run.name, j.key, j.attempt)
-                table.add_row(
-                    str(j.index), name, Text(j.origin), j.state.value, Text(j.error or "")
-                )
-            console.print(table)
-    return EXIT_OK
+        out.write("\t".join(" ".join(f.split()) for f in fields) + "\n")
 
 
 _EXPORT_FIELDS = (

@@ -54,6 +54,7 @@ from bulk._engine._context import INTERRUPTED, Stats
 from bulk._engine._gateway import Gateway
 from bulk._engine._options import Delivery, Runtime
 from bulk._engine._run import RunContext
+from bulk._engine._series import SeriesSampler
 from bulk._engine._slots import Slots
 from bulk._engine._submitter import Submitter
 from bulk._engine._tracker import Tracker
@@ -216,6 +217,9 @@ class Engine:
                     async with anyio.create_task_group() as tg:
                         if drain is not None:
                             tg.start_soon(self._watch, drain, ctx.work)
+                        # The per-second time series (`bulk report`, `bulk status --watch`).
+                        series = SeriesSampler(self.metrics, gateway, policy, self._clock)
+                        tg.start_soon(series.run, ctx.writer)
                         tg.start_soon(submitter.submit_all, unsettled)
                         await tracker.run(tg, submitter.submit_job)
                         tg.cancel_scope.cancel()  # ends the drain watcher

@@ -44,9 +44,18 @@ import orjson
 from bulk._naming import Point, point_key
 from bulk.errors import JournalError
 
-__all__ = ["SCHEMA_VERSION", "Journal", "Record", "State", "StoredJob"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SERIES_OUTCOMES",
+    "Journal",
+    "Record",
+    "SeriesRow",
+    "State",
+    "StoredJob",
+]
 
-SCHEMA_VERSION = "2"  # 2: template versions (``templates``, ``jobs.template``)
+# 2: template versions (``templates``, ``jobs.template``); 3: the per-second ``series``
+SCHEMA_VERSION = "3"
 # Meta key: the most submit workers of any run session since the last one that ended cleanly
 # ("0": the journal holds everything every session sent). See Journal.begin_session.
 _UNCLEAN = "unclean_workers"
@@ -81,6 +90,28 @@ CREATE TABLE IF NOT EXISTS templates (
     created      TEXT NOT NULL
 );
 """
+# The run's per-second time series (see SeriesRow): one row per second and endpoint in
+# which that endpoint saw requests or its adaptive rate changed, plus a ``run`` row for the
+# seconds with retries. WITHOUT ROWID: the primary key is the table (compact, ordered by t).
+_SERIES = """
+CREATE TABLE IF NOT EXISTS series (
+    t            INTEGER NOT NULL,
+    endpoint     TEXT NOT NULL,
+    ok           INTEGER NOT NULL DEFAULT 0,
+    throttled    INTEGER NOT NULL DEFAULT 0,
+    transient    INTEGER NOT NULL DEFAULT 0,
+    ambiguous    INTEGER NOT NULL DEFAULT 0,
+    unreachable  INTEGER NOT NULL DEFAULT 0,
+    permanent    INTEGER NOT NULL DEFAULT 0,
+    retries      INTEGER NOT NULL DEFAULT 0,
+    rate         REAL,
+    ceiling      REAL,
+    PRIMARY KEY (t, endpoint)
+) WITHOUT ROWID;
+"""
+# The outcomes a series row counts, in column order (the ``outcome`` label of
+# ``bulk_requests_total``).
+SERIES_OUTCOMES = ("ok", "throttled", "transient", "ambiguous", "unreachable", "permanent")
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -100,6 +131,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 """
     + _TEMPLATES
+    + _SERIES
 )
 # A journal of schema 1 (before template versions) is upgraded in place when opened: all
 # its rows were rendered with the run's only template, version 1. Its text is recorded by
@@ -108,6 +140,19 @@ _UPGRADE_FROM_1 = (
     "ALTER TABLE jobs ADD COLUMN template INTEGER NOT NULL DEFAULT 1;"  # noqa: S608 - constants
     + _TEMPLATES
     + "UPDATE meta SET v = '2' WHERE k = 'schema';"
+)
+# Schema 2 (before the time series) gains the empty table: its runs recorded none.
+_UPGRADE_FROM_2 = _SERIES + "UPDATE meta SET v = '3' WHERE k = 'schema';"  # noqa: S608
+_UPGRADES = {"1": _UPGRADE_FROM_1 + _UPGRADE_FROM_2, "2": _UPGRADE_FROM_2}
+_SERIES_INSERT = (
+    "INSERT INTO series(t, endpoint, ok, throttled, transient, ambiguous, unreachable, "
+    "permanent, retries, rate, ceiling) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(t, endpoint) DO UPDATE SET ok = ok + excluded.ok, "
+    "throttled = throttled + excluded.throttled, transient = transient + excluded.transient, "
+    "ambiguous = ambiguous + excluded.ambiguous, "
+    "unreachable = unreachable + excluded.unreachable, "
+    "permanent = permanent + excluded.permanent, retries = retries + excluded.retries, "
+    "rate = coalesce(excluded.rate, rate), ceiling = coalesce(excluded.ceiling, ceiling)"
 )
 # Made after the bulk fill, not during it: one sort is much cheaper than 10⁶ index updates
 # (measured: 2.9 µs a row in all, against 5.5 µs with the key index kept up to date).
@@ -170,6 +215,69 @@ class Record:
             self.finished_at,
             self.error,
             self.index,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    """One second of one endpoint in the run's time series (:meth:`Journal.series`).
+
+    Attributes:
+        t: the second (wall clock, seconds since the epoch, rounded down; with ``step``,
+            the first second of the step).
+        endpoint: "submit", "status", "stop", "lookup" (requests by outcome; look-ups are
+            paced as status: their rate is status's), "service" (the service-wide budget's
+            rate only) or "run" (``retries`` only: retries are not counted per endpoint).
+        ok, throttled, transient, ambiguous, unreachable, permanent: requests that ended so
+            (the ``outcome`` label of ``bulk_requests_total``) in that second.
+        retries: requests sent again (on the ``run`` row).
+        rate: the adaptive rate per second at the end of that second (None: unchanged since
+            the endpoint's previous row; carry it forward).
+        ceiling: the hard ceiling per second, written with ``rate`` (None: as before).
+    """
+
+    t: int
+    endpoint: str
+    ok: int = 0
+    throttled: int = 0
+    transient: int = 0
+    ambiguous: int = 0
+    unreachable: int = 0
+    permanent: int = 0
+    retries: int = 0
+    rate: float | None = None
+    ceiling: float | None = None
+
+    @property
+    def requests(self) -> int:
+        """Every request counted in that second, whatever its outcome."""
+        return (
+            self.ok
+            + self.throttled
+            + self.transient
+            + self.ambiguous
+            + self.unreachable
+            + self.permanent
+        )
+
+    @property
+    def errors(self) -> int:
+        """Requests that failed other than by a throttle."""
+        return self.transient + self.ambiguous + self.unreachable + self.permanent
+
+    def params(self) -> tuple[Any, ...]:
+        return (
+            self.t,
+            self.endpoint,
+            self.ok,
+            self.throttled,
+            self.transient,
+            self.ambiguous,
+            self.unreachable,
+            self.permanent,
+            self.retries,
+            self.rate,
+            self.ceiling,
         )
 
 
@@ -319,12 +427,12 @@ class Journal:
         except BaseException:
             conn.close()
             raise
-        if schema is not None and schema[0] == "1":
+        if schema is not None and schema[0] in _UPGRADES:
             try:
-                conn.executescript(f"BEGIN IMMEDIATE; {_UPGRADE_FROM_1} COMMIT;")
+                conn.executescript(f"BEGIN IMMEDIATE; {_UPGRADES[schema[0]]} COMMIT;")
             except sqlite3.DatabaseError as exc:
                 conn.close()
-                msg = f"{path}: cannot upgrade this journal from schema 1 ({exc})"
+                msg = f"{path}: cannot upgrade this journal from schema {schema[0]} ({exc})"
                 raise JournalError(msg) from None
             schema = (SCHEMA_VERSION,)
         if schema is None or schema[0] != SCHEMA_VERSION:
@@ -332,6 +440,57 @@ class Journal:
             msg = f"{path}: journal schema {schema and schema[0]!r}, expected {SCHEMA_VERSION!r}"
             raise JournalError(msg)
         return cls(path, conn)
+
+    @classmethod
+    def open_reader(cls, path: Path) -> Journal:
+        """An existing journal opened read-only, for a reader in another process (``bulk
+        status --watch``) while a run may be writing it.
+
+        The connection cannot write: it never upgrades, checkpoints or changes the file, and
+        takes no lock a writer waits on for longer than one read. Unlike :meth:`open` it
+        does not run ``quick_check`` first (a damaged page shows as an error on a read).
+
+        Raises:
+            JournalError: it is missing, cannot be opened, or is not a bulk journal of this
+                schema version.
+        """
+        if not path.exists():
+            msg = f"{path}: no journal (has this run been started?)"
+            raise JournalError(msg)
+        try:
+            conn = sqlite3.connect(
+                path.absolute().as_uri() + "?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(_open_error(path, exc)) from None
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            schema = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            msg = f"{path}: not a readable bulk journal ({exc})"
+            raise JournalError(msg) from None
+        if schema is None or schema[0] != SCHEMA_VERSION:
+            conn.close()
+            msg = (
+                f"{path}: journal schema {schema and schema[0]!r}, expected "
+                f"{SCHEMA_VERSION!r} (bulk status upgrades it)"
+            )
+            raise JournalError(msg)
+        return cls(path, conn)
+
+    @property
+    def replaced(self) -> bool:
+        """Whether the file at :attr:`path` is no longer the one this object opened (a
+        ``bulk run --restart`` moved it aside and made a new one), or is gone."""
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (now.st_dev, now.st_ino) != self._identity
 
     def __enter__(self) -> Self:
         return self
@@ -530,6 +689,12 @@ class Journal:
             rows = self._conn.execute("SELECT state, count(*) FROM jobs GROUP BY state")
             return dict(rows.fetchall())
 
+    def count(self, state: State) -> int:
+        """How many rows are in ``state`` (a range of the state index)."""
+        with self._errors("read the journal"):
+            sql = "SELECT count(*) FROM jobs WHERE state = ?"
+            return int(self._conn.execute(sql, (state.value,)).fetchone()[0])
+
     def total(self) -> int:
         """How many points the run has."""
         with self._errors("read the journal"):
@@ -555,6 +720,47 @@ class Journal:
         with self._errors("read the journal"):
             return [_stored(row) for row in self._conn.execute(sql, args)]
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Make the reads inside one read transaction: they all see the same moment of the
+        run (a writer commits on; it is not held up)."""
+        conn = self._conn
+        with self._errors("read the journal"):
+            conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+    def latest(self, states: Sequence[State], limit: int) -> list[StoredJob]:
+        """At most ``limit`` rows in ``states`` with the highest indexes, highest first.
+
+        Jobs are sent in index order, so these are about the latest to reach those states.
+        Bounded work on any journal: one short range of the state index per state.
+        """
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE state = ? ORDER BY idx DESC LIMIT ?"  # noqa: S608
+        rows: list[StoredJob] = []
+        with self._errors("read the journal"):
+            for state in states:
+                rows.extend(_stored(r) for r in self._conn.execute(sql, (state.value, limit)))
+        rows.sort(key=lambda job: job.index, reverse=True)
+        return rows[:limit]
+
+    def latest_rate(self, endpoint: str) -> tuple[float, float | None] | None:
+        """An endpoint's adaptive rate and ceiling as the series last recorded them, or None.
+
+        Read from the end of the series (its key is the time), so it costs little while the
+        rate changes now and then; an adaptive rate is written when it changes.
+        """
+        sql = (
+            "SELECT rate, ceiling FROM series WHERE endpoint = ? AND rate IS NOT NULL "
+            "ORDER BY t DESC LIMIT 1"
+        )
+        with self._errors("read the journal"):
+            row = self._conn.execute(sql, (endpoint,)).fetchone()
+        return None if row is None else (float(row[0]), row[1])
+
     def iter_jobs(
         self, states: Sequence[State] | None = None, page: int = 2000
     ) -> Iterator[StoredJob]:
@@ -569,8 +775,10 @@ class Journal:
 
     # -- writing (synchronous; the engine uses JournalWriter) -------------------------------
 
-    def apply(self, records: Sequence[Record]) -> None:
-        """Commit state changes in one transaction (all or none of them).
+    def apply(self, records: Sequence[Record], series: Sequence[SeriesRow] = ()) -> None:
+        """Commit state changes (and time-series rows) in one transaction (all or none).
+
+        A series row for a second and endpoint already stored adds its counts to it.
 
         Raises:
             JournalError: the commit failed (disk full, I/O error, a damaged page), or the
@@ -583,6 +791,8 @@ class Journal:
             conn.execute("BEGIN")
             try:
                 conn.executemany(_UPDATE, [r.params() for r in records])
+                if series:
+                    conn.executemany(_SERIES_INSERT, [r.params() for r in series])
             except BaseException:
                 if conn.in_transaction:  # SQLite ends it itself on some errors
                     conn.execute("ROLLBACK")
@@ -608,6 +818,35 @@ class Journal:
                 f"it; stopping before anything else is sent"
             )
             raise JournalError(msg)
+
+    def series(self, *, since: float | None = None, step: int = 1) -> list[SeriesRow]:
+        """The run's time series, in order of time then endpoint, summed over ``step`` seconds.
+
+        Rows exist only for the seconds in which something happened (requests, retries, a
+        change of rate), so a reader carries ``rate`` and ``ceiling`` forward over gaps.
+
+        Args:
+            since: only seconds at or after this wall-clock time (None: all).
+            step: seconds per row: counts are summed over each step, rate and ceiling are
+                the latest written in it (a day-long run fits a chart at step 60).
+        """
+        step = max(1, int(step))
+        # rate and ceiling (written together): those of the step's latest row that has
+        # them, found by its primary key; the sums are made in SQL, whatever the run's length.
+        sql = (
+            "SELECT g.s, g.endpoint, g.ok, g.th, g.tr, g.am, g.un, g.pe, g.re, r.rate, "
+            "r.ceiling FROM (SELECT t - t % ? AS s, endpoint, sum(ok) AS ok, "
+            "sum(throttled) AS th, sum(transient) AS tr, sum(ambiguous) AS am, "
+            "sum(unreachable) AS un, sum(permanent) AS pe, sum(retries) AS re, "
+            "max(CASE WHEN rate IS NOT NULL THEN t END) AS rt "
+            "FROM series WHERE t >= ? GROUP BY s, endpoint) AS g "
+            "LEFT JOIN series AS r ON r.t = g.rt AND r.endpoint = g.endpoint "
+            "ORDER BY g.s, g.endpoint"
+        )
+        lo = -1 if since is None else int(since)
+        with self._errors("read the journal"):
+            rows = self._conn.execute(sql, (step, lo)).fetchall()
+        return [SeriesRow(*row) for row in rows]
 
     def max_attempt(self) -> int:
         """The highest attempt number any row has had."""

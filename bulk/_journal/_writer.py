@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from bulk._journal._store import Journal, Record
+from bulk._journal._store import Journal, Record, SeriesRow
 from bulk.errors import JournalError
 
 __all__ = ["JournalWriter", "Offload"]
@@ -27,7 +27,8 @@ class JournalWriter:
     ``await writer.write(record)`` returns once the record is durable (committed); records
     written while a commit is under way all go into the next one, and their writers wake on
     one event (group commit). ``record_nowait`` queues a change whose durability nobody waits
-    for (it is committed with the next batch).
+    for (it is committed with the next batch); ``record_series`` queues the run's time-series
+    rows the same way (the engine hands over one second's worth once a second).
 
     Commits run through ``offload`` (a worker thread by default; tests on virtual time pass
     one that runs inline, so that time cannot jump while a commit is under way).
@@ -46,6 +47,7 @@ class JournalWriter:
         self._journal = journal
         self._offload = offload or anyio.to_thread.run_sync
         self._pending: list[Record] = []
+        self._series: list[SeriesRow] = []
         self._next_commit = anyio.Event()  # set once the records now pending are committed
         self._wake = anyio.Event()
         self._closed = False
@@ -69,6 +71,12 @@ class JournalWriter:
         self._pending.append(record)
         self._wake.set()
 
+    def record_series(self, rows: list[SeriesRow]) -> None:
+        """Queue time-series rows, committed with the next batch (nobody waits for them)."""
+        self._check()
+        self._series.extend(rows)
+        self._wake.set()
+
     def _check(self) -> None:
         if self._failure is not None:
             if isinstance(self._failure, JournalError):
@@ -86,7 +94,7 @@ class JournalWriter:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
-                while self._pending:
+                while self._pending or self._series:
                     await self._commit_pending()
                 if self._closed:
                     return
@@ -99,12 +107,13 @@ class JournalWriter:
 
     async def _commit_pending(self) -> None:
         batch, self._pending = self._pending, []
+        series, self._series = self._series, []
         committed, self._next_commit = self._next_commit, anyio.Event()
         # Shielded: once a batch is handed to SQLite it is committed whole; cancelling the
         # wait could not stop the thread anyway, and the waiters must learn the outcome.
         with anyio.CancelScope(shield=True):
             try:
-                await self._offload(self._journal.apply, batch)
+                await self._offload(self._journal.apply, batch, series)
             except BaseException:
                 committed.set()  # its waiters wake to the failure, set before they run
                 raise
