@@ -514,6 +514,79 @@ def meta_without_wal(path: Path, copy: Path) -> str:
         return journal.meta()["unclean_workers"]
 
 
+class TestMemory:
+    """Memory grows with the jobs active at once, not with the run's rows (issue 11)."""
+
+    @pytest.mark.rows(50)
+    async def test_tracked_jobs_hold_no_variables(
+        self, journal: Journal, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A tracked job keeps only what polling needs: its point's variables stay in the
+        journal (a sweep's points may be large; up to max_active are tracked at once)."""
+        from bulk._engine._context import Job
+        from bulk._engine._tracker import Tracker
+
+        held: list[object] = []
+        add = Tracker.add
+
+        def spy(self: Tracker, job: Job) -> None:
+            add(self, job)
+            held.append(job.variables)
+
+        monkeypatch.setattr(Tracker, "add", spy)
+        stats = await engine(FakeBackend(clock=AnyioClock(), runs_for=3), journal).run()
+
+        assert 50 == stats.succeeded
+        assert [None] * 50 == held
+
+    @pytest.mark.rows(3)
+    async def test_a_lost_job_is_sent_again_with_its_own_body(self, journal: Journal) -> None:
+        """The variables a tracked job dropped are read back from the journal before a job
+        the service lost is sent again: the same body as the first time."""
+        bodies: dict[str, list[bytes]] = {}
+        backend = FakeBackend(clock=AnyioClock(), runs_for=3)
+
+        async def keep(backend_: FakeBackend, sub: Submission) -> None:
+            bodies.setdefault(sub.name, []).append(sub.body)
+            backend_.accept(sub)
+
+        backend.handler = keep
+        original_status = backend.status
+        forgot = False
+
+        async def status_that_forgets(jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
+            nonlocal forgot
+            if not forgot:
+                forgot = True
+                for job in jobs:
+                    backend.forget(job.name)
+                    backend.ledger[job.name] -= 1  # the service lost it: not a duplicate
+            return await original_status(jobs)
+
+        backend.status = status_that_forgets  # type: ignore[method-assign]
+        stats = await engine(backend, journal).run()
+
+        assert 3 == stats.succeeded
+        assert 3 == len(bodies)
+        for i in range(3):
+            first, again = bodies[name(i)]
+            assert first == again == f'{{"command":"echo {i}","name":"{name(i)}"}}'.encode()
+
+    @pytest.mark.rows(300)
+    async def test_no_job_outlives_the_run(self, journal: Journal) -> None:
+        """Nothing keeps a job once it ended: after a run no Job object is left alive."""
+        import gc
+
+        from bulk._engine._context import Job
+
+        e = engine(FakeBackend(clock=AnyioClock(), runs_for=1), journal)
+        stats = await e.run()
+
+        assert 300 == stats.succeeded
+        gc.collect()
+        assert 0 == sum(isinstance(o, Job) for o in gc.get_objects())
+
+
 class TestTracking:
     @pytest.mark.rows(2)
     async def test_failures_carry_their_reason(self, journal: Journal) -> None:

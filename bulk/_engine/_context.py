@@ -61,7 +61,9 @@ class Job:
     index: int
     key: str
     origin: str
-    variables: dict[str, Any]
+    # None while the job is tracked: an accepted job needs its variables again only if the
+    # service loses it, and the journal holds them (see Tracker.add). Rendering reloads them.
+    variables: dict[str, Any] | None
     attempt: int
     name: str
     template: int = 1  # the version of the job template this attempt is rendered with
@@ -83,6 +85,8 @@ class Job:
 
 
 def job_point(job: Job) -> Point:
+    """The sweep point of a job whose variables are in memory (not a tracked one)."""
+    assert job.variables is not None  # noqa: S101 - the submitter reloads them first
     return Point(job.index, job.key, job.origin, job.variables)
 
 

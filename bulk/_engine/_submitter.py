@@ -241,6 +241,8 @@ class Submitter:
             accepted, as adopted, already).
         """
         ctx = self._ctx
+        if job.variables is None:  # a tracked job the service lost: see Tracker.add
+            await ctx.offload(self._reload, job)
         template = ctx.templates.get(job.template, ctx.template)
         submission = Submission(
             job.name,
@@ -264,6 +266,11 @@ class Submitter:
                 ctx.writer.record_nowait(Record(job.index, State.PENDING))
             raise
         return await self._call("submit", ctx.backend.submit, submission)
+
+    def _reload(self, job: Job) -> None:
+        """Read the point of ``job`` back from the journal (its row holds it unchanged)."""
+        (stored,) = self._ctx.journal.jobs(after=job.index - 1, limit=1)
+        job.key, job.origin, job.variables = stored.key, stored.origin, stored.variables
 
     async def _look_up(self, job: Job, submission: Submission) -> Receipt | None:
         """Look ``job`` up by name; the first answer is also the evidence the scan of a lost

@@ -42,7 +42,13 @@ class Tracker:
         self._active: dict[int, Job] = {}  # accepted and not ended, by row index
 
     def add(self, job: Job) -> None:
-        """Start tracking an accepted job; its first poll is ``track.first_s`` from now."""
+        """Start tracking an accepted job; its first poll is ``track.first_s`` from now.
+
+        The job's variables are dropped: up to ``max_active`` jobs are tracked at once, and
+        only one the service loses needs them again (the submitter reloads them from the
+        journal). Memory then grows with the active jobs' count, not with their points.
+        """
+        job.variables = None
         job.interval = self._track.first_s
         if not job.accepted_at:
             job.accepted_at = self._ctx.clock.now()

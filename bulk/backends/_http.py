@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -94,6 +95,12 @@ _SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
 # A connect that takes longer is an unreachable service (nothing was sent), not a timeout of
 # a request that may have been applied. Half the request timeout when that is shorter.
 CONNECT_TIMEOUT_S = 10.0
+# Per-request constants, shared: no mapping or tuple is built for each request.
+_JSON_HEADERS: Mapping[str, str] = MappingProxyType({"Content-Type": "application/json"})
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+_SKIP_AUTO = ("User-Agent",)
+# Targets without a query whose URL is kept (a stop's path names its job: bounded all the same).
+_URL_CACHE = 64
 _PEM = re.compile(
     rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
     re.DOTALL,
@@ -341,6 +348,7 @@ class HttpClient:
             if name.lower() in self.secrets.headers:
                 self.secrets.add(value)
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}  # see _url
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop (aiohttp sessions are loop-bound).
@@ -377,26 +385,32 @@ class HttpClient:
         if not paced:  # inside an engine call, every request after the first waits its turn
             await pace_request()
         session = self._get_session()
-        send_headers = dict(headers or {})
-        if body is not None:
-            send_headers.setdefault("Content-Type", "application/json")
-        secret_headers = self.secrets.headers
-        extra = [v for k, v in send_headers.items() if k.lower() in secret_headers]
-        # encoded=True: the target goes on the wire exactly as given; a signed request's
-        # signature covers these very bytes, so nothing may re-quote them.
-        url = URL(self.base_url + target, encoded=True)
+        extra: list[str] = []
+        send_headers: Mapping[str, str]
+        if headers:
+            own = dict(headers)
+            if body is not None:
+                own.setdefault("Content-Type", "application/json")
+            secret_headers = self.secrets.headers
+            extra = [v for k, v in own.items() if k.lower() in secret_headers]
+            send_headers = own
+        else:  # the common case: one shared, never-changed mapping, no copy per request
+            send_headers = _JSON_HEADERS if body is not None else _NO_HEADERS
         try:
             async with session.request(
                 method,
-                url,
+                self._url(target),
                 data=body,
                 headers=send_headers,
-                skip_auto_headers=("User-Agent",),
+                skip_auto_headers=_SKIP_AUTO,
                 allow_redirects=False,  # a redirect would carry the credentials elsewhere
             ) as resp:
                 data = await resp.read()
                 status = resp.status
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                # Read only where an error may carry it: an accepted answer's is never used.
+                retry_after = (
+                    None if status in expect else parse_retry_after(resp.headers.get("Retry-After"))
+                )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._transport_error(
                 exc, method, target, extra, idempotent=idempotent, job_name=job_name
@@ -406,6 +420,18 @@ class HttpClient:
         if status in expect:
             return response
         raise _status_error(response, expect, retry_after)
+
+    def _url(self, target: str) -> URL:
+        """The URL of ``target``; built once for a target without a query (a few fixed paths
+        per backend), anew for one with a query (names, pages: unbounded)."""
+        url = self._urls.get(target)
+        if url is None:
+            # encoded=True: the target goes on the wire exactly as given; a signed request's
+            # signature covers these very bytes, so nothing may re-quote them.
+            url = URL(self.base_url + target, encoded=True)
+            if "?" not in target and len(self._urls) < _URL_CACHE:
+                self._urls[target] = url
+        return url
 
     def _transport_error(
         self,

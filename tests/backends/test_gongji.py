@@ -177,6 +177,19 @@ class TestClientAgainstSimulator:
         await backend.stop(slow)  # stopping an ended task: C010, taken as done
         await backend.aclose()
 
+    async def test_an_ended_task_is_forgotten(self, sim_url: tuple[str, GongjiSim]) -> None:
+        """The task names kept for search prefixes go once a task has ended: the client's
+        memory follows the active jobs, not every job the run ever sent."""
+        url, _ = sim_url
+        backend = backend_for(url, token="simple-token")
+        quick = await backend.submit(Submission("f-1", body_for("forget-a")))
+        slow = await backend.submit(Submission("f-2", body_for("forget-b", run_s=30)))
+
+        assert Phase.SUCCEEDED == await settle(backend, quick.remote_id, "f-1")
+
+        assert [slow.remote_id] == list(backend._names)
+        await backend.aclose()
+
     async def test_search_paginates(self, sim_url: tuple[str, GongjiSim]) -> None:
         """Tracking reads every page (page size 3 here) and finds every task."""
         url, _ = sim_url

@@ -188,3 +188,33 @@ def test_retry_after_forms() -> None:
     assert 25 < (parse_retry_after(soon) or 0) <= 30
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+async def test_an_expected_answer_is_not_read_for_retry_after(
+    client: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retry-After is read only from an answer that becomes an error: none per accepted one."""
+    import bulk.backends._http as http
+
+    seen: list[str | None] = []
+
+    def spy(value: str | None) -> float | None:
+        seen.append(value)
+        return parse_retry_after(value)
+
+    monkeypatch.setattr(http, "parse_retry_after", spy)
+    response = await client.request("POST", "/s/201", body=b"{}", idempotent=False, expect=(201,))
+    assert 201 == response.status
+    assert [] == seen
+    with pytest.raises(ThrottledError) as info:
+        await client.request("POST", "/s/429", body=b"{}", idempotent=False)
+    assert ["7"] == seen
+    assert 7 == info.value.retry_after
+
+
+async def test_urls_of_fixed_targets_are_built_once(client: HttpClient) -> None:
+    """A target without a query keeps its URL object; one with a query (names) is not kept."""
+    first = client._url("/s/200")
+    assert first is client._url("/s/200")
+    client._url("/s/200?name=a")
+    assert ["/s/200"] == list(client._urls)

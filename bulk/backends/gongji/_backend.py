@@ -342,6 +342,9 @@ class GongjiBackend:
                 # Unknown this time: left out, so the engine asks again later. A task the
                 # service no longer knows is never reported missing (which would resend it).
                 _log.debug("detail %s: %s", remote_id, exc)
+        for remote_id, answer in out.items():
+            if answer.phase.terminal:  # never polled again: memory stays flat in the run's size
+                self._names.pop(remote_id, None)
         return out
 
     async def _ended(self, missing: set[str], prefix: str) -> dict[str, JobStatus]:
