@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from bulk._clock import Clock
 from bulk._engine._context import LimiterFactory, Stats
 from bulk._engine._slots import Slots
+from bulk._logs import event
 from bulk._metrics import ENDPOINTS, OUTCOMES, Metrics
 from bulk._policy import Policy
 from bulk._ratelimit import AdaptiveRate, RateLimiter, aiolimiter_factory, pacing
@@ -243,6 +244,13 @@ class Gateway:
                 delay = next_delay
             self._stats.retries += 1
             self._metrics.retries.labels(reason=reason).inc()
+            event(
+                "retry",
+                f"{endpoint} again in {delay:.3g} s ({reason})",
+                endpoint=endpoint,
+                reason=reason,
+                delay_s=round(delay, 3),
+            )
             await clock.sleep(delay)
 
     def _failed(self, exc: BackendError, started: float, judged: str, requests: int) -> None:
@@ -264,6 +272,14 @@ class Gateway:
             self._metrics.throttled.inc()
             if rate.throttled(exc.retry_after):
                 self._metrics.rate_limit.labels(endpoint=judged).set(rate.rate_per_s)
+            event(
+                "throttled",
+                f"throttled: {exc}",
+                level=logging.WARNING,
+                rate=judged,
+                retry_after_s=exc.retry_after,
+                rate_per_s=round(rate.rate_per_s, 3),
+            )
 
     def outage_left(self) -> float:
         """Seconds of the outage budget left (all of it if the service was just reached)."""

@@ -21,6 +21,7 @@ from bulk._engine._context import Job, SentMark, job_point
 from bulk._engine._run import RunContext
 from bulk._engine._tracker import Tracker
 from bulk._journal import Record, State, StoredJob
+from bulk._logs import event
 from bulk._naming import render_context
 from bulk._retry import Backoff
 from bulk._text import EXCERPT_LIMIT, cut
@@ -312,6 +313,15 @@ class Submitter:
             delay = next_delay
         ctx.stats.retries += 1
         ctx.metrics.retries.labels(reason=reason).inc()
+        event(
+            "retry",
+            f"{job.name} again in {delay:.3g} s ({reason})",
+            endpoint="submit",
+            reason=reason,
+            delay_s=round(delay, 3),
+            job=job.name,
+            index=job.index,
+        )
         return delay
 
     async def _call(
