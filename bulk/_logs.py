@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import logging.handlers
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -113,19 +115,24 @@ def configure(fmt: LogFormat, file: Path | None, *, run: str) -> Iterator[None]:
         shown.setLevel(logging.WARNING)
         shown.addFilter(lambda record: not hasattr(record, "event"))
         handlers.append(shown)
+    # Records are written by a thread of their own: events are logged on the event loop,
+    # which must not wait for a file (or a slow reader of stderr).
+    queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+    listener = logging.handlers.QueueListener(queue, *handlers, respect_handler_level=True)
+    enqueue = logging.handlers.QueueHandler(queue)
     saved = logger.level, logger.propagate
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    for handler in handlers:
-        logger.addHandler(handler)
+    logger.addHandler(enqueue)
+    listener.start()
     if fmt == "json" and file is None:
         _stderr_sink = _message_to(logger)
     try:
         yield
     finally:
         _stderr_sink = None
-        for handler in handlers:
-            logger.removeHandler(handler)
+        logger.removeHandler(enqueue)
+        listener.stop()  # every record queued is written
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
         if file is not None:
