@@ -80,6 +80,12 @@ class Metrics:
             ["endpoint"],
             registry=registry,
         )
+        self.rate_ceiling = Gauge(
+            "bulk_rate_ceiling",
+            "Configured request rate ceiling per second by endpoint: bulk_rate_limit's maximum",
+            ["endpoint"],
+            registry=registry,
+        )
         self.job_duration = Histogram(
             "bulk_job_duration_seconds",
             "Time from acceptance to a terminal state",

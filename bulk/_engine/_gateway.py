@@ -115,6 +115,7 @@ class Gateway:
             self.rates["service"] = self._service[0]
         for name, rate in self.rates.items():
             metrics.rate_limit.labels(endpoint=name).set(rate.rate_per_s)
+            metrics.rate_ceiling.labels(endpoint=name).set(rate.ceiling_per_s)
         self._pace_extra = {c: functools.partial(self.pace, c) for c in per_s}
         self.unreachable_since: float | None = None
         self.went_through_at: float | None = None
