@@ -370,6 +370,17 @@ class Submitter:
             # The last answer was ambiguous and the look-up did not settle it: the job may
             # exist. Leave it unknown, never failed, so that a resume looks it up first.
             ctx.stats.unknown += 1
+            event(
+                "job_unknown",
+                f"{job.name} unknown (looked up on resume): {message}",
+                level=logging.WARNING,
+                job=job.name,
+                index=job.index,
+                key=job.key,
+                origin=job.origin,
+                attempt=job.attempt,
+                reason=message,
+            )
             await ctx.writer.write(Record(job.index, State.UNKNOWN, error=message))
             return
         await ctx.ended(job, State.FAILED, message)
