@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _check_options(args)
     cfg = config.load(args.config)
     # Credentials are read before the run's folder is touched: a missing token or key
     # leaves nothing behind that a later run would take for a started one.
@@ -61,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    _check_options(args)
     cfg = config.load(args.config)
     runs.require_journal(cfg)  # before the lock: a run never started gets no folder
     states = [State.FAILED, State.STOPPED] if args.stopped else [State.FAILED]
@@ -77,19 +79,26 @@ def cmd_retry(args: argparse.Namespace) -> int:
             return _execute(cfg, backend, journal, args, metrics)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Options that make sense only together.
+
+    Raises:
+        ConfigError: ``--pushgateway-delete`` without ``--pushgateway``.
+    """
+    if args.pushgateway_delete and args.pushgateway is None:
+        where = f"bulk {args.command}: error: argument --pushgateway-delete"
+        msg = "it needs --pushgateway URL"
+        raise ConfigError(msg, where=where)
+
+
 @contextlib.contextmanager
 def _logs(args: argparse.Namespace, cfg: config.Config) -> Iterator[None]:
     """The run's events as ``--log-format`` on stderr or in ``--log-file``.
 
     Raises:
-        ConfigError: ``--log-file`` cannot be opened, or ``--pushgateway-delete`` was given
-            without ``--pushgateway``.
+        ConfigError: ``--log-file`` cannot be opened.
     """
     prog = f"bulk {args.command}"
-    if args.pushgateway_delete and args.pushgateway is None:
-        where = f"{prog}: error: argument --pushgateway-delete"
-        msg = "it needs --pushgateway URL"
-        raise ConfigError(msg, where=where)
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(logs.configure(args.log_format, args.log_file, run=cfg.run.name))
