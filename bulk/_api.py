@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bulk._config import Config, load
+from bulk._logs import event
 from bulk._loop import run_async
 from bulk._naming import Point
+from bulk._text import one_line
 from bulk.backends import AnyKind, Backend, get_kind
 from bulk.errors import BulkError, ConfigError
 
@@ -237,9 +239,31 @@ def execute(
             tg.cancel_scope.cancel()
 
     started = time.monotonic()
-    run_async(drive())
+    metrics.started(backend=cfg.backend.kind, at=time.time())
+    event("run_start", f"run {cfg.run.name} started", backend=cfg.backend.kind)
+    try:
+        run_async(drive())
+    except BaseException as exc:
+        elapsed = time.monotonic() - started
+        event(
+            "run_end",
+            f"run {cfg.run.name} stopped: {one_line(exc)}",
+            level=logging.ERROR,
+            elapsed_s=round(elapsed, 3),
+            ok=False,
+        )
+        raise
     elapsed = time.monotonic() - started
-    return Summary(cfg.run.name, journal.counts(), elapsed, engine.interrupted)
+    summary = Summary(cfg.run.name, journal.counts(), elapsed, engine.interrupted)
+    event(
+        "run_end",
+        f"run {cfg.run.name} {'stopped' if summary.interrupted else 'finished'}",
+        elapsed_s=round(elapsed, 3),
+        ok=summary.ok,
+        interrupted=summary.interrupted,
+        counts=dict(summary.counts),
+    )
+    return summary
 
 
 def open_backend(cfg: Config) -> tuple[AnyKind, Backend]:

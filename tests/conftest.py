@@ -3,8 +3,10 @@ the CLI run with bounded memory and time."""
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -73,3 +75,33 @@ def run_bounded(code: str, args: Sequence[str], cwd: Path) -> subprocess.Complet
         timeout=BOUNDED_TIMEOUT_S,
         check=False,
     )
+
+
+@pytest.fixture
+def fake_pushgateway() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
+    """A Pushgateway stand-in on an OS-chosen port of 127.0.0.1: its URL, and the requests
+    it received (method, path, body), each answered 200. Shut down after the test."""
+    received: list[tuple[str, str, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _record(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            received.append((self.command, self.path, self.rfile.read(length)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_PUT = do_POST = do_DELETE = _record
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

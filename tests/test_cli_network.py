@@ -56,9 +56,13 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("kind", ["gongji", "stub"])
-def test_an_echoing_service_leaks_no_secret(kind: str, tmp_path: Path) -> None:
-    """Half the answers echo the request: run, status, export and the run directory hold
-    neither the token nor any signature, and the echoes were stored, redacted."""
+def test_an_echoing_service_leaks_no_secret(
+    kind: str, tmp_path: Path, fake_pushgateway: tuple[str, list[tuple[str, str, bytes]]]
+) -> None:
+    """Half the answers echo the request: run (its JSON event log, the metrics it pushed),
+    status, export and the run directory hold neither the token nor any signature, and the
+    echoes were stored, redacted."""
+    gateway, pushed = fake_pushgateway
     rows = 30
     if kind == "gongji":
         sim_args = ["--rsa-token", f"{TOKEN}={DATA / 'test-key.pub.pem'}", "--pending-s", "0"]
@@ -86,7 +90,7 @@ def test_an_echoing_service_leaks_no_secret(kind: str, tmp_path: Path) -> None:
             "[track]\nfirst_s = 0.1\nmax_s = 0.2\n"
             f"[job]\n{job}\n"
         )
-        run = bulk("run", str(config), env=env)
+        run = bulk("run", str(config), "--log-format", "json", "--pushgateway", gateway, env=env)
         echoed = ledger(url + ledger_path)["echoed"]
     status = bulk("status", str(config), "--json")
     csv_export = bulk("export", str(config))
@@ -97,6 +101,10 @@ def test_an_echoing_service_leaks_no_secret(kind: str, tmp_path: Path) -> None:
     assert isinstance(echoed, int)
     assert echoed > 0
     outputs = [run.stderr, run.stdout, status.stdout, csv_export.stdout, jsonl_export.stdout]
+    outputs += [body for _, _, body in pushed]
+    assert b"bulk_jobs_total" in pushed[-1][2]
+    events = [json.loads(line) for line in run.stderr.splitlines()]
+    assert {"run_start", "job_unknown", "run_end"} <= {e["event"] for e in events}
     for output in [*outputs, *files]:
         assert TOKEN.encode() not in output
         assert not SIGNATURE.search(output)

@@ -435,6 +435,9 @@ class TestServiceBudget:
         assert registry.get_sample_value("bulk_rate_limit", {"endpoint": "service"}) == (
             _rates(e)["service"].rate_per_s
         )
+        # The ceilings beside the adaptive rates, for a dashboard to draw one against the other.
+        for endpoint in ("service", "submit", "status"):
+            assert 100.0 == registry.get_sample_value("bulk_rate_ceiling", {"endpoint": endpoint})
 
     async def test_bulk_stop_keeps_the_budget_and_waits_out_throttles(
         self, journals: list[Journal], tmp_path: Path

@@ -81,3 +81,23 @@ def watch_interval(text: str) -> float:
         msg = f"expected seconds between refreshes, at least {MIN_WATCH_INTERVAL_S}, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def pushgateway_url(text: str) -> str:
+    """An http(s) URL with a host and no user or password (it would be shown in messages)."""
+    from urllib.parse import urlsplit
+
+    if "@" in text.partition("://")[2].partition("/")[0]:
+        # The text is not repeated: it holds a password, or may.
+        msg = "a user or password in the URL is not supported; give http://HOST:PORT"
+        raise argparse.ArgumentTypeError(msg)
+    try:
+        parts = urlsplit(text)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        ok = False
+    if not ok:
+        msg = f"expected an http:// or https:// URL such as http://127.0.0.1:9091, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return text.rstrip("/")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bulk._logs import json_on_stderr
 from bulk.errors import (
     BulkError,
     ConfigError,
@@ -30,6 +31,10 @@ EXIT_INTERRUPTED = 130
 def err(line: str) -> None:
     # A diagnostic must never take a run down: a reader that went away (a closed pipe) only
     # loses the message; the journal is the record.
+    sink = json_on_stderr()
+    if sink is not None:  # --log-format json on stderr: every line there is a JSON object
+        sink(line)
+        return
     with contextlib.suppress(OSError, ValueError):
         print(line, file=sys.stderr, flush=True)  # noqa: T201 - the CLI's own error channel
 

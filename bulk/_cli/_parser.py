@@ -63,6 +63,31 @@ def _add_run_and_retry(sub: arg.Subparsers) -> None:
             help="serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port)",
         )
         p.add_argument(
+            "--pushgateway",
+            type=arg.pushgateway_url,
+            metavar="URL",
+            help="push the metrics to this Prometheus Pushgateway every second and at the end "
+            '(job="bulk", run=<run name>)',
+        )
+        p.add_argument(
+            "--pushgateway-delete",
+            action="store_true",
+            help="delete the run's metrics from the Pushgateway when every job succeeded",
+        )
+        p.add_argument(
+            "--log-format",
+            choices=("text", "json"),
+            default="text",
+            help="json: one JSON object per event (run start and end, throttles, retries, "
+            "failures, notes) per line, on stderr or in --log-file (default: text)",
+        )
+        p.add_argument(
+            "--log-file",
+            type=Path,
+            metavar="PATH",
+            help="append the run's events to PATH (in --log-format) instead of stderr",
+        )
+        p.add_argument(
             "--progress-interval",
             type=arg.progress_interval,
             default=10.0,

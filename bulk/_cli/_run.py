@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import anyio
 
 import bulk._cli._progress as progress
 import bulk._config as config
+import bulk._logs as logs
 import bulk._runs as runs
 from bulk._api import closed_if_refused, execute, open_backend
 from bulk._cli._common import (
@@ -24,26 +26,34 @@ from bulk._cli._common import (
     EXIT_UNREACHABLE,
     err,
     listen_error,
+    reason,
 )
 from bulk._cli._report import print_summary
-from bulk._engine import Engine, stop_run
+from bulk._engine import Engine, Stats, stop_run
 from bulk._journal import Journal, RunLock, State
 from bulk._loop import run_async
 from bulk.backends import Backend
 from bulk.errors import (
+    ConfigError,
     OutageError,
 )
 
 if TYPE_CHECKING:
-    from bulk._metrics import Metrics
+    from bulk._metrics import Metrics, Pusher
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _check_options(args)
     cfg = config.load(args.config)
     # Credentials are read before the run's folder is touched: a missing token or key
     # leaves nothing behind that a later run would take for a started one.
     _, backend = open_backend(cfg)
-    with closed_if_refused(backend), _metrics(args) as metrics, RunLock(cfg.run.dir):
+    with (
+        closed_if_refused(backend),
+        _logs(args, cfg),
+        _metrics(args) as metrics,
+        RunLock(cfg.run.dir),
+    ):
         journal, resumed = runs.open_run(cfg, restart=args.restart)
         with journal:
             if resumed:
@@ -52,15 +62,52 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    _check_options(args)
     cfg = config.load(args.config)
     runs.require_journal(cfg)  # before the lock: a run never started gets no folder
     states = [State.FAILED, State.STOPPED] if args.stopped else [State.FAILED]
     _, backend = open_backend(cfg)  # credentials first, as for run
-    with closed_if_refused(backend), _metrics(args) as metrics, RunLock(cfg.run.dir):
+    with (
+        closed_if_refused(backend),
+        _logs(args, cfg),
+        _metrics(args) as metrics,
+        RunLock(cfg.run.dir),
+    ):
         journal, count = runs.open_retry(cfg, states, template_changed=args.template_changed)
         with journal:
             err(f"bulk: sending {count:,} {'row' if count == 1 else 'rows'} again")
             return _execute(cfg, backend, journal, args, metrics)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Options that make sense only together.
+
+    Raises:
+        ConfigError: ``--pushgateway-delete`` without ``--pushgateway``.
+    """
+    if args.pushgateway_delete and args.pushgateway is None:
+        where = f"bulk {args.command}: error: argument --pushgateway-delete"
+        msg = "it needs --pushgateway URL"
+        raise ConfigError(msg, where=where)
+
+
+@contextlib.contextmanager
+def _logs(args: argparse.Namespace, cfg: config.Config) -> Iterator[None]:
+    """The run's events as ``--log-format`` on stderr or in ``--log-file``.
+
+    Raises:
+        ConfigError: ``--log-file`` cannot be opened.
+    """
+    prog = f"bulk {args.command}"
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(logs.configure(args.log_format, args.log_file, run=cfg.run.name))
+        except OSError as exc:
+            msg = (
+                f"cannot append to {args.log_file}: {reason(exc)}; give a file that can be written"
+            )
+            raise ConfigError(msg, where=f"{prog}: error: argument --log-file") from None
+        yield
 
 
 @contextlib.contextmanager
@@ -104,16 +151,32 @@ def _execute(
     metrics: Metrics,
 ) -> int:
     for note in cfg.limits.over_budget():
-        err(f"bulk: note: {note}")
+        if logs.json_on_stderr() is None:
+            err(f"bulk: note: {note}")
+        logs.event("note", note, level=logging.WARNING)
     started = time.monotonic()
-    terminal = _Terminal(cfg.run.name, args.progress_interval)
+    pusher = None
+    if args.pushgateway is not None:
+        from bulk._metrics import Pusher
+
+        pusher = Pusher(args.pushgateway, metrics.registry, run=cfg.run.name, warn=err)
+    terminal = _Terminal(cfg.run.name, args.progress_interval, pusher)
+    succeeded = False
     try:
         summary = execute(cfg, backend, journal, metrics=metrics, beside=terminal)
+        succeeded = summary.ok and not terminal.interrupted
     except OutageError as exc:
         print_summary(cfg, journal, journal.counts(), time.monotonic() - started, True)
         err(f"bulk: error: {exc}")
         err(f"bulk: run the same command again to resume: bulk run {cfg.path}")
         return EXIT_UNREACHABLE
+    finally:
+        if pusher is None:
+            pass
+        elif succeeded and args.pushgateway_delete:
+            pusher.delete()  # asked for: the run's group goes once every job succeeded
+        else:
+            pusher.push()  # the final state
     interrupted = terminal.interrupted or summary.interrupted
     print_summary(cfg, journal, dict(summary.counts), summary.elapsed_s, interrupted)
     if interrupted:
@@ -147,12 +210,18 @@ class _Terminal:
 
     run: str
     interval_s: float
+    pusher: Pusher | None = None
     interrupted: bool = False
 
     async def __call__(self, engine: Engine, drain: anyio.Event, scope: anyio.CancelScope) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_signals, drain, scope)
-            await progress.show(engine.stats, self.run, interval_s=self.interval_s)
+            if self.pusher is not None:
+                tg.start_soon(self.pusher.run)
+            if logs.json_on_stderr() is not None:  # no bar: every line on stderr is JSON
+                await _progress_events(engine.stats, self.interval_s)
+            else:
+                await progress.show(engine.stats, self.run, interval_s=self.interval_s)
 
     async def _watch_signals(self, drain: anyio.Event, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -164,6 +233,26 @@ class _Terminal:
                 else:
                     scope.cancel()  # the journal writer's last flush is shielded
                     return
+
+
+async def _progress_events(stats: Stats, interval_s: float) -> None:
+    """A ``progress`` event every ``interval_s`` seconds (none when 0) until cancelled."""
+    if interval_s <= 0:
+        await anyio.sleep_forever()
+    while True:
+        await anyio.sleep(interval_s)
+        logs.event(
+            "progress",
+            progress.describe(stats),
+            total=stats.total,
+            done=stats.done,
+            succeeded=stats.succeeded,
+            failed=stats.failed,
+            stopped=stats.stopped,
+            active=stats.active,
+            throttled=stats.throttled,
+            retries=stats.retries,
+        )
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

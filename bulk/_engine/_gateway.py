@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from bulk._clock import Clock
 from bulk._engine._context import LimiterFactory, Stats
 from bulk._engine._slots import Slots
+from bulk._logs import event
 from bulk._metrics import ENDPOINTS, OUTCOMES, Metrics
 from bulk._policy import Policy
 from bulk._ratelimit import AdaptiveRate, RateLimiter, aiolimiter_factory, pacing
@@ -114,6 +115,7 @@ class Gateway:
             self.rates["service"] = self._service[0]
         for name, rate in self.rates.items():
             metrics.rate_limit.labels(endpoint=name).set(rate.rate_per_s)
+            metrics.rate_ceiling.labels(endpoint=name).set(rate.ceiling_per_s)
         self._pace_extra = {c: functools.partial(self.pace, c) for c in per_s}
         self.unreachable_since: float | None = None
         self.went_through_at: float | None = None
@@ -243,6 +245,13 @@ class Gateway:
                 delay = next_delay
             self._stats.retries += 1
             self._metrics.retries.labels(reason=reason).inc()
+            event(
+                "retry",
+                f"{endpoint} again in {delay:.3g} s ({reason})",
+                endpoint=endpoint,
+                reason=reason,
+                delay_s=round(delay, 3),
+            )
             await clock.sleep(delay)
 
     def _failed(self, exc: BackendError, started: float, judged: str, requests: int) -> None:
@@ -264,6 +273,14 @@ class Gateway:
             self._metrics.throttled.inc()
             if rate.throttled(exc.retry_after):
                 self._metrics.rate_limit.labels(endpoint=judged).set(rate.rate_per_s)
+            event(
+                "throttled",
+                f"throttled: {exc}",
+                level=logging.WARNING,
+                rate=judged,
+                retry_after_s=exc.retry_after,
+                rate_per_s=round(rate.rate_per_s, 3),
+            )
 
     def outage_left(self) -> float:
         """Seconds of the outage budget left (all of it if the service was just reached)."""

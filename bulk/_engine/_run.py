@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from bulk._engine._context import Job, Stats
 from bulk._engine._gateway import Gateway
 from bulk._engine._slots import Slots
 from bulk._journal import Journal, JournalWriter, Offload, Record, State, StoredJob
+from bulk._logs import event
 from bulk._metrics import Metrics
 from bulk._naming import job_name
 from bulk._policy import Policy
@@ -87,6 +89,18 @@ class RunContext:
             s.succeeded += 1
         elif state is State.FAILED:
             s.failed += 1
+            event(
+                "job_failed",
+                f"{job.name} failed: {reason}",
+                level=logging.WARNING,
+                job=job.name,
+                index=job.index,
+                key=job.key,
+                origin=job.origin,
+                attempt=job.attempt,
+                reason=reason,
+                remote_id=job.remote_id,
+            )
         else:
             s.stopped += 1
         self._m_jobs[state.value].inc()

@@ -21,6 +21,7 @@ from bulk._engine._context import Job, SentMark, job_point
 from bulk._engine._run import RunContext
 from bulk._engine._tracker import Tracker
 from bulk._journal import Record, State, StoredJob
+from bulk._logs import event
 from bulk._naming import render_context
 from bulk._retry import Backoff
 from bulk._text import EXCERPT_LIMIT, cut
@@ -319,6 +320,15 @@ class Submitter:
             delay = next_delay
         ctx.stats.retries += 1
         ctx.metrics.retries.labels(reason=reason).inc()
+        event(
+            "retry",
+            f"{job.name} again in {delay:.3g} s ({reason})",
+            endpoint="submit",
+            reason=reason,
+            delay_s=round(delay, 3),
+            job=job.name,
+            index=job.index,
+        )
         return delay
 
     async def _call(
@@ -367,6 +377,17 @@ class Submitter:
             # The last answer was ambiguous and the look-up did not settle it: the job may
             # exist. Leave it unknown, never failed, so that a resume looks it up first.
             ctx.stats.unknown += 1
+            event(
+                "job_unknown",
+                f"{job.name} unknown (looked up on resume): {message}",
+                level=logging.WARNING,
+                job=job.name,
+                index=job.index,
+                key=job.key,
+                origin=job.origin,
+                attempt=job.attempt,
+                reason=message,
+            )
             await ctx.writer.write(Record(job.index, State.UNKNOWN, error=message))
             return
         await ctx.ended(job, State.FAILED, message)
