@@ -766,35 +766,54 @@ class Journal:
             first, last = self._conn.execute(sql).fetchone()
         return first, (last or None)
 
-    def time_buckets(
-        self, column: str, start: float, width: float, *, started_only: bool = False
-    ) -> dict[int, int]:
-        """How many rows have ``column`` ("submitted_at", "started_at", "finished_at") in
-        each bucket of ``width`` seconds from ``start`` (``started_only``: rows that
-        started)."""
+    def time_buckets(self, column: str, start: float, width: float) -> dict[int, tuple[int, int]]:
+        """``{bucket: (rows, rows that started)}`` of the rows whose ``column``
+        ("submitted_at", "started_at", "finished_at") falls in each bucket of ``width``
+        seconds from ``start``."""
         if column not in {"submitted_at", "started_at", "finished_at"}:
             raise ValueError(column)
-        where = f"{column} IS NOT NULL" + (" AND started_at IS NOT NULL" if started_only else "")
         sql = (
-            f"SELECT CAST(({column} - ?) / ? AS INTEGER) AS b, count(*) "  # noqa: S608 - checked
-            f"FROM jobs WHERE {where} GROUP BY b"
+            f"SELECT CAST(({column} - ?) / ? AS INTEGER) AS b, count(*), "  # noqa: S608 - checked
+            f"count(started_at) FROM jobs WHERE {column} IS NOT NULL GROUP BY b"
         )
         with self._errors("read the journal"):
-            return dict(self._conn.execute(sql, (start, width)).fetchall())
-
-    def durations(self) -> Iterator[float]:
-        """Every ended job's run time (from its start, else its submit, to its end), in
-        ascending order, streamed."""
-        with self._errors("read the journal"):
-            for (d,) in self._conn.execute(f"SELECT {_DURATION} AS d {_TIMED} ORDER BY d"):
-                yield d
+            return {b: (n, s) for b, n, s in self._conn.execute(sql, (start, width))}
 
     def duration_summary(self) -> tuple[int, float, float, float]:
-        """``(count, min, max, mean)`` of :meth:`durations` (zeros when no job has ended)."""
+        """``(count, min, max, mean)`` of every ended job's run time (from its start, else
+        its submit, to its end; zeros when no job has ended)."""
         sql = f"SELECT count(*), min({_DURATION}), max({_DURATION}), avg({_DURATION}) {_TIMED}"
         with self._errors("read the journal"):
             n, lo, hi, mean = self._conn.execute(sql).fetchone()
         return n, lo or 0.0, hi or 0.0, mean or 0.0
+
+    def duration_ranks(self, ranks: Sequence[int]) -> list[float]:
+        """The run times at 1-based ``ranks`` (at most the count) in ascending order: one
+        sort, in SQLite."""
+        marks = ",".join("?" * len(ranks))
+        sql = (
+            f"SELECT r, d FROM (SELECT {_DURATION} AS d, row_number() OVER (ORDER BY "  # noqa: S608
+            f"{_DURATION}) AS r {_TIMED}) WHERE r IN ({marks})"
+        )
+        with self._errors("read the journal"):
+            by_rank = dict(self._conn.execute(sql, list(ranks)).fetchall())
+        return [by_rank[r] for r in ranks]
+
+    def duration_bins(self, edges: Sequence[float]) -> list[int]:
+        """How many run times fall in each of the ``len(edges) - 1`` bins between ``edges``
+        (ascending; a time below the first edge counts in the first bin, one at or past the
+        last in the last)."""
+        cases = " ".join(f"WHEN d < ? THEN {i}" for i in range(len(edges) - 2))
+        # MATERIALIZED: each time is worked out once, not once per WHEN.
+        sql = (
+            f"WITH t AS MATERIALIZED (SELECT {_DURATION} AS d {_TIMED}) "  # noqa: S608
+            f"SELECT CASE {cases} ELSE {len(edges) - 2} END AS b, count(*) FROM t GROUP BY b"
+        )
+        counts = [0] * (len(edges) - 1)
+        with self._errors("read the journal"):
+            for b, n in self._conn.execute(sql, list(edges[1:-1])):
+                counts[b] = n
+        return counts
 
     def failure_reasons(self, states: Sequence[State], limit: int) -> list[tuple[str | None, int]]:
         """The commonest ``(error, rows)`` of the rows in ``states``, most rows first."""

@@ -6,8 +6,8 @@ requests per second against its adaptive rate and ceiling (throttles marked), th
 durations (histogram and percentiles), the failures grouped by reason with their first rows,
 and the run's config with its secrets taken out.
 
-It is bounded whatever the run's size: every figure is aggregated in SQL (the durations are
-streamed once, in order), each chart has at most ``_POINTS`` points, at most
+It is bounded whatever the run's size: every figure is aggregated in SQLite (no per-row work
+in Python), each chart has at most ``_POINTS`` points, at most
 ``_REASONS`` reasons are listed with at most ``_ROWS_PER_REASON`` rows each, and long values are
 cut: a report of a 10⁶-job run is a few hundred KB. It only reads the journal (no run lock),
 so it works on a finished run and on one still going.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -141,10 +141,13 @@ def _width(span: float) -> float:
     return max(span / _POINTS, 1e-3) if span > 0 else 1.0
 
 
-def _cumulative(buckets: Mapping[int, int], n: int) -> list[int]:
+def _cumulative(
+    buckets: Mapping[int, tuple[int, int]], n: int, *, of_started: bool = False
+) -> list[int]:
+    """Running totals over ``n`` buckets of rows (``of_started``: of the rows that started)."""
     out, running = [], 0
     for b in range(n):
-        running += buckets.get(b, 0)
+        running += buckets.get(b, (0, 0))[1 if of_started else 0]
         out.append(running)
     return out
 
@@ -157,10 +160,9 @@ def _timeline(journal: Journal, first: float | None, span: float) -> str:
     n = int(span / width) + 2
     submitted = _cumulative(journal.time_buckets("submitted_at", first, width), n)
     started = _cumulative(journal.time_buckets("started_at", first, width), n)
-    ended_started = _cumulative(
-        journal.time_buckets("finished_at", first, width, started_only=True), n
-    )
-    finished = _cumulative(journal.time_buckets("finished_at", first, width), n)
+    ends = journal.time_buckets("finished_at", first, width)
+    finished = _cumulative(ends, n)
+    ended_started = _cumulative(ends, n, of_started=True)
     xs = [min(span, (b + 1) * width) for b in range(n)]
     lines = [
         Line("submitted", _COLORS["submitted"], [(0.0, 0.0), *zip(xs, submitted, strict=True)]),
@@ -245,20 +247,16 @@ def _durations(journal: Journal) -> str:
     count, lo, hi, mean = journal.duration_summary()
     if not count:
         return head + "<p>No job has ended yet.</p></section>"
-    marks, bins = _quantiles_and_bins(journal.durations(), count, lo, hi)
+    # Nearest rank: the smallest time with at least that share of the jobs at or below it.
+    marks = journal.duration_ranks([max(1, math.ceil(q * count)) for q in (0.5, 0.9, 0.99)])
+    edges = _edges(lo, hi)
+    counts = journal.duration_bins(edges)
+    bins = [(edges[i], edges[i + 1], counts[i]) for i in range(len(counts))]
     table = "".join(
         f"<th>{escape(name)}</th>" for name in ("jobs", "min", "p50", "p90", "p99", "max", "mean")
     )
-    cells = "".join(
-        f"<td>{escape(v)}</td>"
-        for v in (
-            f"{count:,}",
-            seconds(lo),
-            *(seconds(m) for m in marks),
-            seconds(hi),
-            seconds(mean),
-        )
-    )
+    values = (f"{count:,}", seconds(lo), *(seconds(m) for m in marks), seconds(hi), seconds(mean))
+    cells = "".join(f"<td>{escape(v)}</td>" for v in values)
     chart = histogram("job durations", bins, color=_COLORS["finished"])
     return (
         f"{head}<p>From start (or submit, where the service does not say) to end.</p>"
@@ -266,28 +264,12 @@ def _durations(journal: Journal) -> str:
     )
 
 
-def _quantiles_and_bins(
-    values: Iterator[float], count: int, lo: float, hi: float
-) -> tuple[list[float], list[tuple[float, float, int]]]:
-    """p50, p90, p99 (nearest rank) of ``count`` ascending ``values``, and ``_BINS`` bins from
-    ``lo`` to ``hi`` (log-spaced when they span over 100x), in one pass."""
-    ranks = {q: max(1, math.ceil(q * count)) for q in (0.5, 0.9, 0.99)}
-    marks = dict.fromkeys(ranks, hi)
+def _edges(lo: float, hi: float) -> list[float]:
+    """``_BINS`` + 1 bin edges from ``lo`` to ``hi``: log-spaced when they span over 100x."""
     if lo > 0 and hi / lo > 100:  # noqa: PLR2004
-        edges = [lo * (hi / lo) ** (i / _BINS) for i in range(_BINS + 1)]
-    else:
-        top = hi if hi > lo else lo + 1.0
-        edges = [lo + (top - lo) * i / _BINS for i in range(_BINS + 1)]
-    counts = [0] * _BINS
-    b = 0
-    for seen, value in enumerate(values, 1):
-        for q, rank in ranks.items():
-            if seen == rank:
-                marks[q] = value
-        while b < _BINS - 1 and value >= edges[b + 1]:
-            b += 1
-        counts[b] += 1
-    return list(marks.values()), [(edges[i], edges[i + 1], counts[i]) for i in range(_BINS)]
+        return [lo * (hi / lo) ** (i / _BINS) for i in range(_BINS + 1)]
+    top = hi if hi > lo else lo + 1.0
+    return [lo + (top - lo) * i / _BINS for i in range(_BINS + 1)]
 
 
 def _failures(cfg: Config, journal: Journal) -> str:
