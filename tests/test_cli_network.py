@@ -95,11 +95,15 @@ def test_an_echoing_service_leaks_no_secret(
     status = bulk("status", str(config), "--json")
     csv_export = bulk("export", str(config))
     jsonl_export = bulk("export", str(config), "--format", "jsonl")
+    report = bulk("report", str(config))  # written into the run folder, read below
     files = [p.read_bytes() for p in (tmp_path / ".bulk").rglob("*") if p.is_file()]
 
     assert 1 == run.returncode, run.stderr.decode()
     assert isinstance(echoed, int)
     assert echoed > 0
+    assert 0 == report.returncode, report.stderr.decode()
+    html = (tmp_path / ".bulk" / "echo" / "report.html").read_bytes()
+    assert b"[redacted]" in html  # the echoes it lists, and the token's variable
     outputs = [run.stderr, run.stdout, status.stdout, csv_export.stdout, jsonl_export.stdout]
     outputs += [body for _, _, body in pushed]
     assert b"bulk_jobs_total" in pushed[-1][2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import bulk._cli._args as arg
 from bulk._cli._kinds import add_kind_commands
-from bulk._cli._report import cmd_export, cmd_plan, cmd_status
+from bulk._cli._report import cmd_export, cmd_plan, cmd_report, cmd_status
 from bulk._cli._run import cmd_retry, cmd_run, cmd_stop
 from bulk._cli._watch import cmd_watch
 from bulk._journal import State
@@ -169,3 +169,14 @@ def _add_export(sub: arg.Subparsers) -> None:
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="the run as one self-contained HTML page (charts, failures)")
+    p.add_argument("config", type=Path)
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="file to write (default: report.html in the run's folder)",
+    )
+    p.set_defaults(func=cmd_report)

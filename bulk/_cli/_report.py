@@ -379,6 +379,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from bulk._report import build_report
+
+    cfg = config.load(args.config)
+    # Read-only, without the run lock: a report of a run still going is a snapshot.
+    with _open_existing(cfg) as journal:
+        page = build_report(cfg, journal)
+    path = args.output or cfg.run.dir / "report.html"
+    with output(path):
+        out = _create_output(path)
+        try:
+            out.write(page)
+        finally:
+            out.close()
+    with output():
+        sys.stdout.write(f"{path}\n")
+    return EXIT_OK
+
+
 def _create_output(path: Path) -> TextIO:
     """``path`` opened for writing text; a new file is owner-only (0600), like the journal
     whose variables and errors it holds (an existing file keeps its mode)."""

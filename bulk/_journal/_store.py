@@ -288,6 +288,10 @@ UPDATE jobs SET state = ?, attempt = coalesce(?, attempt), remote_id = coalesce(
     finished_at = coalesce(?, finished_at), error = ?
 WHERE idx = ?
 """
+_DURATION = "max(0.0, finished_at - coalesce(started_at, submitted_at))"
+_TIMED = (
+    "FROM jobs WHERE finished_at IS NOT NULL AND coalesce(started_at, submitted_at) IS NOT NULL"
+)
 _COLUMNS = (
     "idx, key, origin, vars, attempt, state, remote_id, submitted_at, started_at, "
     "finished_at, error, template"
@@ -847,6 +851,90 @@ class Journal:
         with self._errors("read the journal"):
             rows = self._conn.execute(sql, (step, lo)).fetchall()
         return [SeriesRow(*row) for row in rows]
+
+    # -- reading for reports (aggregated in SQL: bounded whatever the journal's size) -------
+
+    def time_span(self) -> tuple[float | None, float | None]:
+        """The first submit time and the last time any row was submitted, started or ended."""
+        sql = (
+            "SELECT min(submitted_at), max(max(coalesce(submitted_at, 0), "
+            "coalesce(started_at, 0), coalesce(finished_at, 0))) FROM jobs"
+        )
+        with self._errors("read the journal"):
+            first, last = self._conn.execute(sql).fetchone()
+        return first, (last or None)
+
+    def time_buckets(self, column: str, start: float, width: float) -> dict[int, tuple[int, int]]:
+        """``{bucket: (rows, rows that started)}`` of the rows whose ``column``
+        ("submitted_at", "started_at", "finished_at") falls in each bucket of ``width``
+        seconds from ``start``."""
+        if column not in {"submitted_at", "started_at", "finished_at"}:
+            raise ValueError(column)
+        sql = (
+            f"SELECT CAST(({column} - ?) / ? AS INTEGER) AS b, count(*), "  # noqa: S608 - checked
+            f"count(started_at) FROM jobs WHERE {column} IS NOT NULL GROUP BY b"
+        )
+        with self._errors("read the journal"):
+            return {b: (n, s) for b, n, s in self._conn.execute(sql, (start, width))}
+
+    def duration_summary(self) -> tuple[int, float, float, float]:
+        """``(count, min, max, mean)`` of every ended job's run time (from its start, else
+        its submit, to its end; zeros when no job has ended)."""
+        sql = f"SELECT count(*), min({_DURATION}), max({_DURATION}), avg({_DURATION}) {_TIMED}"
+        with self._errors("read the journal"):
+            n, lo, hi, mean = self._conn.execute(sql).fetchone()
+        return n, lo or 0.0, hi or 0.0, mean or 0.0
+
+    def duration_ranks(self, ranks: Sequence[int]) -> list[float]:
+        """The run times at 1-based ``ranks`` (at most the count) in ascending order: one
+        sort, in SQLite."""
+        marks = ",".join("?" * len(ranks))
+        sql = (
+            f"SELECT r, d FROM (SELECT {_DURATION} AS d, row_number() OVER (ORDER BY "  # noqa: S608
+            f"{_DURATION}) AS r {_TIMED}) WHERE r IN ({marks})"
+        )
+        with self._errors("read the journal"):
+            by_rank = dict(self._conn.execute(sql, list(ranks)).fetchall())
+        return [by_rank[r] for r in ranks]
+
+    def duration_bins(self, edges: Sequence[float]) -> list[int]:
+        """How many run times fall in each of the ``len(edges) - 1`` bins between ``edges``
+        (ascending; a time below the first edge counts in the first bin, one at or past the
+        last in the last)."""
+        cases = " ".join(f"WHEN d < ? THEN {i}" for i in range(len(edges) - 2))
+        # MATERIALIZED: each time is worked out once, not once per WHEN.
+        sql = (
+            f"WITH t AS MATERIALIZED (SELECT {_DURATION} AS d {_TIMED}) "  # noqa: S608
+            f"SELECT CASE {cases} ELSE {len(edges) - 2} END AS b, count(*) FROM t GROUP BY b"
+        )
+        counts = [0] * (len(edges) - 1)
+        with self._errors("read the journal"):
+            for b, n in self._conn.execute(sql, list(edges[1:-1])):
+                counts[b] = n
+        return counts
+
+    def failure_reasons(self, states: Sequence[State], limit: int) -> list[tuple[str | None, int]]:
+        """The commonest ``(error, rows)`` of the rows in ``states``, most rows first."""
+        marks = ",".join("?" * len(states))
+        sql = (
+            f"SELECT error, count(*) AS n FROM jobs WHERE state IN ({marks}) "  # noqa: S608
+            "GROUP BY error ORDER BY n DESC, error LIMIT ?"
+        )
+        with self._errors("read the journal"):
+            return self._conn.execute(sql, [*(s.value for s in states), limit]).fetchall()
+
+    def jobs_with_error(
+        self, states: Sequence[State], error: str | None, limit: int
+    ) -> list[StoredJob]:
+        """The first ``limit`` rows in ``states`` whose error is ``error``, in index order."""
+        marks = ",".join("?" * len(states))
+        sql = (
+            f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) "  # noqa: S608 - marks only
+            "AND error IS ? ORDER BY idx LIMIT ?"
+        )
+        with self._errors("read the journal"):
+            rows = self._conn.execute(sql, [*(s.value for s in states), error, limit])
+            return [_stored(row) for row in rows]
 
     def max_attempt(self) -> int:
         """The highest attempt number any row has had."""
