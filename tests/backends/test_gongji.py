@@ -507,9 +507,11 @@ class TestServiceBudget:
 
         assert (60, 0) == (stats.succeeded, stats.failed)
         assert sim.requests["/api/task/job/search"] > stats.status_requests  # several pages
-        # Arrivals at the service can bunch a little (loop and network delays): the exact
-        # bound is checked on virtual time in tests/test_ratelimit.py.
-        assert sim.busiest_second() <= 30 + 3 + 3
+        # Arrivals at the service bunch when the loop they share with the client stalls (40
+        # in a second was seen at a load average of 10 on 2 cores): the exact bound is
+        # checked on virtual time in tests/test_ratelimit.py. This is the wall-clock sanity
+        # check: a budget per endpoint alone lets creates and searches together reach ~60.
+        assert sim.busiest_second() <= 30 + 3 + 12
 
 
 @pytest.mark.parametrize(
