@@ -1,0 +1,76 @@
+"""The benchmark harness: ``python -m benchmarks --quick`` for one small benchmark writes
+its tables to JSON, and ``benchmarks.readme`` puts them between the README's markers.
+(Correctness of the harness only: no speed is asserted.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.readme import render
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_quick_run_writes_every_table_with_min_median_max(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "plan",
+            "--rounds",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    assert "[plan.csv]" in done.stdout
+    results = json.loads(out.read_text())
+    plan = results["benchmarks"]["plan"]
+    assert {"date", "git_rev", "machine", "seconds", "tables"} <= plan.keys()
+    (table,) = plan["tables"]
+    assert "plan.csv" == table["key"]
+    assert 2 == table["rounds"]
+    assert ["100 × 3", "300 × 3"] == [row[0] for row in table["rows"]]
+    rate = table["rows"][0][2]  # bulk points/s, measured in each round
+    assert 2 == len(rate["runs"])
+    assert rate["min"] <= rate["median"] <= rate["max"]
+
+    readme = "intro\n<!-- bench:plan.csv -->\nstale\n<!-- /bench:plan.csv -->\nafter\n"
+    new = render(readme, results)
+    assert new.startswith("intro\n<!-- bench:plan.csv -->\n| rows × grid |")
+    assert "stale" not in new
+    assert new.endswith("<!-- /bench:plan.csv -->\nafter\n")
+    assert new == render(new, results)  # regenerating is stable
+
+
+def test_a_marker_without_results_is_an_error() -> None:
+    with pytest.raises(SystemExit, match=r"no table nowhere\.x"):
+        render("<!-- bench:nowhere.x -->\n<!-- /bench:nowhere.x -->\n", {"benchmarks": {}})
+
+
+def test_unknown_benchmark_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "nosuch"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 2 == done.returncode
+    assert "--only: no benchmark nosuch" in done.stderr
