@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import orjson
+
 from benchmarks._util import Cell, Options, Ratio, Table, merge, print_table, run_child
 from bulk.backends.gongji import Signer, string_to_sign
 from bulk.testing import simulator
@@ -173,7 +175,35 @@ def config(
     return path
 
 
-PLAIN = """
+# How the plain loop makes a create's body: bulk's rendering of the run's job.json, byte
+# for byte (checked against bulk's own in every round: same_body), without bulk's template
+# engine: the compact JSON with "{_name}" and the whole-value "{i}" (a number) filled in.
+BODY_CODE = """
+from bulk._naming import point_key
+def BODY(template, i):
+    name = ('"bench-' + point_key({"i": i}) + '"').encode()
+    return template.replace(b'"{_name}"', name).replace(b'"{i}"', str(i).encode())
+"""
+
+
+def same_body(job_json: Path) -> None:
+    """The plain loop's body is the one bulk renders (a peer posting less is no peer)."""
+    from bulk._naming import job_name, point_key
+    from bulk._template import compile_template
+
+    space: dict[str, object] = {}
+    exec(BODY_CODE, space)  # noqa: S102 - the benchmark's own code, run as the peer runs it
+    template = orjson.dumps(orjson.loads(job_json.read_bytes()))
+    rendered = compile_template(orjson.loads(job_json.read_bytes()))
+    for i in (0, 7, 4999):
+        name = job_name("bench", point_key({"i": i}))
+        theirs = space["BODY"](template, i)  # type: ignore[operator]
+        assert rendered.render_bytes({"i": i, "_name": name}) == theirs, "peer body differs"
+
+
+PLAIN = (
+    BODY_CODE
+    + """
 import asyncio, sys, time, uvloop, aiohttp, orjson
 from concurrent.futures import ThreadPoolExecutor
 from bulk.backends.gongji import Signer, string_to_sign
@@ -192,8 +222,7 @@ async def main():
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
         async def worker():
             for i in queue:
-                body = template.replace(b"{_name}", f"bench-{point_key({'i': i})}".encode())
-                body = body.replace(b"{i}", str(i).encode())
+                body = BODY(template, i)
                 ts = str(time.time_ns() // 1000000)
                 msg = string_to_sign("/api/task/job/create", ts, "bench-token", body)
                 sig = (
@@ -206,6 +235,7 @@ async def main():
         await asyncio.gather(*(worker() for _ in range(conc)))
 uvloop.run(main())
 """
+)
 
 
 def small_config(folder: Path, url: str, private: Path, jobs: int, limits: str) -> Path:
@@ -455,6 +485,7 @@ def creates(folder: Path, private: Path, public: Path, jobs: int) -> Table:
                 max_active=jobs,
                 first_s=3600,
             )
+            same_body(cfg.parent / "job.json")
             env = {**os.environ, "GONGJI_TOKEN": TOKEN}
             child = subprocess.Popen(
                 [sys.executable, "-m", "bulk", "run", str(cfg), "--progress-interval", "1000"],

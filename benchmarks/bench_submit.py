@@ -88,26 +88,49 @@ def bulk_run(url: str, jobs: int) -> ChildRun:
 
 # The same bytes as bulk's stub backend sends: {"name": "<run>-<point key>", "spec": <the
 # rendered job>}, the key computed as bulk computes it (so the peer pays for it too).
-PLAIN = """
-import asyncio, sys, uvloop, aiohttp, orjson
+BODY_CODE = """
+import orjson
 from bulk._naming import point_key
+def BODY(run, i):
+    spec = orjson.dumps({"command": f"python train.py --i {i}"})
+    return orjson.dumps({"name": f"{run}-{point_key({'i': i})}", "spec": orjson.Fragment(spec)})
+"""
+
+
+def same_body() -> None:
+    """The plain loop's body is the one bulk's stub backend sends, checked each round."""
+    import orjson
+
+    from bulk._naming import job_name, point_key
+    from bulk._template import compile_template
+
+    space: dict[str, object] = {}
+    exec(BODY_CODE, space)  # noqa: S102 - the benchmark's own code, run as the peer runs it
+    template = compile_template({"command": "python train.py --i {i}"})
+    for i in (0, 7, 19_999):
+        spec = orjson.Fragment(template.render_bytes({"i": i}))
+        bulk = orjson.dumps({"name": job_name(RUN, point_key({"i": i})), "spec": spec})
+        assert bulk == space["BODY"](RUN, i), "peer body differs"  # type: ignore[operator]
+
+
+PLAIN = (
+    BODY_CODE
+    + """
+import asyncio, sys, uvloop, aiohttp
 url, jobs, conc, run = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 async def main():
     queue = iter(range(jobs))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
         async def worker():
             for i in queue:
-                spec = orjson.dumps({"command": f"python train.py --i {i}"})
-                body = orjson.dumps(
-                    {"name": f"{run}-{point_key({'i': i})}", "spec": orjson.Fragment(spec)}
-                )
-                async with s.post(url + "/jobs", data=body,
+                async with s.post(url + "/jobs", data=BODY(run, i),
                                   headers={"Content-Type": "application/json"}) as r:
                     assert r.status == 201, r.status
                     await r.read()
         await asyncio.gather(*(worker() for _ in range(conc)))
 uvloop.run(main())
 """
+)
 
 
 def plain_run(url: str, jobs: int) -> ChildRun:
@@ -120,6 +143,7 @@ def plain_run(url: str, jobs: int) -> ChildRun:
 def one_round(jobs: int) -> tuple[tuple[float, ChildRun], tuple[float, ChildRun]]:
     """bulk, then the plain loop, each against a fresh stub (each ledger its own):
     (submit-phase creates/s, the whole command) for each."""
+    same_body()
     with simulator("stub") as url:
         bulk = bulk_run(url, jobs)
         bulk_rate = create_rate(url)
