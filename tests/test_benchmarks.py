@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from benchmarks.readme import render
 
 ROOT = Path(__file__).parent.parent
@@ -51,16 +49,17 @@ def test_quick_run_writes_every_table_with_min_median_max(tmp_path: Path) -> Non
     assert rate["min"] <= rate["median"] <= rate["max"]
 
     readme = "intro\n<!-- bench:plan.csv -->\nstale\n<!-- /bench:plan.csv -->\nafter\n"
-    new = render(readme, results)
+    new, missing = render(readme, results)
+    assert [] == missing
     assert new.startswith("intro\n<!-- bench:plan.csv -->\n| rows × grid |")
     assert "stale" not in new
     assert new.endswith("<!-- /bench:plan.csv -->\nafter\n")
-    assert new == render(new, results)  # regenerating is stable
+    assert (new, []) == render(new, results)  # regenerating is stable
 
 
-def test_a_marker_without_results_is_an_error() -> None:
-    with pytest.raises(SystemExit, match=r"no table nowhere\.x"):
-        render("<!-- bench:nowhere.x -->\n<!-- /bench:nowhere.x -->\n", {"benchmarks": {}})
+def test_a_marker_without_results_is_left_and_named() -> None:
+    readme = "<!-- bench:nowhere.x -->\nkept\n<!-- /bench:nowhere.x -->\n"
+    assert (readme, ["nowhere.x"]) == render(readme, {"benchmarks": {}})
 
 
 def test_unknown_benchmark_is_refused() -> None:
