@@ -715,8 +715,10 @@ def _write_pid_file(path: Path, pid: int) -> str | None:
     proc = stat(pid)
     start = proc.start if proc is not None else None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{pid} {start or ''}\n")
+    try:
+        os.write(fd, f"{pid} {start or ''}\n".encode())  # a few bytes: one write, no buffer
+    finally:
+        os.close(fd)
     return start
 
 
