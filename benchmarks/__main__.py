@@ -1,7 +1,10 @@
 """Run every benchmark (or some), print their tables and write them to JSON.
 
-    python -m benchmarks [--quick] [--scale] [--only NAME[,NAME...]] [--rounds 3]
+    python -m benchmarks [--quick] [--scale] [--only NAME[.SECTION][,...]] [--rounds 3]
         [--out benchmarks/results.json]
+
+``--only engine.local`` runs one section of a benchmark that has them (its ``SECTIONS``);
+its tables replace those of the same key in the file, the others are kept.
 
 A benchmark is a module ``benchmarks/bench_NAME.py`` with ``tables(opts) -> list[Table]``
 (see ``benchmarks/_util.py``); a new one is found without being listed here. Each is run
@@ -77,13 +80,14 @@ def git_rev() -> str:
     return done.stdout.strip()
 
 
-def run_one(name: str, opts: Options) -> dict[str, object]:
-    """One benchmark's tables, printed as they come, with when and where it ran."""
+def run_one(name: str, opts: Options, sections: frozenset[str] = frozenset()) -> dict[str, object]:
+    """One benchmark's tables (``sections``: some of its ``SECTIONS``, else all), printed as
+    they come, with when and where it ran."""
     module = importlib.import_module(f"benchmarks.bench_{name}")
     started = datetime.datetime.now(datetime.UTC)
     load = os.getloadavg()
     wall = time.perf_counter()
-    tables: list[Table] = module.tables(opts)
+    tables: list[Table] = module.tables(opts, sections) if sections else module.tables(opts)
     wall = time.perf_counter() - wall
     for table in tables:
         print_table(table)
@@ -98,6 +102,15 @@ def run_one(name: str, opts: Options) -> dict[str, object]:
     }
 
 
+def merged(old: dict[str, object] | None, new: dict[str, object]) -> dict[str, object]:
+    """``new`` (some sections of a benchmark) with the tables of ``old`` it does not hold."""
+    if not old:
+        return new
+    keys = {t["key"] for t in new["tables"]}  # type: ignore[attr-defined]
+    kept = [t for t in old["tables"] if t["key"] not in keys]  # type: ignore[attr-defined]
+    return {**new, "tables": kept + new["tables"]}  # type: ignore[operator]
+
+
 def main(argv: list[str] | None = None) -> int:
     known = names()
     parser = argparse.ArgumentParser(
@@ -109,10 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement")
     parser.add_argument("--out", type=Path, help="the JSON file (merged into)")
     args = parser.parse_args(argv)
-    chosen = [n.strip() for n in args.only.split(",") if n.strip()] or known
-    unknown = [n for n in chosen if n not in known]
-    if unknown:
-        parser.error(f"--only: no benchmark {', '.join(unknown)}; there are {', '.join(known)}")
+    chosen: dict[str, set[str]] = {}
+    for item in (n.strip() for n in args.only.split(",") if n.strip()):
+        name, _, section = item.partition(".")
+        if name not in known:
+            parser.error(f"--only: no benchmark {name}; there are {', '.join(known)}")
+        sections = getattr(importlib.import_module(f"benchmarks.bench_{name}"), "SECTIONS", ())
+        if section and section not in sections:
+            have = ", ".join(sections) or "none"
+            parser.error(f"--only: {name} has no section {section}; its sections: {have}")
+        chosen.setdefault(name, set()).update([section] if section else [])
+    chosen = chosen or {n: set() for n in known}
     if args.rounds < 1:
         parser.error("--rounds: at least 1")
     opts = Options(quick=args.quick, scale=args.scale, rounds=args.rounds)
@@ -122,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError):
         results = {}
     results.setdefault("benchmarks", {})
-    for name in chosen:
-        results["benchmarks"][name] = run_one(name, opts)
+    for name, sections in chosen.items():
+        result = run_one(name, opts, frozenset(sections))
+        if sections:
+            result = merged(results["benchmarks"].get(name), result)
+        results["benchmarks"][name] = result
         results["updated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")  # after each
     print(f"\nwrote {out}")

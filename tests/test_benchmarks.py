@@ -73,3 +73,47 @@ def test_unknown_benchmark_is_refused() -> None:
     )
     assert 2 == done.returncode
     assert "--only: no benchmark nosuch" in done.stderr
+
+
+def test_unknown_section_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "engine.nosuch"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 2 == done.returncode
+    assert "--only: engine has no section nosuch; its sections: overhead" in done.stderr
+
+
+def test_one_section_replaces_its_table_and_keeps_the_others(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    earlier = {"key": "engine.local", "title": "t", "headers": ["what"], "rows": [], "rounds": 1}
+    stale = {**earlier, "key": "engine.journal"}
+    out.write_text(json.dumps({"benchmarks": {"engine": {"tables": [earlier, stale]}}}))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "engine.journal",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    tables = json.loads(out.read_text())["benchmarks"]["engine"]["tables"]
+    assert ["engine.local", "engine.journal"] == [t["key"] for t in tables]
+    assert earlier == tables[0]
+    assert 2 == len(tables[1]["rows"])  # measured now: bulk's writer and the raw peer
