@@ -1,17 +1,23 @@
 """Engine benchmarks, each against a peer measured in the same run.
 
 1. overhead: 10⁵ jobs through the whole engine (journal, metrics, aiolimiter, tracker) with a
-   no-op backend, beside a bare loop that calls the same backend with nothing else;
+   no-op backend; beside it, a floor (not a peer: it does not do the same work): a bare
+   loop that renders and calls the same backend with no journal and no concurrency;
 2. journal: records committed per second by the group-committing writer (8 concurrent
-   writers), beside one raw SQLite transaction of the same updates;
+   writers), beside raw SQLite doing the same work: the same UPDATE statement and values,
+   WAL with ``synchronous=FULL`` as the journal, in as many transactions as the writer
+   committed;
 3. resume: from ``bulk run`` on a 10⁶-row journal with half the rows done to the first new
    job starting (target ≤ 3 s), beside ``bulk status`` on the same journal;
-4. local: 2,000 trivial jobs on the local backend, on uvloop and on asyncio, beside GNU
-   parallel with the same parallelism;
+4. local: 2,000 trivial jobs (``true``) on the local backend, on uvloop and on asyncio,
+   beside GNU parallel with the same ``-j`` and a ``--joblog`` (one line per job, written
+   without fsync; bulk's journal commits each job's records with fsync);
 5. lost: resuming a 10⁶-row Gongji journal (half done) against ``bulk sim gongji``, with the
    backend's default limits, after a session that ended cleanly (the peer) and after one
    that did not: then the first pending rows are looked up by name until a window of 8
    misses (Gongji's default ``max_in_flight``), in case a lost ``-wal`` forgot them.
+
+Each is measured ``rounds`` times (min/median/max); ``python -m benchmarks`` runs them all.
 
     python -m benchmarks.bench_engine [overhead journal resume local lost]
 """
@@ -27,14 +33,15 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
 
-from benchmarks._util import WORK, print_table
+from benchmarks._util import WORK, Cell, Options, Ratio, Table, print_table, rounds
 from bulk._engine import Engine
 from bulk._journal import Journal, JournalWriter, Record, State
+from bulk._journal._store import _UPDATE
 from bulk._naming import Point, point_key
 from bulk._policy import LimitsConfig, Policy, RetryConfig, TrackConfig
 from bulk._template import compile_template
@@ -70,7 +77,7 @@ def _journal(path: Path, n: int) -> Journal:
     return journal
 
 
-def bench_overhead(n: int = 100_000) -> list[list[object]]:
+def bench_overhead(n: int = 100_000) -> list[list[Cell]]:
     template = compile_template({"command": "echo {i}", "name": "{_name}"})
     policy = Policy(
         LimitsConfig(
@@ -110,11 +117,16 @@ def bench_overhead(n: int = 100_000) -> list[list[object]]:
     peer_cpu, peer_wall = time.process_time() - peer_cpu, time.perf_counter() - peer_wall
     return [
         ["bulk engine (journal, metrics, limiter, tracker)", n, n / wall, cpu / n * 1e6],
-        ["peer: bare render + submit loop, no journal", n, n / peer_wall, peer_cpu / n * 1e6],
+        [
+            "floor, not a peer: render + backend call, no journal, one at a time",
+            n,
+            n / peer_wall,
+            peer_cpu / n * 1e6,
+        ],
     ]
 
 
-def bench_journal(n: int = 100_000) -> list[list[object]]:
+def bench_journal(n: int = 100_000) -> list[list[Cell]]:
     with tempfile.TemporaryDirectory() as tmp:
         journal = _journal(Path(tmp) / "j.sqlite", n)
         writer = JournalWriter(journal)
@@ -137,30 +149,33 @@ def bench_journal(n: int = 100_000) -> list[list[object]]:
         wall = time.perf_counter() - wall
         journal.close()
 
+        # The same work, raw: the journal's statement and values, WAL + synchronous=FULL,
+        # in as many transactions (each fsynced) as the writer committed.
         conn = sqlite3.connect(Path(tmp) / "j.sqlite", isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        params = [Record(i, State.RUNNING, attempt=1, remote_id="r").params() for i in range(n)]
+        per = -(-n // max(writer.commits, 1))
         peer = time.perf_counter()
-        conn.execute("BEGIN")
-        conn.executemany(
-            "UPDATE jobs SET state = ?, remote_id = ? WHERE idx = ?",
-            [("running", "r", i) for i in range(n)],
-        )
-        conn.execute("COMMIT")
+        for start in range(0, n, per):
+            conn.execute("BEGIN")
+            conn.executemany(_UPDATE, params[start : start + per])
+            conn.execute("COMMIT")
         peer = time.perf_counter() - peer
         conn.close()
     return [
+        ["JournalWriter, 8 writers each awaiting its commit", n, writer.commits, n / wall],
         [
-            f"JournalWriter, 8 writers each awaiting its commit ({writer.commits:,} commits)",
+            "peer: raw executemany, same statement, FULL, same number of commits",
             n,
-            n / wall,
+            writer.commits,
+            n / peer,
         ],
-        ["peer: one raw executemany transaction", n, n / peer],
     ]
 
 
-def bench_resume(rows: int = 1_000_000) -> list[list[object]]:
-    folder = WORK / "resume"
+def bench_resume(rows: int = 1_000_000) -> list[list[Cell]]:
+    folder = WORK / f"resume-{rows}"
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "run.toml"
     config.write_text(
@@ -226,14 +241,14 @@ def bench_resume(rows: int = 1_000_000) -> list[list[object]]:
     ]
 
 
-def bench_lost(rows: int = 1_000_000, creates: int = 10) -> list[list[object]]:
+def bench_lost(rows: int = 1_000_000, creates: int = 10) -> list[list[Cell]]:
     import json
 
     import bulk._config as config_module
     import bulk._runs as runs
     from benchmarks.bench_gongji import keys, ledger, start_sim
 
-    folder = WORK / "lost"
+    folder = WORK / f"lost-{rows}"
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "key.pem").exists():
         keys(folder)
@@ -284,7 +299,7 @@ def bench_lost(rows: int = 1_000_000, creates: int = 10) -> list[list[object]]:
         journal, _ = runs.open_run(config_module.load(config))
         journal.apply([Record(i, State.SUCCEEDED) for i in range(rows // 2)])
         journal.close()
-    table: list[list[object]] = []
+    table: list[list[Cell]] = []
     for label, unclean in (
         (f"bulk run: resume {rows:,} rows (half done) after an unclean end (window 8)", "8"),
         ("peer: the same resume after a clean end (no look-ups)", "0"),
@@ -334,13 +349,12 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bench_local(n: int = 2000, jobs: int = 4) -> list[list[object]]:
+def bench_local(n: int = 2000, jobs: int = 4) -> list[list[Cell]]:
     """Each bulk row runs the CLI in a fresh process on one of :data:`LOOPS`; CPU is that of
     the whole run (bulk and its jobs: the jobs cost the same on every row)."""
     if shutil.which("parallel") is None:
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "parallel"], check=True, stdout=subprocess.DEVNULL
-        )
+        msg = "GNU parallel is not installed (apt-get install parallel)"
+        raise SystemExit(msg)
     folder = Path(tempfile.mkdtemp(prefix="bulk-local-"))
     config = folder / "run.toml"
     config.write_text(
@@ -353,61 +367,91 @@ def bench_local(n: int = 2000, jobs: int = 4) -> list[list[object]]:
         [limits]
         max_active = {jobs}
         [job]
-        command = "echo {{i}} > /dev/null"
+        command = "true"
         """
         )
     )
-    rows: list[list[object]] = []
-    for loop, prelude in LOOPS.items():
-        shutil.rmtree(folder / ".bulk", ignore_errors=True)
-        code = f"import sys\n{prelude}from bulk._cli import main\nsys.exit(main(sys.argv[1:]))"
-        cpu, wall = _children_cpu(), time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-c", code, "run", str(config)],
-            check=True,
-            stderr=subprocess.DEVNULL,
-        )
-        cpu, wall = _children_cpu() - cpu, time.perf_counter() - wall
-        rows.append(
-            [f"bulk run, local backend, {jobs} at a time, {loop}", n, n / wall, cpu / n * 1e3]
-        )
     cpu = _children_cpu()
     peer = time.perf_counter()
     subprocess.run(  # noqa: S602 - the peer is a shell pipeline of fixed programs and integers
-        f"seq 0 {n - 1} | parallel -j{jobs} 'echo {{}} > /dev/null'",
+        f"seq 0 {n - 1} | parallel -j{jobs} --joblog {folder / 'joblog'} true",
         shell=True,
         check=True,
         env={**os.environ, "PARALLEL_HOME": str(folder / ".parallel")},
     )
     peer, cpu = time.perf_counter() - peer, _children_cpu() - cpu
+    rows: list[list[Cell]] = []
+    for loop, prelude in LOOPS.items():
+        shutil.rmtree(folder / ".bulk", ignore_errors=True)
+        code = f"import sys\n{prelude}from bulk._cli import main\nsys.exit(main(sys.argv[1:]))"
+        bulk_cpu, wall = _children_cpu(), time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", code, "run", str(config)],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        bulk_cpu, wall = _children_cpu() - bulk_cpu, time.perf_counter() - wall
+        rows.append(
+            [
+                f"bulk run, local backend, {jobs} at a time, {loop}",
+                n,
+                n / wall,
+                Ratio(peer / wall),
+                bulk_cpu / n * 1e3,
+            ]
+        )
     shutil.rmtree(folder)
-    return [*rows, [f"peer: GNU parallel -j{jobs}", n, n / peer, cpu / n * 1e3]]
+    peer_row: list[Cell] = [f"peer: GNU parallel -j{jobs} --joblog", n, n / peer, Ratio(1.0)]
+    return [*rows, [*peer_row, cpu / n * 1e3]]
+
+
+SECTIONS = ("overhead", "journal", "resume", "local", "lost")
+
+
+def tables(opts: Options, which: frozenset[str] = frozenset(SECTIONS)) -> list[Table]:
+    """The chosen sections' tables, each measured ``opts.rounds`` times."""
+    q = opts.quick
+    specs: dict[str, tuple[str, list[str], Callable[[], list[list[Cell]]]]] = {
+        "overhead": (
+            "engine overhead with a no-op backend",
+            ["what", "jobs", "jobs/s", "CPU µs per job"],
+            lambda: bench_overhead(500 if q else 100_000),
+        ),
+        "journal": (
+            "journal commit rate (WAL, synchronous=FULL on both)",
+            ["what", "records", "commits", "records/s"],
+            lambda: bench_journal(500 if q else 100_000),
+        ),
+        "resume": (
+            "resume to the first new job",
+            ["what", "seconds"],
+            lambda: bench_resume(10_000 if q else 1_000_000),
+        ),
+        "local": (
+            "local backend vs GNU parallel, the same trivial command (true)",
+            ["what", "jobs", "jobs/s", "vs GNU parallel", "CPU ms per job"],
+            lambda: bench_local(50 if q else 2000),
+        ),
+        "lost": (
+            "resume on a service without unique names (Gongji simulator, default limits)",
+            ["what", "s to the first create", "s to the 10th create", "search requests"],
+            lambda: bench_lost(10_000 if q else 1_000_000),
+        ),
+    }
+    out = []
+    for name in SECTIONS:
+        if name in which:
+            title, headers, measure = specs[name]
+            table = Table(f"engine.{name}", title, headers)
+            table.rows, table.rounds = rounds(opts.rounds, measure)
+            out.append(table)
+    return out
 
 
 def main() -> None:
-    which = set(sys.argv[1:]) or {"overhead", "journal", "resume", "local", "lost"}
-    if "overhead" in which:
-        print_table(
-            "engine overhead with a no-op backend",
-            ["what", "jobs", "jobs/s", "CPU µs per job"],
-            bench_overhead(),
-        )
-    if "journal" in which:
-        print_table("journal commit rate", ["what", "records", "records/s"], bench_journal())
-    if "resume" in which:
-        print_table("resume", ["what", "seconds"], bench_resume())
-    if "local" in which:
-        print_table(
-            "local backend vs GNU parallel",
-            ["what", "jobs", "jobs/s", "CPU ms per job"],
-            bench_local(),
-        )
-    if "lost" in which:
-        print_table(
-            "resume on a service without unique names (Gongji simulator, default limits)",
-            ["what", "s to the first create", "s to the 10th create", "search requests"],
-            bench_lost(),
-        )
+    which = frozenset(sys.argv[1:]) or frozenset(SECTIONS)
+    for table in tables(Options(), which):
+        print_table(table)
 
 
 if __name__ == "__main__":

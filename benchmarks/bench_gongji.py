@@ -36,7 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from benchmarks._util import print_table, run_child
+import orjson
+
+from benchmarks._util import Cell, Options, Ratio, Table, merge, print_table, run_child
 from bulk.backends.gongji import Signer, string_to_sign
 from bulk.testing import simulator
 
@@ -65,7 +67,7 @@ def keys(folder: Path) -> tuple[Path, Path]:
     return private, public
 
 
-def signing_rates(private: Path, seconds: float = 2.0) -> list[list[object]]:
+def signing_rates(private: Path, seconds: float = 2.0) -> list[list[Cell]]:
     signer = Signer(private.read_bytes())
     message = string_to_sign("/api/task/job/create", "1724222524375", TOKEN, b"x" * 600)
 
@@ -173,13 +175,45 @@ def config(
     return path
 
 
-PLAIN = """
+# How the plain loop makes a create's body: bulk's rendering of the run's job.json, byte
+# for byte (checked against bulk's own in every round: same_body), without bulk's template
+# engine: the compact JSON with "{_name}" and the whole-value "{i}" (a number) filled in.
+BODY_CODE = """
+from bulk._naming import point_key
+def BODY(template, i):
+    name = ('"bench-' + point_key({"i": i}) + '"').encode()
+    return template.replace(b'"{_name}"', name).replace(b'"{i}"', str(i).encode())
+"""
+
+
+def same_body(job_json: Path) -> None:
+    """The plain loop's body is the one bulk renders (a peer posting less is no peer)."""
+    from bulk._naming import job_name, point_key
+    from bulk._template import compile_template
+
+    space: dict[str, object] = {}
+    exec(BODY_CODE, space)  # noqa: S102 - the benchmark's own code, run as the peer runs it
+    template = orjson.dumps(orjson.loads(job_json.read_bytes()))
+    rendered = compile_template(orjson.loads(job_json.read_bytes()))
+    for i in (0, 7, 4999):
+        name = job_name("bench", point_key({"i": i}))
+        theirs = space["BODY"](template, i)  # type: ignore[operator]
+        assert rendered.render_bytes({"i": i, "_name": name}) == theirs, "peer body differs"
+
+
+PLAIN = (
+    BODY_CODE
+    + """
 import asyncio, sys, time, uvloop, aiohttp, orjson
 from concurrent.futures import ThreadPoolExecutor
 from bulk.backends.gongji import Signer, string_to_sign
 from bulk.testing import simulator
+from bulk._naming import point_key
 url, key = sys.argv[1], sys.argv[4]
 jobs, conc, threads = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5])
+# bulk's body, byte for byte: the run's job.json as compact JSON (as bulk renders it), its
+# placeholders filled with the same values (the name from the same point key).
+template = orjson.dumps(orjson.loads(open(sys.argv[6], "rb").read()))
 signer = Signer(open(key, "rb").read())
 pool = ThreadPoolExecutor(threads) if threads else None
 async def main():
@@ -188,11 +222,7 @@ async def main():
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
         async def worker():
             for i in queue:
-                body = orjson.dumps({"task_name": f"plain-{i}", "points": 1,
-                    "resources": [{"mark": "m"}], "job_support": {"timeout_sec": 60,
-                    "parallelism": 1, "mod_param": {}}, "services": [{"service_name": "m",
-                    "service_image": "u", "resource_weight": {"cpu_weight": 1, "mem_weight": 1,
-                    "gpu_weight": 1}}]})
+                body = BODY(template, i)
                 ts = str(time.time_ns() // 1000000)
                 msg = string_to_sign("/api/task/job/create", ts, "bench-token", body)
                 sig = (
@@ -205,6 +235,7 @@ async def main():
         await asyncio.gather(*(worker() for _ in range(conc)))
 uvloop.run(main())
 """
+)
 
 
 def small_config(folder: Path, url: str, private: Path, jobs: int, limits: str) -> Path:
@@ -233,7 +264,7 @@ def timed_run(cfg: Path) -> tuple[float, int, str]:
     return time.perf_counter() - started, done.returncode, last
 
 
-def random_throttles(folder: Path, private: Path, public: Path, jobs: int) -> None:
+def random_throttles(folder: Path, private: Path, public: Path, jobs: int) -> Table:
     """Gongji's default limits, with and without 5 % C008 + 5 % HTTP 429 at random."""
     rows = []
     for label, faults in (
@@ -250,14 +281,15 @@ def random_throttles(folder: Path, private: Path, public: Path, jobs: int) -> No
     assert isinstance(throttled, float)
     rows[1].append(f"{throttled / base:.2f}×")
     rows[0].append("1.00×")
-    print_table(
+    return Table(
+        "gongji.random",
         "random throttles, Gongji's default limits (5 creates/s, 2 status/s, 10/s shared)",
         ["what", "jobs", "creates/s", "throttled", "wall s", "exit", "time vs none"],
         rows,
     )
 
 
-def real_limit(folder: Path, private: Path, public: Path) -> None:
+def real_limit(folder: Path, private: Path, public: Path) -> Table:
     """A simulator limit of 50 requests/s per token under a 200 creates/s ceiling."""
     limit = 50
     with start_sim(public, "--run-s", "0.2", "--rate-limit", str(limit)) as url:
@@ -276,7 +308,8 @@ def real_limit(folder: Path, private: Path, public: Path) -> None:
         _, code, last = timed_run(cfg)
         data = ledger(url)
         throttled_rate = create_rate(data)
-    print_table(
+    return Table(
+        "gongji.limit",
         f"throttling: the simulator allows {limit} requests/s per token, bulk is configured "
         "for 200 creates/s",
         ["what", "jobs", "achieved creates/s", "of the service's limit", "throttled", "exit"],
@@ -295,7 +328,7 @@ def real_limit(folder: Path, private: Path, public: Path) -> None:
     print(f"last line: {last}")
 
 
-def shared_budget(folder: Path, private: Path, public: Path, jobs: int) -> None:
+def shared_budget(folder: Path, private: Path, public: Path, jobs: int) -> Table:
     """A stand-in limiting 40 requests/s per token across endpoints; each endpoint 40/s."""
     limit = 40
     rows = []
@@ -328,7 +361,8 @@ def shared_budget(folder: Path, private: Path, public: Path, jobs: int) -> None:
                 code,
             ]
         )
-    print_table(
+    return Table(
+        "gongji.budget",
         f"a service-wide limit of {limit} requests/s per token (creates, searches and details "
         f"together); bulk allows each endpoint {limit}/s; 50 tasks a search page",
         [
@@ -346,7 +380,7 @@ def shared_budget(folder: Path, private: Path, public: Path, jobs: int) -> None:
     )
 
 
-def tracking(folder: Path, private: Path, public: Path, jobs: int) -> None:
+def tracking(folder: Path, private: Path, public: Path, jobs: int) -> Table:
     """Status requests per finished job, the service listing newest or oldest first."""
     rows = []
     for order in ("newest", "oldest"):
@@ -377,7 +411,8 @@ def tracking(folder: Path, private: Path, public: Path, jobs: int) -> None:
             ]
         )
     rows.append(["peer: detail per job, at least once each", jobs, 0, jobs, 1.0, "-"])
-    print_table(
+    return Table(
+        "gongji.tracking",
         f"tracking {jobs:,} jobs of ~1 s, 500 active (peer: one detail per job and poll)",
         ["what", "jobs", "search", "detail", "status requests per job", "wall s"],
         rows,
@@ -387,40 +422,55 @@ def tracking(folder: Path, private: Path, public: Path, jobs: int) -> None:
 SECTIONS = ("signing", "creates", "limit", "random", "budget", "tracking")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--track-jobs", type=int, default=10_000)
-    parser.add_argument("--random-jobs", type=int, default=500)
-    parser.add_argument("--budget-jobs", type=int, default=600)
-    parser.add_argument(
-        "--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}"
-    )
-    args = parser.parse_args()
-    sections = set(args.sections.split(","))
+def tables(opts: Options, sections: frozenset[str] = frozenset(SECTIONS)) -> list[Table]:
+    """The chosen sections. Signing and creates are measured ``opts.rounds`` times; the
+    limit, throttling, budget and tracking sections once (what they report is counted
+    behaviour, not speed, and each takes a minute or more)."""
+    q = opts.quick
     folder = Path(tempfile.mkdtemp(prefix="bulk-gongji-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)  # keys, configs, journals
     private, public = keys(folder)
-
+    out: list[Table] = []
     if "signing" in sections:
-        print_table(
+        table = Table(
+            "gongji.signing",
             "signing (same key, same message size)",
             ["what", "signatures/s", "µs CPU each"],
-            signing_rates(private),
+            rounds=opts.rounds,
         )
+        seconds = 0.2 if q else 2.0
+        table.rows = merge([signing_rates(private, seconds) for _ in range(opts.rounds)])
+        out.append(table)
     if "creates" in sections:
-        creates(folder, private, public, args.jobs)
+        made = [creates(folder, private, public, 100 if q else 5000) for _ in range(opts.rounds)]
+        made[0].rows, made[0].rounds = merge([t.rows for t in made]), opts.rounds
+        out.append(made[0])
+    if q:
+        return out  # the rest takes minutes whatever the size
     if "limit" in sections:
-        real_limit(folder, private, public)
+        out.append(real_limit(folder, private, public))
     if "random" in sections:
-        random_throttles(folder, private, public, args.random_jobs)
+        out.append(random_throttles(folder, private, public, 500))
     if "budget" in sections:
-        shared_budget(folder, private, public, args.budget_jobs)
+        out.append(shared_budget(folder, private, public, 600))
     if "tracking" in sections:
-        tracking(folder, private, public, args.track_jobs)
+        out.append(tracking(folder, private, public, 10_000))
+    return out
 
 
-def creates(folder: Path, private: Path, public: Path, jobs: int) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    sections = frozenset(args.sections.split(","))
+    for table in tables(Options(rounds=args.rounds), sections):
+        print_table(table)
+
+
+def creates(folder: Path, private: Path, public: Path, jobs: int) -> Table:
     """Signed creates per second, bulk against a plain signed loop, inline and threaded."""
     rows = []
     for threads in (0, 2):
@@ -435,6 +485,7 @@ def creates(folder: Path, private: Path, public: Path, jobs: int) -> None:
                 max_active=jobs,
                 first_s=3600,
             )
+            same_body(cfg.parent / "job.json")
             env = {**os.environ, "GONGJI_TOKEN": TOKEN}
             child = subprocess.Popen(
                 [sys.executable, "-m", "bulk", "run", str(cfg), "--progress-interval", "1000"],
@@ -463,18 +514,18 @@ def creates(folder: Path, private: Path, public: Path, jobs: int) -> None:
                     str(CONCURRENCY),
                     str(private),
                     str(threads),
+                    str(cfg.parent / "job.json"),
                 ]
             )
             assert plain.returncode == 0, "the plain signed loop failed"
             plain_rate = create_rate(ledger(url))
         label = "inline" if threads == 0 else f"{threads} threads"
+        rows.append([f"bulk run, signing {label}", jobs, bulk_rate, Ratio(bulk_rate / plain_rate)])
         rows.append(
-            [f"bulk run, signing {label}", jobs, bulk_rate, f"{bulk_rate / plain_rate:.2f}×"]
+            [f"peer: plain signed aiohttp loop, signing {label}", jobs, plain_rate, Ratio(1.0)]
         )
-        rows.append(
-            [f"peer: plain signed aiohttp loop, signing {label}", jobs, plain_rate, "1.00×"]
-        )
-    print_table(
+    return Table(
+        "gongji.creates",
         f"signed creates against bulk sim gongji ({CONCURRENCY} in flight)",
         ["what", "jobs", "creates/s", "vs plain"],
         rows,

@@ -4,17 +4,20 @@ Peer, in the same run: a plain loop that streams the same CSV with ``csv.reader`
 serialises each row with orjson — the floor any CSV-driven tool pays. Targets: peak RSS at
 10⁶ rows ≤ 1.3 × the 10⁴ figure, and ≥ 100,000 points/s expanded + rendered + validated.
 
-    python -m benchmarks.bench_plan [--sizes 10000,100000,1000000]
+Whole commands timed (start-up included), each size ``rounds`` times.
+
+    python -m benchmarks.bench_plan [--sizes 10000,100000,1000000] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import subprocess
 import sys
 import textwrap
 
-from benchmarks._util import WORK, print_table, run_child
+from benchmarks._util import WORK, Cell, Options, Ratio, Table, merge, print_table, run_child
 
 PEER = textwrap.dedent(
     """
@@ -67,37 +70,25 @@ def make_inputs(rows: int) -> str:
     return str(folder)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="10000,100000,1000000")
-    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
-    rows = []
-    first_rss = None
-    for n in sizes:
-        folder = make_inputs(n)
-        points = n * 3
-        bulk = run_child(
-            [sys.executable, "-m", "bulk", "plan", f"{folder}/run.toml", "--limit", "0"],
-            stdout=__import__("subprocess").DEVNULL,
-        )
-        assert bulk.returncode == 0, "bulk plan failed"
-        peer = run_child(
-            [sys.executable, "-c", PEER, f"{folder}/sweep.csv"],
-            stdout=__import__("subprocess").DEVNULL,
-        )
-        first_rss = first_rss or bulk.max_rss_mb
-        rows.append(
-            [
-                f"{n:,} × 3",
-                points,
-                points / bulk.wall_s,
-                bulk.max_rss_mb,
-                f"{bulk.max_rss_mb / first_rss:.2f}×",
-                points / peer.wall_s,
-                peer.max_rss_mb,
-            ]
-        )
-    print_table(
+def measure(n: int) -> tuple[list[Cell], float]:
+    """One size: the row (without the RSS ratio) and bulk's peak RSS."""
+    folder = make_inputs(n)
+    points = n * 3
+    bulk = run_child(
+        [sys.executable, "-m", "bulk", "plan", f"{folder}/run.toml", "--limit", "0"],
+        stdout=subprocess.DEVNULL,
+    )
+    assert bulk.returncode == 0, "bulk plan failed"
+    peer = run_child([sys.executable, "-c", PEER, f"{folder}/sweep.csv"], stdout=subprocess.DEVNULL)
+    assert peer.returncode == 0, "the peer failed"
+    row: list[Cell] = [f"{n:,} × 3", points, points / bulk.wall_s, bulk.max_rss_mb]
+    return [*row, points / peer.wall_s, peer.max_rss_mb], bulk.max_rss_mb
+
+
+def tables(opts: Options, sizes: list[int] | None = None) -> list[Table]:
+    sizes = sizes or ([100, 300] if opts.quick else [10_000, 100_000, 1_000_000])
+    table = Table(
+        "plan.csv",
         "bulk plan: expand + dedup + render + validate (peer: csv.reader + orjson.dumps)",
         [
             "rows × grid",
@@ -108,8 +99,27 @@ def main() -> None:
             "peer points/s",
             "peer peak RSS MB",
         ],
-        rows,
+        rounds=opts.rounds,
     )
+    first: float | None = None
+    for n in sizes:
+        results = [measure(n) for _ in range(opts.rounds)]
+        first = first or min(rss for _, rss in results)
+        for row, rss in results:
+            row.insert(4, Ratio(rss / first))
+        (row,) = merge([[r] for r, _ in results])
+        table.rows.append(row)
+    return [table]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    for table in tables(Options(rounds=args.rounds), sizes):
+        print_table(table)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,10 @@ class Trees:
         self._subreaper = subreaper
         self._self = os.getpid()
         self._owners: dict[int, str] = {}  # our orphans (children of ours) -> their job
+        # Children of ours that are no job's of this run (another backend's in the same
+        # process, a child the process started itself) -> their start time: no_orphans
+        # passes over them.
+        self._foreign: dict[int, str] = {}
         self._lock = threading.Lock()  # sweeps run in worker threads, maybe two at once
 
     def job_of(self, pid: int, *, settle: bool = False) -> str | None:
@@ -244,6 +248,26 @@ class Trees:
                 counts[name] = sum(1 for p in procs if p.pid != leader.pid)
             return counts
 
+    def no_orphans(self, leader_pids: Collection[int]) -> bool:
+        """Whether no process has been re-parented to this one, a subreaper: its main
+        thread has no child but the running leaders ``leader_pids``. Then no exited job
+        left anything behind (a leader's children are re-parented before it can be
+        reaped). One read of ``/proc``, no environment read and no sleep: cheap enough for
+        the event loop. Always False without a subreaper (orphans may be anywhere).
+        """
+        if not self._subreaper:
+            return False
+        for pid in _thread_children(self._self, self._self):
+            if pid in leader_pids:
+                continue
+            start = self._foreign.get(pid)
+            if start is None:
+                return False
+            proc = stat(pid)  # still that child of another's (a pid of ours is not reused
+            if proc is None or proc.start != start:  # until we reap it; checked all the same)
+                return False
+        return True
+
     def _orphans(self, leaders: Mapping[str, Leader]) -> dict[int, str]:
         """This run's processes re-parented to bulk (or, without a subreaper, anywhere),
         by job; exited ones are reaped.
@@ -262,8 +286,11 @@ class Trees:
             proc = stat(pid)
             if proc is None:
                 self._owners.pop(pid, None)
+                self._foreign.pop(pid, None)
                 continue
             owner = self._owner(proc, by_session)
+            if owner is None and self._subreaper:
+                self._foreign[pid] = proc.start
             if owner is None or owner not in leaders:
                 continue  # not this run's, or a job being started right now
             if not proc.alive:

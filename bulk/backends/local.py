@@ -468,18 +468,33 @@ class LocalBackend:
             os.close(out)
             os.close(err)
         try:
-            return process, _write_pid_file(self._pids / name, process.pid), None
+            try:
+                start = _write_pid_file(self._pids / name, process.pid)
+            except FileNotFoundError:  # the folder was removed after the first job
+                self._pids.mkdir(mode=0o700, parents=True, exist_ok=True)
+                start = _write_pid_file(self._pids / name, process.pid)
+            return process, start, None
         except OSError as exc:
             proc = stat(process.pid)  # its identity still, for the sweeps that end it
             return process, proc.start if proc is not None else None, exc
 
     def _open_logs(self, name: str) -> tuple[int, int]:
         # Owner-only, like the run folder: job output may hold anything the job printed.
-        self._logs.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._pids.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The folders are made when a log cannot be opened for want of them (the first job,
+        # or after someone removed them), not checked for every job.
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        out = os.open(self._logs / f"{name}.out", flags, 0o600)
-        err = os.open(self._logs / f"{name}.err", flags, 0o600)
+        logs = os.fspath(self._logs)
+        try:
+            out = os.open(f"{logs}/{name}.out", flags, 0o600)
+        except FileNotFoundError:
+            self._logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._pids.mkdir(mode=0o700, parents=True, exist_ok=True)
+            out = os.open(f"{logs}/{name}.out", flags, 0o600)
+        try:
+            err = os.open(f"{logs}/{name}.err", flags, 0o600)
+        except OSError:
+            os.close(out)
+            raise
         return out, err
 
     async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
@@ -552,6 +567,15 @@ class LocalBackend:
         if not signals and not (self._subreaper and self._jobs):
             return {}
         self._last_sweep = now
+        if signals.keys() <= set(exited) and trees.no_orphans(
+            [job.process.pid for job in self._jobs.values() if job.process.returncode is None]
+        ):
+            # The common end of a job: its leader has exited (and was reaped) and left
+            # nothing behind, as no process has been re-parented to bulk. Nothing to signal
+            # or count: no trip to a worker thread (a wake-up per job, the costliest part of
+            # a trivial job's end on a busy machine); the pid files go at once.
+            _remove_files([self._jobs[name].pid_file for name in exited])
+            return {}
         leaders = {name: job.leader(name) for name, job in self._jobs.items()}
         pid_files = {name: self._jobs[name].pid_file for name in exited}
 
@@ -691,8 +715,10 @@ def _write_pid_file(path: Path, pid: int) -> str | None:
     proc = stat(pid)
     start = proc.start if proc is not None else None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{pid} {start or ''}\n")
+    try:
+        os.write(fd, f"{pid} {start or ''}\n".encode())  # a few bytes: one write, no buffer
+    finally:
+        os.close(fd)
     return start
 
 

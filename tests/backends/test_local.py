@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
@@ -546,3 +547,65 @@ def test_track_timeout_records_failed_only_once_the_tree_is_gone(tmp_path: Path)
 
     assert not (tmp_path / "overlaps").exists(), (tmp_path / "overlaps").read_text()
     assert 2 == len((tmp_path / "children").read_text().split())
+
+
+ENDS_ON_THE_LOOP = """
+import anyio, orjson
+from pathlib import Path
+from bulk.backends.base import Phase, Submission
+from bulk.backends.local import LocalBackend, LocalOptions
+
+async def main():
+    folder = Path.cwd()
+    backend = LocalBackend(LocalOptions(base=folder, kill_grace_s=0.2), run_dir=folder)
+    try:
+        quick = await backend.submit(Submission("q1", orjson.dumps({"command": "true"})))
+        slow = await backend.submit(Submission("q2", orjson.dumps({"command": ["sleep", "30"]})))
+        await backend.status([slow])  # a running leader is no orphan
+        trips, real = [], anyio.to_thread.run_sync
+
+        async def counted(func, *args):
+            trips.append(func.__qualname__)
+            return await real(func, *args)
+
+        anyio.to_thread.run_sync = counted
+        for _ in range(5000):
+            if (await backend.status([quick]))["q1"].phase is Phase.SUCCEEDED:
+                break
+            await anyio.sleep(0.002)
+        else:
+            raise SystemExit("q1 did not end")
+        anyio.to_thread.run_sync = real
+        print(len(trips), (folder / "pids" / "q1").exists(), (folder / "pids" / "q2").exists())
+    finally:
+        await backend.aclose()
+
+anyio.run(main)
+"""
+
+
+def test_a_job_that_leaves_nothing_ends_without_a_worker_thread(
+    tmp_path: Path, bounded_python: Callable[[str, Path], subprocess.CompletedProcess[str]]
+) -> None:
+    """The common end of a job (its leader exited, nothing re-parented to bulk) is learnt
+    on the loop: no trip to a worker thread per job, and its pid file is gone. (In a fresh
+    process: here, other tests' leftovers may be re-parented to pytest at any time.)"""
+    done = bounded_python(ENDS_ON_THE_LOOP, tmp_path)
+    assert "" == done.stderr
+    assert "0 False True" == done.stdout.strip()
+
+
+async def test_log_and_pid_folders_removed_mid_run_are_made_again(
+    local: LocalBackend, tmp_path: Path
+) -> None:
+    """The folders are made when missing, not checked for every job: removing them between
+    jobs does not stop the next one."""
+    assert JobStatus(Phase.SUCCEEDED) == await finish(
+        local, await local.submit(job("m1", command="true"))
+    )
+    for folder in ("logs", "pids"):
+        await anyio.to_thread.run_sync(shutil.rmtree, tmp_path / folder)
+    receipt = await local.submit(job("m2", command="echo made"))
+    assert await anyio.Path(tmp_path / "pids" / "m2").exists()
+    assert JobStatus(Phase.SUCCEEDED) == await finish(local, receipt)
+    assert "made\n" == await anyio.Path(tmp_path / "logs" / "m2.out").read_text()

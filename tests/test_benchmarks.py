@@ -1,0 +1,119 @@
+"""The benchmark harness: ``python -m benchmarks --quick`` for one small benchmark writes
+its tables to JSON, and ``benchmarks.readme`` puts them between the README's markers.
+(Correctness of the harness only: no speed is asserted.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.readme import render
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_quick_run_writes_every_table_with_min_median_max(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "plan",
+            "--rounds",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    assert "[plan.csv]" in done.stdout
+    results = json.loads(out.read_text())
+    plan = results["benchmarks"]["plan"]
+    assert {"date", "git_rev", "machine", "seconds", "tables"} <= plan.keys()
+    (table,) = plan["tables"]
+    assert "plan.csv" == table["key"]
+    assert 2 == table["rounds"]
+    assert ["100 × 3", "300 × 3"] == [row[0] for row in table["rows"]]
+    rate = table["rows"][0][2]  # bulk points/s, measured in each round
+    assert 2 == len(rate["runs"])
+    assert rate["min"] <= rate["median"] <= rate["max"]
+
+    readme = "intro\n<!-- bench:plan.csv -->\nstale\n<!-- /bench:plan.csv -->\nafter\n"
+    new, missing = render(readme, results)
+    assert [] == missing
+    assert new.startswith("intro\n<!-- bench:plan.csv -->\n| rows × grid |")
+    assert "stale" not in new
+    assert new.endswith("<!-- /bench:plan.csv -->\nafter\n")
+    assert (new, []) == render(new, results)  # regenerating is stable
+
+
+def test_a_marker_without_results_is_left_and_named() -> None:
+    readme = "<!-- bench:nowhere.x -->\nkept\n<!-- /bench:nowhere.x -->\n"
+    assert (readme, ["nowhere.x"]) == render(readme, {"benchmarks": {}})
+
+
+def test_unknown_benchmark_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "nosuch"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 2 == done.returncode
+    assert "--only: no benchmark nosuch" in done.stderr
+
+
+def test_unknown_section_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "engine.nosuch"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 2 == done.returncode
+    assert "--only: engine has no section nosuch; its sections: overhead" in done.stderr
+
+
+def test_one_section_replaces_its_table_and_keeps_the_others(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    earlier = {"key": "engine.local", "title": "t", "headers": ["what"], "rows": [], "rounds": 1}
+    stale = {**earlier, "key": "engine.journal"}
+    out.write_text(json.dumps({"benchmarks": {"engine": {"tables": [earlier, stale]}}}))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "engine.journal",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    tables = json.loads(out.read_text())["benchmarks"]["engine"]["tables"]
+    assert ["engine.local", "engine.journal"] == [t["key"] for t in tables]
+    assert earlier == tables[0]
+    assert 2 == len(tables[1]["rows"])  # measured now: bulk's writer and the raw peer
