@@ -19,8 +19,17 @@ from bulk._journal import Journal
 from bulk._problems import Problems
 from bulk._sim.ray import RAY, RaySim, RaySimConfig, make_app
 from bulk.backends.base import JobStatus, Phase, Receipt, Submission
-from bulk.backends.ray import KIND, LIST_FROM, RayBackend, RayOptions, failure_reason, pack
-from bulk.errors import PermanentBackendError
+from bulk.backends.ray import (
+    KIND,
+    LIST_FROM,
+    LIST_PER_GET,
+    RayBackend,
+    RayOptions,
+    failure_reason,
+    pack,
+)
+from bulk.backends.ray._jobs import last_line
+from bulk.errors import AuthenticationError, PermanentBackendError
 from bulk.testing import simulator, wait_until
 
 
@@ -74,6 +83,17 @@ async def test_status_per_job_for_few_one_list_for_many(head: tuple[RayBackend, 
     answers = await backend.status(receipts[:LIST_FROM])
     assert 1 == sim.list_calls
     assert set(answers) == {r.remote_id for r in receipts[:LIST_FROM]}
+
+
+async def test_a_big_head_is_listed_only_for_many_jobs(head: tuple[RayBackend, RaySim]) -> None:
+    """The list costs more the more jobs the head holds: with 120 held, 16 jobs are asked
+    about one by one, and only 120 // LIST_PER_GET at once by one list call."""
+    backend, sim = head
+    receipts = [await backend.submit(sub(f"r-{i}", {"entrypoint": "true"})) for i in range(120)]
+    await backend.status(receipts[:LIST_FROM])
+    assert 0 == sim.list_calls
+    await backend.status(receipts[: 120 // LIST_PER_GET])
+    assert 1 == sim.list_calls
 
 
 async def test_failure_reason_from_exit_code_and_error_type(
@@ -238,3 +258,88 @@ def test_logs_where_the_service_keeps_none(
         assert 2 == main(["logs", str(config), "0"])
     [line] = capsys.readouterr().err.splitlines()
     assert "keeps no job logs" in line
+
+
+@pytest.fixture
+async def locked_head(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """A head in token mode (token ``s3cret-token``)."""
+    app = make_app(RaySimConfig(pending_s=0.0, run_s=0.0, token="s3cret-token"))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 401), ("wrong-token", 403)])
+async def test_a_refused_token_stops_the_run(
+    locked_head: str, monkeypatch: pytest.MonkeyPatch, token: str | None, status: int
+) -> None:
+    """No token (401) or a wrong one (403, Ray's answer) refuses the run, not one job."""
+    if token is not None:
+        monkeypatch.setenv("RAY_TOKEN", token)
+    backend = RayBackend(RayOptions(url=locked_head, token_env="RAY_TOKEN" if token else None))
+    try:
+        with pytest.raises(AuthenticationError) as caught:
+            await backend.submit(sub("r-auth", {"entrypoint": "true"}))
+    finally:
+        await backend.aclose()
+    assert status == caught.value.status
+
+
+async def test_the_right_token_is_sent_as_a_bearer(
+    locked_head: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_TOKEN", "s3cret-token")
+    backend = RayBackend(RayOptions(url=locked_head, token_env="RAY_TOKEN"))
+    try:
+        assert Receipt("r-ok", "r-ok") == await backend.submit(sub("r-ok", {"entrypoint": "true"}))
+    finally:
+        await backend.aclose()
+
+
+async def test_the_simulator_keeps_rays_quirks(head: tuple[RayBackend, RaySim]) -> None:
+    """Collections without the trailing slash are 404; a running job cannot be deleted;
+    a deleted id is free again."""
+    backend, sim = head
+    http = backend._http
+    for method in ("GET", "POST"):
+        answer = await http.request(method, "/api/jobs", body=b"{}", idempotent=True, expect=(404,))
+        assert b"404: Not Found" == answer.body
+    await backend.submit(sub("r-run", {"entrypoint": "sleep 60"}))
+    refused = await http.request("DELETE", "/api/jobs/r-run", idempotent=True, expect=(500,))
+    assert last_line(refused.body).endswith("non-terminal state RUNNING.")
+    await backend.stop(Receipt("r-run", "r-run"))
+    await http.request("DELETE", "/api/jobs/r-run", idempotent=True)
+    assert await backend.lookup(sub("r-run", {})) is None
+    await backend.submit(sub("r-run", {"entrypoint": "true"}))
+    assert 2 == sim.creates["r-run"]
+
+
+def test_a_template_may_not_choose_another_submission_id() -> None:
+    from bulk._template import compile_template
+
+    assert KIND.check_template(compile_template({"entrypoint": "x"})) is None
+    ok = compile_template({"entrypoint": "x", "submission_id": "{_name}"})
+    assert KIND.check_template(ok) is None
+    other = KIND.check_template(compile_template({"entrypoint": "x", "submission_id": "a-{i}"}))
+    assert other is not None
+    assert "bulk sets the submission id to the job's name" in other
+
+
+def test_logs_of_a_row_never_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A row the service never accepted has no log: one line, exit 2; an unknown row too."""
+    with simulator("ray") as url:
+        pass  # its port is closed now: the run cannot reach the service
+    config = run_config(tmp_path, url, 2)
+    config.write_text(config.read_text().replace("attempts = 20", "attempts = 2\nbudget_s = 0.3"))
+    assert 3 == main(["run", str(config)])
+    capsys.readouterr()
+
+    assert 2 == main(["logs", str(config), "1"])
+    [line] = capsys.readouterr().err.splitlines()
+    assert "was never accepted by the service: it has no log" in line
+    assert 2 == main(["logs", str(config), "nosuchrow"])
+    [line] = capsys.readouterr().err.splitlines()
+    assert "no row 'nosuchrow' in run ray-t" in line

@@ -10,8 +10,8 @@ Facts come from api/ray.md (measured on Ray 2.60); the quirks it lists are handl
 - **Paths.** Collection paths need their trailing slash (``/api/jobs/``); without it Ray
   answers 404.
 - **Status.** ``GET /api/jobs/{id}`` per job while few are asked about at once, one
-  ``GET /api/jobs/`` (every job the head ever had: it has no filter and no pages) when
-  :data:`LIST_FROM` or more are; see there for the measured crossover. PENDING may be
+  ``GET /api/jobs/`` (every job the head holds: it has no filter and no pages) when many
+  are, for the head's size; see :data:`LIST_FROM` for the measured crossover. PENDING may be
   followed by any end without RUNNING; ``driver_exit_code``, ``error_type`` and the first
   line of ``message`` make a failure's reason (:mod:`bulk.backends.ray._jobs`).
 - **Stop.** ``POST /api/jobs/{id}/stop``. A job PENDING because no node has the resources it
@@ -68,6 +68,7 @@ from bulk.backends.ray._package import Package, pack
 from bulk.backends.ray._schema import validate_body
 from bulk.errors import (
     AmbiguousBackendError,
+    AuthenticationError,
     BackendError,
     PermanentBackendError,
 )
@@ -77,18 +78,29 @@ if TYPE_CHECKING:
     from bulk._table import Table
     from bulk._template import Template
 
-__all__ = ["DEFAULT_URL", "KIND", "LIST_FROM", "RayBackend", "RayKind", "RayOptions"]
+__all__ = [
+    "DEFAULT_URL",
+    "KIND",
+    "LIST_FROM",
+    "LIST_PER_GET",
+    "RayBackend",
+    "RayKind",
+    "RayOptions",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8265"
 JOBS = "/api/jobs/"  # the trailing slash is required
 PACKAGES = "/api/packages/gcs/"
 ALREADY_EXISTS = b"already exists"
-# A status call about this many jobs or more reads the whole list once instead of one GET
-# per job. Measured against ``bulk sim ray`` (its list costs what Ray's does: it grows with
-# every job the head holds, ~0.25 ms a job on Ray 2.60): with 100 jobs on the head, 8
-# per-job GETs took as long as one list; with 1,000, 30. With ``delete_finished`` the head
-# holds little more than the active jobs, so 16 is the crossover bulk uses (see the README).
+# Status: one ``GET /api/jobs/`` (every job the head holds) or one GET per job asked about,
+# chosen by counts. Measured against ``bulk sim ray``, whose list costs what Ray 2.60's does
+# (~0.25 ms per job held; ``python -m benchmarks.bench_ray_status``): a per-job GET costs
+# ~2 ms (8 in flight), the list ~0.28 ms per job held; so the list wins from k ≈ held / 6
+# jobs asked about (measured: between 16 and 32 with 100 held, past 64 with 1,000). bulk
+# lists when k >= max(LIST_FROM, held // LIST_PER_GET), ``held`` being its estimate of the
+# jobs on the head (the last list's length, plus creates, minus deletes since).
 LIST_FROM = 16
+LIST_PER_GET = 6
 _PER_JOB_IN_FLIGHT = 8  # per-job GETs of one status call sent at once
 _log = logging.getLogger("bulk.ray")
 
@@ -223,6 +235,7 @@ class RayBackend:
         )
         self._packages: dict[tuple[Path, tuple[str, ...]], str] = {}  # folder -> gcs:// uri
         self._packing = anyio.Lock()
+        self._held = 0  # about how many jobs the head holds (see LIST_PER_GET)
 
     async def submit(self, submission: Submission) -> Receipt:
         name = submission.name
@@ -232,7 +245,7 @@ class RayBackend:
         if isinstance(env, dict) and _is_local(env.get("working_dir")):
             env["working_dir"] = await self._upload(env, name)
             env.pop("excludes", None)  # applied when packing; Ray would not read them again
-        response = await self._http.request(
+        response = await self._request(
             "POST",
             JOBS,
             body=orjson.dumps(body),
@@ -246,14 +259,18 @@ class RayBackend:
             if not isinstance(sid, str) or not sid:
                 msg = "submission_id is missing or not a string"
                 raise response.malformed(msg, answer)
+            self._held += 1
             return Receipt(name, sid)
         if ALREADY_EXISTS in response.body:  # Ray's answer to a duplicate id (HTTP 500)
             return Receipt(name, name)
         raise _refusal(response)
 
     async def status(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
-        if len(jobs) >= LIST_FROM:
+        if len(jobs) >= max(LIST_FROM, self._held // LIST_PER_GET):
             return await self._status_from_list(jobs)
+        return await self._status_per_job(jobs)
+
+    async def _status_per_job(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
         out: dict[str, JobStatus] = {}
         limiter = anyio.CapacityLimiter(_PER_JOB_IN_FLIGHT)
 
@@ -277,11 +294,12 @@ class RayBackend:
         return out
 
     async def _status_from_list(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
-        response = await self._http.request("GET", JOBS, idempotent=True)
+        response = await self._request("GET", JOBS, idempotent=True)
         answer = response.json()
         if not isinstance(answer, list):
             msg = "not a JSON array"
             raise response.malformed(msg, answer)
+        self._held = len(answer)
         wanted = {job.remote_id for job in jobs}
         found: dict[str, JobStatus] = {}
         for record in answer:
@@ -295,7 +313,7 @@ class RayBackend:
 
     async def _job(self, remote_id: str, name: str | None) -> dict[str, Any] | None:
         """The job's record, or None if the head does not know it (404)."""
-        response = await self._http.request(
+        response = await self._request(
             "GET",
             _job_path(remote_id),
             idempotent=True,
@@ -311,7 +329,7 @@ class RayBackend:
         return record
 
     async def stop(self, job: Receipt) -> None:
-        response = await self._http.request(
+        response = await self._request(
             "POST",
             _job_path(job.remote_id) + "/stop",
             idempotent=True,
@@ -344,7 +362,7 @@ class RayBackend:
 
     async def logs(self, job: Receipt) -> bytes:
         """The job's driver log (Ray's own lines mixed with the job's stdout and stderr)."""
-        response = await self._http.request(
+        response = await self._request(
             "GET", _job_path(job.remote_id) + "/logs", idempotent=True, job_name=job.name
         )
         answer = _object(response)
@@ -356,6 +374,17 @@ class RayBackend:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def _request(self, method: str, target: str, **kwargs: Any) -> Response:
+        """One request; Ray's 403 (a wrong token, api/ray.md §1.7) stops the run as a 401
+        does, instead of failing every job one by one."""
+        try:
+            return await self._http.request(method, target, **kwargs)
+        except PermanentBackendError as exc:
+            if exc.status != HTTPStatus.FORBIDDEN:
+                raise
+            msg = f"{exc}; check the token (backend.token_env)"
+            raise AuthenticationError(msg, job_name=exc.job_name, status=exc.status) from None
 
     async def _upload(self, env: dict[str, Any], name: str) -> str:
         """The ``gcs://`` URI of the local ``working_dir`` of ``env``: packed and uploaded the
@@ -380,7 +409,7 @@ class RayBackend:
 
     async def _put(self, package: Package, name: str) -> None:
         target = PACKAGES + quote(package.name, safe="")
-        found = await self._http.request(
+        found = await self._request(
             "GET",
             target,
             idempotent=True,
@@ -389,7 +418,7 @@ class RayBackend:
         )
         if found.status == HTTPStatus.OK:
             return
-        await self._http.request(
+        await self._request(
             "PUT",
             target,
             body=package.data,
@@ -407,13 +436,14 @@ class DeletingRayBackend(RayBackend):
     async def forget(self, job: Receipt) -> None:
         """``DELETE /api/jobs/{id}``: the job's end is committed to the journal. A job the
         head no longer knows is already gone."""
-        await self._http.request(
+        await self._request(
             "DELETE",
             _job_path(job.remote_id),
             idempotent=True,
             expect=(HTTPStatus.OK, HTTPStatus.NOT_FOUND),
             job_name=job.name,
         )
+        self._held = max(0, self._held - 1)
 
 
 def _is_local(working_dir: object) -> bool:
