@@ -37,11 +37,13 @@ Facts come from api/ray.md (measured on Ray 2.60); the quirks it lists are handl
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import shlex
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -52,7 +54,6 @@ from bulk._policy import LimitsConfig, TrackConfig
 from bulk._text import excerpt
 from bulk.backends._http import HttpClient, Response, read_token, url_problem
 from bulk.backends.base import (
-    NO_QUOTING,
     Backend,
     BackendKind,
     Command,
@@ -136,7 +137,12 @@ class RayKind:
         max_active=64,
     )
     default_track = TrackConfig(first_s=1.0, factor=1.5, max_s=10.0, batch=500)
-    quoted_fields = NO_QUOTING  # the entrypoint is a shell line, but Ray's: see the README
+    # Ray runs the entrypoint with a shell (``shell=True`` in its job manager): a value put
+    # into it is shell-quoted, as the local backend's string commands are (``{v!raw}``
+    # pastes one as it is).
+    quoted_fields: Mapping[str, Callable[[str], str]] = MappingProxyType(
+        {"job.entrypoint": shlex.quote}
+    )
     jobs_outlive_bulk = True
     unique_names = True  # a second create of an id is answered "already exists"
 
