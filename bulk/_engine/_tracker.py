@@ -171,7 +171,7 @@ class Tracker:
         forget = self._forget_on_service
         if forget is None or self._ctx.writer.failed:
             return
-        try:
+        try:  # paced and counted with the stops (it is a write about a job that exists)
             await self._ctx.gateway.request("stop", forget, job.receipt)
         except BackendError as exc:
             _log.info("bulk: %s stays on the service: %s", job.name, exc)

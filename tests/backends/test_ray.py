@@ -26,13 +26,14 @@ from bulk.backends.ray import (
     KIND,
     LIST_FROM,
     LIST_PER_GET,
+    DeletingRayBackend,
     RayBackend,
     RayOptions,
     failure_reason,
     pack,
 )
 from bulk.backends.ray._jobs import last_line
-from bulk.errors import AuthenticationError, PermanentBackendError
+from bulk.errors import AuthenticationError, PermanentBackendError, TransientBackendError
 from bulk.testing import simulator, wait_until, wait_until_sync
 
 
@@ -417,3 +418,20 @@ def test_bulk_stop_keeps_tracking_a_job_pending_for_resources(
         states = sorted(j.state.value for j in journal.iter_jobs())
     # Still to be tracked (or, if bulk was killed before recording the answer, looked up).
     assert states in (["stopped", "submitted"], ["stopped", "submitting"])
+
+
+async def test_every_error_answer_says_its_tracebacks_last_line(
+    head: tuple[RayBackend, RaySim],
+) -> None:
+    """Not only creates: a DELETE Ray refuses (a job still running) says why, not where."""
+    backend, _ = head
+    deleting = DeletingRayBackend(backend._options)
+    try:
+        receipt = await deleting.submit(sub("r-del", {"entrypoint": "sleep 60"}))
+        with pytest.raises(TransientBackendError) as caught:
+            await deleting.forget(receipt)
+    finally:
+        await deleting.aclose()
+    message = str(caught.value)
+    assert message.endswith("but it is in a non-terminal state RUNNING.")
+    assert "Traceback" not in message

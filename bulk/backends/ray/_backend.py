@@ -238,6 +238,7 @@ class RayBackend:
             verify_tls=options.verify_tls,
             headers=headers,
             max_connections=16,
+            error_text=error_text,
         )
         self._packages: dict[tuple[Path, tuple[str, ...]], str] = {}  # folder -> gcs:// uri
         self._packing = anyio.Lock()
@@ -469,10 +470,16 @@ def _object(response: Response) -> dict[str, Any]:
     return answer
 
 
+def error_text(body: bytes) -> str:
+    """What a Ray error answer says: the last line of its traceback (``TypeError: ...``),
+    not its first (``Traceback (most recent call last):``)."""
+    return excerpt(last_line(body))
+
+
 def _refusal(response: Response) -> BackendError:
     """The error of a create Ray answered 400 or 500 (not a duplicate): the traceback's last
     line is the reason. 400 is a refusal of this job; a 500 may have created it."""
-    reason = excerpt(last_line(response.body)) or f"HTTP {response.status}"
+    reason = error_text(response.body) or f"HTTP {response.status}"
     msg = f"POST {JOBS}: HTTP {response.status}: {reason}"
     if response.status == HTTPStatus.BAD_REQUEST:
         return PermanentBackendError(msg, job_name=response.job_name, status=response.status)
