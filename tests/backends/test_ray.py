@@ -241,6 +241,19 @@ def test_logs_of_a_ray_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "Running entrypoint for job ray-t-" in capsys.readouterr().out
 
 
+def test_logs_of_a_deleted_ray_job_say_why_they_are_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with simulator("ray", "--pending-s", "0", "--run-s", "0") as url:
+        config = run_config(tmp_path, url, 1)
+        main(["run", str(config)])
+        capsys.readouterr()
+        assert 2 == main(["logs", str(config), "0"])
+    [line] = capsys.readouterr().err.splitlines()
+    assert "no longer has job ray-t-" in line
+    assert "set delete_finished = false to read logs later" in line
+
+
 def test_logs_of_a_local_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "run.toml"
     config.write_text(
@@ -429,7 +442,7 @@ async def test_every_error_answer_says_its_tracebacks_last_line(
     try:
         receipt = await deleting.submit(sub("r-del", {"entrypoint": "sleep 60"}))
         with pytest.raises(TransientBackendError) as caught:
-            await deleting.forget(receipt)
+            await deleting.delete_ended(receipt)
     finally:
         await deleting.aclose()
     message = str(caught.value)

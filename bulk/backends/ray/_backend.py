@@ -22,7 +22,7 @@ Facts come from api/ray.md (measured on Ray 2.60); the quirks it lists are handl
 - **Deleting finished jobs** (``delete_finished``, on by default): the head's job list keeps
   every job ever submitted until it is deleted, and every list call and the head's memory
   grow with it. Once a job's end is *committed to the journal*, bulk sends
-  ``DELETE /api/jobs/{id}`` (the engine calls :meth:`DeletingRayBackend.forget`; never
+  ``DELETE /api/jobs/{id}`` (the engine calls :meth:`DeletingRayBackend.delete_ended`; never
   before: a job deleted before its end is journaled would, after a crash, be polled, found
   missing, looked up, not found, and sent again). A journaled end is never polled or looked
   up again, so a deleted job is never sent twice. A ``kill -9`` between the commit and the
@@ -370,8 +370,18 @@ class RayBackend:
     async def logs(self, job: Receipt) -> bytes:
         """The job's driver log (Ray's own lines mixed with the job's stdout and stderr)."""
         response = await self._request(
-            "GET", _job_path(job.remote_id) + "/logs", idempotent=True, job_name=job.name
+            "GET",
+            _job_path(job.remote_id) + "/logs",
+            idempotent=True,
+            expect=(HTTPStatus.OK, HTTPStatus.NOT_FOUND),
+            job_name=job.name,
         )
+        if response.status == HTTPStatus.NOT_FOUND:
+            msg = (
+                f"the Ray head no longer has job {job.remote_id} (delete_finished deletes "
+                "each job once it has ended; set delete_finished = false to read logs later)"
+            )
+            raise PermanentBackendError(msg, job_name=job.name, status=response.status)
         answer = _object(response)
         text = answer.get("logs")
         if not isinstance(text, str):
@@ -440,7 +450,7 @@ class DeletingRayBackend(RayBackend):
     """A :class:`RayBackend` that deletes each job from the head once its end is journaled
     (``delete_finished``; see the module docstring)."""
 
-    async def forget(self, job: Receipt) -> None:
+    async def delete_ended(self, job: Receipt) -> None:
         """``DELETE /api/jobs/{id}``: the job's end is committed to the journal. A job the
         head no longer knows is already gone."""
         await self._request(
