@@ -363,7 +363,7 @@ def test_logs_of_a_row_never_sent(tmp_path: Path, capsys: pytest.CaptureFixture[
 
     assert 2 == main(["logs", str(config), "1"])
     [line] = capsys.readouterr().err.splitlines()
-    assert "was never accepted by the service: it has no log" in line
+    assert "has not been accepted by the service: it has no log" in line
     assert 2 == main(["logs", str(config), "nosuchrow"])
     [line] = capsys.readouterr().err.splitlines()
     assert "no row 'nosuchrow' in run ray-t" in line
