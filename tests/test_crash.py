@@ -483,3 +483,89 @@ def test_ctrl_c_records_the_local_jobs_it_ended(tmp_path: Path) -> None:
     assert [] == still_running(pids.read_text().splitlines())
     (tmp_path / "go").touch()
     assert 0 == run_and_kill(config, None)
+
+
+def ray_config(folder: Path, url: str, run: str, rows: int) -> Path:
+    """A run of `rows` trivial Ray jobs against `url` (delete_finished on, the default)."""
+    config = folder / "run.toml"
+    config.write_text(
+        f"""
+[run]
+name = "{run}"
+[sweep]
+grid.i = {{range = [0, {rows}]}}
+[backend]
+kind = "ray"
+url = "{url}"
+[retry]
+base_s = 0.01
+max_s = 0.2
+attempts = 20
+[track]
+first_s = 0.05
+max_s = 0.2
+[job]
+entrypoint = "echo {{i}}"
+"""
+    )
+    return config
+
+
+def test_ray_sees_one_create_per_submission_id_across_kills(tmp_path: Path) -> None:
+    """20 % commit-then-fail creates, 5xx, kill -9 at random points, each ended job
+    deleted from the head: one create per submission id, every row succeeded."""
+    rows = 150
+    with simulator(
+        "ray",
+        "--pending-s",
+        "0",
+        "--run-s",
+        "0.05",
+        "--commit-fail-rate",
+        "0.2",
+        "--error-rate",
+        "0.05",
+        "--seed",
+        "5",
+    ) as url:
+        config = ray_config(tmp_path, url, "raycrash", rows)
+
+        crash_and_resume(config, rows, seed=6)
+
+        assert_exactly_once(f"{url}/_sim/ledger", config, "raycrash", rows)
+
+
+# `bulk run` whose first delete_finished DELETE is replaced by a SIGKILL of itself, just
+# before the request (the end is journaled, the job still on the head) or just after it.
+_KILL_AT_DELETE = """
+import os, signal, sys
+from bulk.backends.ray import DeletingRayBackend
+from bulk._cli import main
+original = DeletingRayBackend.forget
+async def forget(self, job):
+    if sys.argv[2] == "after":
+        await original(self, job)
+    os.kill(os.getpid(), signal.SIGKILL)
+DeletingRayBackend.forget = forget
+sys.exit(main(["run", sys.argv[1]]))
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_ray_kill_9_around_a_delete_sends_nothing_twice(tmp_path: Path, when: str) -> None:
+    """kill -9 between a job's end being journaled and its DELETE (or right after the
+    DELETE): the resume never polls, looks up or sends that job again."""
+    rows = 20
+    with simulator("ray", "--pending-s", "0", "--run-s", "0", "--commit-fail-rate", "0.2") as url:
+        config = ray_config(tmp_path, url, f"raydel-{when}", rows)
+        killed = subprocess.run(
+            [sys.executable, "-c", _KILL_AT_DELETE, str(config), when],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+            timeout=120,
+        )
+        assert -signal.SIGKILL == killed.returncode
+        assert 0 == run_and_kill(config, None)
+
+        assert_exactly_once(f"{url}/_sim/ledger", config, f"raydel-{when}", rows)

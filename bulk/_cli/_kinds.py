@@ -40,7 +40,7 @@ _log = logging.getLogger("bulk")
 
 # bulk's own commands; a kind's commands are added next to them (a kind of the same name
 # as one of them keeps only its simulator).
-COMMON_COMMANDS = frozenset({"plan", "run", "retry", "status", "stop", "export", "sim"})
+COMMON_COMMANDS = frozenset({"plan", "run", "retry", "status", "stop", "export", "logs", "sim"})
 
 
 def add_kind_commands(sub: arg.Subparsers, argv: Sequence[str]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import bulk._cli._args as arg
 from bulk._cli._kinds import add_kind_commands
+from bulk._cli._logs import cmd_logs
 from bulk._cli._report import cmd_export, cmd_plan, cmd_status
 from bulk._cli._run import cmd_retry, cmd_run, cmd_stop
 from bulk._version import __version__
@@ -100,6 +101,11 @@ def _add_status_and_stop(sub: arg.Subparsers) -> None:
     p = sub.add_parser("stop", help="stop every unfinished job of the run on the service")
     p.add_argument("config", type=Path)
     p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("logs", help="print one job's log (row index, key or job name)")
+    p.add_argument("config", type=Path)
+    p.add_argument("row", help="the row's index, key or job name")
+    p.set_defaults(func=cmd_logs)
 
 
 def _add_export(sub: arg.Subparsers) -> None:

@@ -69,6 +69,16 @@ class JournalWriter:
         self._pending.append(record)
         self._wake.set()
 
+    def queued_commit(self) -> anyio.Event:
+        """The event set once every record queued so far is committed (or the writer
+        failed: see :attr:`failed`). Take it right after queueing, before any await."""
+        return self._next_commit
+
+    @property
+    def failed(self) -> bool:
+        """Whether a commit failed (nothing queued since is committed)."""
+        return self._failure is not None
+
     def _check(self) -> None:
         if self._failure is not None:
             if isinstance(self._failure, JournalError):

@@ -65,6 +65,7 @@ __all__ = [
 # point of the same name: a package cannot take ``local`` over.
 _MODULES = {
     "gongji": "bulk.backends.gongji",
+    "ray": "bulk.backends.ray",
     "local": "bulk.backends.local",
     "stub": "bulk.backends.stub",
 }

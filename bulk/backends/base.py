@@ -108,7 +108,13 @@ class JobStatus:
 
 
 class Backend(Protocol):
-    """A live connection to one service for one run. Close it with ``aclose()``."""
+    """A live connection to one service for one run. Close it with ``aclose()``.
+
+    Two methods are optional, looked for by name: ``async forget(job: Receipt)``, which
+    drops an ended job from the service (Ray's ``delete_finished``) and which the engine calls
+    only once the job's end is committed to the journal; and ``async logs(job: Receipt) ->
+    bytes``, the job's output for ``bulk logs``.
+    """
 
     async def submit(self, submission: Submission) -> Receipt:
         """Send one job. A "this name already exists" answer is a success (return its receipt).

@@ -313,6 +313,28 @@ class LocalBackend:
         self._ready_error: BackendError | None = None
         self._last_sweep = -math.inf
 
+    async def logs(self, job: Receipt) -> bytes:
+        """The job's ``.out`` and ``.err`` files, each after a ``==> path <==`` line (as
+        ``tail`` shows several files). Read only: nothing of the run is touched."""
+
+        def read() -> bytes:
+            parts = []
+            for suffix in ("out", "err"):
+                path = self._logs / f"{job.name}.{suffix}"
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    data = b"(no such file: the job has not started here)\n"
+                except OSError as exc:
+                    msg = f"cannot read {path}: {exc.strerror or exc}"
+                    raise PermanentBackendError(msg, job_name=job.name) from None
+                if data and not data.endswith(b"\n"):
+                    data += b"\n"
+                parts.append(f"==> {path} <==\n".encode() + data)
+            return b"\n".join(parts)
+
+        return await anyio.to_thread.run_sync(read)
+
     async def _ready(self) -> Trees:
         """Before the first job of this process starts, every process left by an earlier
         bulk on this run (killed with ``kill -9``, or a power cut) is ended: SIGTERM, then

@@ -1,0 +1,345 @@
+"""The ``ray`` backend against ``bulk sim ray``: Ray's quirks (api/ray.md), delete_finished,
+working_dir packages, ``bulk logs``, and exactly-once through kill -9."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import zipfile
+from collections.abc import AsyncIterator
+from io import BytesIO
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bulk._cli import main
+from bulk._journal import Journal
+from bulk._problems import Problems
+from bulk._sim.ray import RAY, RaySim, RaySimConfig, make_app
+from bulk.backends.base import JobStatus, Phase, Receipt, Submission
+from bulk.backends.ray import (
+    KIND,
+    LIST_FROM,
+    LIST_PER_GET,
+    RayBackend,
+    RayOptions,
+    failure_reason,
+    pack,
+)
+from bulk.backends.ray._jobs import last_line
+from bulk.errors import AuthenticationError, PermanentBackendError
+from bulk.testing import simulator, wait_until
+
+
+@pytest.fixture
+async def head() -> AsyncIterator[tuple[RayBackend, RaySim]]:
+    app = make_app(RaySimConfig(pending_s=0.0, run_s=0.0, cpus=1.0, list_cost_s=0.0))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    backend = RayBackend(RayOptions(url=str(server.make_url("")).rstrip("/")))
+    try:
+        yield backend, app[RAY]
+    finally:
+        await backend.aclose()
+        await server.close()
+
+
+async def settle(backend: RayBackend, receipt: Receipt) -> JobStatus:
+    async def status() -> JobStatus:
+        return (await backend.status([receipt]))[receipt.remote_id]
+
+    return await wait_until(status, lambda s: s.phase.terminal, what="the job ends", polls=100)
+
+
+def sub(name: str, body: dict[str, object]) -> Submission:
+    return Submission(name, orjson.dumps(body))
+
+
+async def test_duplicate_id_answered_500_already_exists_is_the_job(
+    head: tuple[RayBackend, RaySim],
+) -> None:
+    backend, sim = head
+    first = await backend.submit(sub("r-dup", {"entrypoint": "sleep 5"}))
+    again = await backend.submit(sub("r-dup", {"entrypoint": "sleep 5"}))
+    assert first == again == Receipt("r-dup", "r-dup")
+    assert {"r-dup": 1} == sim.creates
+
+
+async def test_refusal_keeps_the_tracebacks_last_line(head: tuple[RayBackend, RaySim]) -> None:
+    backend, _ = head
+    with pytest.raises(PermanentBackendError) as caught:
+        await backend.submit(sub("r-bad", {"entrypoint": "true", "foo": 1}))
+    assert str(caught.value).endswith("unexpected keyword argument 'foo'")
+    assert "Traceback" not in str(caught.value)
+
+
+async def test_status_per_job_for_few_one_list_for_many(head: tuple[RayBackend, RaySim]) -> None:
+    backend, sim = head
+    receipts = [await backend.submit(sub(f"r-{i}", {"entrypoint": "true"})) for i in range(20)]
+    await backend.status(receipts[: LIST_FROM - 1])
+    assert 0 == sim.list_calls
+    answers = await backend.status(receipts[:LIST_FROM])
+    assert 1 == sim.list_calls
+    assert set(answers) == {r.remote_id for r in receipts[:LIST_FROM]}
+
+
+async def test_a_big_head_is_listed_only_for_many_jobs(head: tuple[RayBackend, RaySim]) -> None:
+    """The list costs more the more jobs the head holds: with 120 held, 16 jobs are asked
+    about one by one, and only 120 // LIST_PER_GET at once by one list call."""
+    backend, sim = head
+    receipts = [await backend.submit(sub(f"r-{i}", {"entrypoint": "true"})) for i in range(120)]
+    await backend.status(receipts[:LIST_FROM])
+    assert 0 == sim.list_calls
+    await backend.status(receipts[: 120 // LIST_PER_GET])
+    assert 1 == sim.list_calls
+
+
+async def test_failure_reason_from_exit_code_and_error_type(
+    head: tuple[RayBackend, RaySim],
+) -> None:
+    backend, _ = head
+    receipt = await backend.submit(sub("r-fail", {"entrypoint": "exit 3"}))
+    status = await settle(backend, receipt)
+    assert Phase.FAILED == status.phase
+    assert status.reason is not None
+    assert status.reason.startswith("exit code 3 (JOB_ENTRYPOINT_COMMAND_ERROR): Job entrypoint")
+    assert "exit code 127" == failure_reason({"driver_exit_code": 127})
+
+
+async def test_stop_of_a_job_pending_for_resources_is_not_a_stop(
+    head: tuple[RayBackend, RaySim],
+) -> None:
+    backend, _ = head
+    await backend.submit(sub("r-hog", {"entrypoint": "sleep 60", "entrypoint_num_cpus": 1}))
+    waiting = await backend.submit(
+        sub("r-wait", {"entrypoint": "sleep 60", "entrypoint_num_cpus": 1})
+    )
+    with pytest.raises(PermanentBackendError, match="bulk keeps tracking it"):
+        await backend.stop(waiting)
+    assert Phase.QUEUED == (await backend.status([waiting]))["r-wait"].phase
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "pkg" / ".git").mkdir(parents=True)
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "main.py").write_text("print(1)\n")
+    (tmp_path / "pkg" / ".git" / "HEAD").write_text("x")
+    (tmp_path / "pkg" / "__pycache__" / "m.pyc").write_text("x")
+    (tmp_path / "pkg" / "big.log").write_text("x")
+    return tmp_path
+
+
+def test_packages_are_deterministic(folder: Path) -> None:
+    first = pack(folder / "pkg", ["*.log"])
+    (folder / "pkg" / "main.py").touch()  # a new mtime: the same zip
+    assert first == pack(folder / "pkg", ["*.log"])
+    assert first != pack(folder / "pkg")
+
+
+async def test_local_working_dir_is_uploaded_once(
+    head: tuple[RayBackend, RaySim], folder: Path
+) -> None:
+    backend, sim = head
+    tmp_path = folder
+    backend._options = RayOptions(base=tmp_path)  # a relative working_dir is the config's
+    env = {"working_dir": "pkg", "excludes": ["*.log"]}
+    for i in range(3):
+        await backend.submit(sub(f"r-wd-{i}", {"entrypoint": "true", "runtime_env": env}))
+    [name] = sim.uploads
+    assert {name: 1} == sim.uploads
+    assert name.startswith("_ray_pkg_")
+    assert f"gcs://{name}" == sim.jobs["r-wd-0"].body["runtime_env"]["working_dir"]
+    names = zipfile.ZipFile(BytesIO(sim.packages[name])).namelist()
+    assert ["main.py"] == names
+    status = await settle(backend, Receipt("r-wd-0", "r-wd-0"))
+    assert Phase.SUCCEEDED == status.phase
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"entrypoint": "x", "entrypoint_memory": 2**50}, "job.entrypoint_memory"),
+        ({"entrypoint": "x", "entrypoint_memory": 1.5}, "job.entrypoint_memory"),
+        ({"entrypoint": "x", "foo": 1}, "job.foo"),
+        ({"entrypoint": "x", "metadata": {"a": 1}}, "job.metadata.a"),
+        ({"entrypoint": "x", "entrypoint_resources": {"NPU": "1"}}, "job.entrypoint_resources.NPU"),
+        ({"entrypoint": "x", "runtime_env": {"env_vars": {"A": 1}}}, "job.runtime_env.env_vars.A"),
+        ({"entrypoint": "x", "entrypoint_num_cpus": -1}, "job.entrypoint_num_cpus"),
+        ({"entrypoint": 123}, "job.entrypoint"),
+    ],
+)
+def test_bodies_ray_would_refuse_or_misrun_are_refused(body: dict[str, object], field: str) -> None:
+    problems = Problems()
+    KIND.validate(body, problems)
+    assert field in [p.field for p in problems.items]
+
+
+def run_config(folder: Path, url: str, rows: int, extra: str = "") -> Path:
+    config = folder / "run.toml"
+    config.write_text(
+        f"""
+[run]
+name = "ray-t"
+[sweep]
+grid.i = {{range = [0, {rows}]}}
+[backend]
+kind = "ray"
+url = "{url}"
+{extra}
+[retry]
+base_s = 0.01
+max_s = 0.2
+attempts = 20
+[track]
+first_s = 0.05
+max_s = 0.2
+[job]
+entrypoint = "exit {{i}}"
+"""
+    )
+    return config
+
+
+def ledger(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{url}/_sim/ledger", timeout=10) as answer:
+        result: dict[str, object] = json.loads(answer.read())
+        return result
+
+
+def test_run_deletes_each_job_once_its_end_is_journaled(tmp_path: Path) -> None:
+    with simulator("ray", "--pending-s", "0", "--run-s", "0") as url:
+        config = run_config(tmp_path, url, 6)
+        code = main(["run", str(config)])
+        book = ledger(url)
+    assert 1 == code  # exit 1..5 fail
+    assert 6 == book["deletes"]
+    assert 0 == book["held"]
+    with Journal.open(tmp_path / ".bulk" / "ray-t" / "journal.sqlite") as journal:
+        assert {"succeeded": 1, "failed": 5} == journal.counts()
+
+
+def test_logs_of_a_ray_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with simulator("ray", "--pending-s", "0", "--run-s", "0") as url:
+        config = run_config(tmp_path, url, 2, "delete_finished = false")
+        main(["run", str(config)])
+        capsys.readouterr()
+        assert 0 == main(["logs", str(config), "1"])
+    assert "Running entrypoint for job ray-t-" in capsys.readouterr().out
+
+
+def test_logs_of_a_local_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[run]\nname = "loc"\n[sweep]\ngrid.i = [7]\n'
+        '[job]\ncommand = "echo out-{i}; echo err >&2"\n'
+    )
+    assert 0 == main(["run", str(config)])
+    capsys.readouterr()
+    assert 0 == main(["logs", str(config), "0"])
+    out = capsys.readouterr().out
+    assert "out-7" in out
+    assert "err" in out
+
+
+def test_logs_where_the_service_keeps_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with simulator("stub") as url:
+        config = tmp_path / "run.toml"
+        config.write_text(
+            f'[run]\nname = "st"\n[sweep]\ngrid.i = [1]\n[backend]\nkind = "stub"\n'
+            f'url = "{url}"\n[track]\nfirst_s = 0.05\n[job]\nx = "{{i}}"\n'
+        )
+        assert 0 == main(["run", str(config)])
+        capsys.readouterr()
+        assert 2 == main(["logs", str(config), "0"])
+    [line] = capsys.readouterr().err.splitlines()
+    assert "keeps no job logs" in line
+
+
+@pytest.fixture
+async def locked_head(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """A head in token mode (token ``s3cret-token``)."""
+    app = make_app(RaySimConfig(pending_s=0.0, run_s=0.0, token="s3cret-token"))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 401), ("wrong-token", 403)])
+async def test_a_refused_token_stops_the_run(
+    locked_head: str, monkeypatch: pytest.MonkeyPatch, token: str | None, status: int
+) -> None:
+    """No token (401) or a wrong one (403, Ray's answer) refuses the run, not one job."""
+    if token is not None:
+        monkeypatch.setenv("RAY_TOKEN", token)
+    backend = RayBackend(RayOptions(url=locked_head, token_env="RAY_TOKEN" if token else None))
+    try:
+        with pytest.raises(AuthenticationError) as caught:
+            await backend.submit(sub("r-auth", {"entrypoint": "true"}))
+    finally:
+        await backend.aclose()
+    assert status == caught.value.status
+
+
+async def test_the_right_token_is_sent_as_a_bearer(
+    locked_head: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_TOKEN", "s3cret-token")
+    backend = RayBackend(RayOptions(url=locked_head, token_env="RAY_TOKEN"))
+    try:
+        assert Receipt("r-ok", "r-ok") == await backend.submit(sub("r-ok", {"entrypoint": "true"}))
+    finally:
+        await backend.aclose()
+
+
+async def test_the_simulator_keeps_rays_quirks(head: tuple[RayBackend, RaySim]) -> None:
+    """Collections without the trailing slash are 404; a running job cannot be deleted;
+    a deleted id is free again."""
+    backend, sim = head
+    http = backend._http
+    for method in ("GET", "POST"):
+        answer = await http.request(method, "/api/jobs", body=b"{}", idempotent=True, expect=(404,))
+        assert b"404: Not Found" == answer.body
+    await backend.submit(sub("r-run", {"entrypoint": "sleep 60"}))
+    refused = await http.request("DELETE", "/api/jobs/r-run", idempotent=True, expect=(500,))
+    assert last_line(refused.body).endswith("non-terminal state RUNNING.")
+    await backend.stop(Receipt("r-run", "r-run"))
+    await http.request("DELETE", "/api/jobs/r-run", idempotent=True)
+    assert await backend.lookup(sub("r-run", {})) is None
+    await backend.submit(sub("r-run", {"entrypoint": "true"}))
+    assert 2 == sim.creates["r-run"]
+
+
+def test_a_template_may_not_choose_another_submission_id() -> None:
+    from bulk._template import compile_template
+
+    assert KIND.check_template(compile_template({"entrypoint": "x"})) is None
+    ok = compile_template({"entrypoint": "x", "submission_id": "{_name}"})
+    assert KIND.check_template(ok) is None
+    other = KIND.check_template(compile_template({"entrypoint": "x", "submission_id": "a-{i}"}))
+    assert other is not None
+    assert "bulk sets the submission id to the job's name" in other
+
+
+def test_logs_of_a_row_never_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A row the service never accepted has no log: one line, exit 2; an unknown row too."""
+    with simulator("ray") as url:
+        pass  # its port is closed now: the run cannot reach the service
+    config = run_config(tmp_path, url, 2)
+    config.write_text(config.read_text().replace("attempts = 20", "attempts = 2\nbudget_s = 0.3"))
+    assert 3 == main(["run", str(config)])
+    capsys.readouterr()
+
+    assert 2 == main(["logs", str(config), "1"])
+    [line] = capsys.readouterr().err.splitlines()
+    assert "was never accepted by the service: it has no log" in line
+    assert 2 == main(["logs", str(config), "nosuchrow"])
+    [line] = capsys.readouterr().err.splitlines()
+    assert "no row 'nosuchrow' in run ray-t" in line
