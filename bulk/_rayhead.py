@@ -99,7 +99,7 @@ def ray_cli() -> Path | None:
 def ray_head(
     *,
     num_cpus: int = 2,
-    job_start_timeout_s: int = 20,
+    job_start_timeout_s: int = 60,
     ready_timeout_s: float = 180.0,
     pid_file: Path | None = None,
 ) -> Iterator[RayHead]:
