@@ -84,10 +84,12 @@ def _missing_ray() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_ray_head() -> Iterator[RayHead]:
     """A loopback-only Ray head (:func:`bulk._rayhead.ray_head`), started on first use and
-    stopped by PID at the end of the session.
+    stopped by PID after the last test of the module (a head takes ~1 GB and a core while
+    it starts: it is not kept through the rest of the suite; the real-head tests live in one
+    module, ``tests/real/test_ray_head.py``).
 
     Without Ray installed the tests using it skip and say why, except under CI (``CI`` set),
     where they fail. ``BULK_RAY_HEAD_PIDS`` names a file the head's PIDs are appended to, so
