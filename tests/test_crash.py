@@ -541,12 +541,12 @@ _KILL_AT_DELETE = """
 import os, signal, sys
 from bulk.backends.ray import DeletingRayBackend
 from bulk._cli import main
-original = DeletingRayBackend.forget
-async def forget(self, job):
+original = DeletingRayBackend.delete_ended
+async def delete_ended(self, job):
     if sys.argv[2] == "after":
         await original(self, job)
     os.kill(os.getpid(), signal.SIGKILL)
-DeletingRayBackend.forget = forget
+DeletingRayBackend.delete_ended = delete_ended
 sys.exit(main(["run", sys.argv[1]]))
 """
 

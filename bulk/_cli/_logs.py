@@ -1,11 +1,11 @@
 """``bulk logs CONFIG ROW``: print one job's log, as the service (or the run folder) keeps it.
 
 ROW is a row's index (as ``bulk export`` shows it), its key, or its job name. The backend
-reads the log through its optional ``logs`` method (Ray: ``GET /api/jobs/{id}/logs``;
-local: the job's ``.out`` and ``.err`` files); a service that keeps no logs is said so in one
-line (exit 2), as is a row that was never sent. Read only: the run's lock is not taken, so
-it works while ``bulk run`` goes on; the one request goes through the gateway as ``bulk
-gongji resources``' do (paced, retried within ``[retry]``).
+reads the log through its optional ``logs`` method (a service's log endpoint, or the run
+folder's log files); a service that keeps no logs is said so in one line (exit 2), as is a
+row the service has not accepted. Read only: the run's lock is not taken, so it works while
+``bulk run`` goes on; the one request goes through the gateway as a kind's own commands' do
+(paced, retried within ``[retry]``).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
         run_async(backend.aclose())
         msg = f"the {cfg.backend.kind} service keeps no job logs bulk can read"
         raise ConfigError(msg, where=where)
-    if row.remote_id is None and cfg.backend.kind != "local":
+    if row.remote_id is None:
         run_async(backend.aclose())
-        msg = f"{name} ({row.state.value}) was never accepted by the service: it has no log"
+        msg = f"{name} ({row.state.value}) has not been accepted by the service: it has no log"
         raise ConfigError(msg, where=where)
     receipt = Receipt(name, row.remote_id or name)
     text: list[bytes] = []

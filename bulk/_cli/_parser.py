@@ -103,7 +103,7 @@ def _add_status_and_stop(sub: arg.Subparsers) -> None:
     p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("logs", help="print one job's log (row index, key or job name)")
-    p.add_argument("config", type=Path)
+    p.add_argument("config", type=Path, help="the run's TOML config")
     p.add_argument("row", help="the row's index, key or job name")
     p.set_defaults(func=cmd_logs)
 

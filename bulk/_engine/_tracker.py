@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import inspect
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
@@ -45,8 +46,9 @@ class Tracker:
         self._busy = 0  # tasks the tracker started that may still record or re-add a job
         self._active: dict[int, Job] = {}  # accepted and not ended, by row index
         # A backend that drops ended jobs from its service (Ray's delete_finished) says so
-        # with a ``forget(receipt)`` method; it is called once the job's end is committed.
-        self._forget_on_service = getattr(ctx.backend, "forget", None)
+        # with a ``delete_ended(receipt)`` coroutine method, called once the end is committed.
+        delete = getattr(ctx.backend, "delete_ended", None)
+        self._delete_ended = delete if inspect.iscoroutinefunction(delete) else None
 
     def add(self, job: Job) -> None:
         """Start tracking an accepted job; its first poll is ``track.first_s`` from now."""
@@ -159,20 +161,20 @@ class Tracker:
         # Not awaited: if this record is lost in a crash, the job is still "submitted" in the
         # journal, so a resume polls it again and gets the same end. No task needed.
         ctx.record_end(job, state, status.reason)
-        if self._forget_on_service is not None and status.phase.terminal:
-            self._spawn(tg, self._forget_ended, job, ctx.writer.queued_commit())
+        if self._delete_ended is not None and status.phase.terminal:
+            self._spawn(tg, self._delete_when_committed, job, ctx.writer.queued_commit())
 
-    async def _forget_ended(self, job: Job, committed: anyio.Event) -> None:
+    async def _delete_when_committed(self, job: Job, committed: anyio.Event) -> None:
         """Let the backend drop an ended job from the service, once its end is committed:
         never before, or a crash in between would leave a journaled ``submitted`` job the
         service no longer knows, which a resume would look up, not find and send again.
         Best effort: a failure leaves the job on the service, nothing else."""
         await committed.wait()
-        forget = self._forget_on_service
-        if forget is None or self._ctx.writer.failed:
+        delete = self._delete_ended
+        if delete is None or self._ctx.writer.failed:
             return
-        try:
-            await self._ctx.gateway.request("stop", forget, job.receipt)
+        try:  # paced and counted with the stops (it is a write about a job that exists)
+            await self._ctx.gateway.request("stop", delete, job.receipt)
         except BackendError as exc:
             _log.info("bulk: %s stays on the service: %s", job.name, exc)
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 import email.utils
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -313,6 +313,8 @@ class HttpClient:
         secrets: values to take out of every answer and message (see the module docstring).
         secret_headers: names of headers whose values are secret, per request (Authorization,
             Proxy-Authorization and Cookie always are).
+        error_text: what an error answer's (scrubbed) body says, for the error's message;
+            by default its first 300 characters (Ray's tracebacks say it in their last line).
     """
 
     def __init__(
@@ -325,6 +327,7 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         secrets: Iterable[str] = (),
         secret_headers: Iterable[str] = (),
+        error_text: Callable[[bytes], str] = excerpt,
     ):
         self.base_url = base_url.rstrip("/")
         self._shown_url = display_url(self.base_url)
@@ -341,6 +344,7 @@ class HttpClient:
             if name.lower() in self.secrets.headers:
                 self.secrets.add(value)
         self._session: aiohttp.ClientSession | None = None
+        self._error_text = error_text
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop (aiohttp sessions are loop-bound).
@@ -405,7 +409,7 @@ class HttpClient:
         response = Response(status, data, method, target, idempotent, job_name)
         if status in expect:
             return response
-        raise _status_error(response, expect, retry_after)
+        raise _status_error(response, expect, retry_after, self._error_text)
 
     def _transport_error(
         self,
@@ -455,7 +459,10 @@ class HttpClient:
 
 
 def _status_error(
-    response: Response, expect: tuple[int, ...], retry_after: float | None
+    response: Response,
+    expect: tuple[int, ...],
+    retry_after: float | None,
+    error_text: Callable[[bytes], str] = excerpt,
 ) -> BackendError:
     """The error for an answer whose status is not in ``expect`` (see the module docstring)."""
     status = response.status
@@ -465,7 +472,7 @@ def _status_error(
         # protocol says 201, a 204): for a create, the job may well exist.
         expected = " or ".join(str(code) for code in expect)
         return response.malformed(f"HTTP {status} where {expected} was expected")
-    msg = f"{response.method} {response.path}: HTTP {status}: {excerpt(response.body)}"
+    msg = f"{response.method} {response.path}: HTTP {status}: {error_text(response.body)}"
     if status == HTTPStatus.TOO_MANY_REQUESTS:
         return ThrottledError(msg, job_name=job_name, status=status, retry_after=retry_after)
     if status >= HTTPStatus.INTERNAL_SERVER_ERROR:

@@ -110,7 +110,7 @@ class JobStatus:
 class Backend(Protocol):
     """A live connection to one service for one run. Close it with ``aclose()``.
 
-    Two methods are optional, looked for by name: ``async forget(job: Receipt)``, which
+    Two methods are optional, looked for by name: ``async delete_ended(job: Receipt)``, which
     drops an ended job from the service (Ray's ``delete_finished``) and which the engine calls
     only once the job's end is committed to the journal; and ``async logs(job: Receipt) ->
     bytes``, the job's output for ``bulk logs``.

@@ -4,6 +4,9 @@ working_dir packages, ``bulk logs``, and exactly-once through kill -9."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import urllib.request
 import zipfile
 from collections.abc import AsyncIterator
@@ -23,14 +26,15 @@ from bulk.backends.ray import (
     KIND,
     LIST_FROM,
     LIST_PER_GET,
+    DeletingRayBackend,
     RayBackend,
     RayOptions,
     failure_reason,
     pack,
 )
 from bulk.backends.ray._jobs import last_line
-from bulk.errors import AuthenticationError, PermanentBackendError
-from bulk.testing import simulator, wait_until
+from bulk.errors import AuthenticationError, PermanentBackendError, TransientBackendError
+from bulk.testing import simulator, wait_until, wait_until_sync
 
 
 @pytest.fixture
@@ -209,6 +213,13 @@ def ledger(url: str) -> dict[str, object]:
         return result
 
 
+def creates(url: str) -> dict[str, int]:
+    """The simulator's creates per submission id."""
+    found = ledger(url)["creates"]
+    assert isinstance(found, dict)
+    return found
+
+
 def test_run_deletes_each_job_once_its_end_is_journaled(tmp_path: Path) -> None:
     with simulator("ray", "--pending-s", "0", "--run-s", "0") as url:
         config = run_config(tmp_path, url, 6)
@@ -228,6 +239,19 @@ def test_logs_of_a_ray_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         capsys.readouterr()
         assert 0 == main(["logs", str(config), "1"])
     assert "Running entrypoint for job ray-t-" in capsys.readouterr().out
+
+
+def test_logs_of_a_deleted_ray_job_say_why_they_are_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with simulator("ray", "--pending-s", "0", "--run-s", "0") as url:
+        config = run_config(tmp_path, url, 1)
+        main(["run", str(config)])
+        capsys.readouterr()
+        assert 2 == main(["logs", str(config), "0"])
+    [line] = capsys.readouterr().err.splitlines()
+    assert "no longer has job ray-t-" in line
+    assert "set delete_finished = false to read logs later" in line
 
 
 def test_logs_of_a_local_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -339,7 +363,88 @@ def test_logs_of_a_row_never_sent(tmp_path: Path, capsys: pytest.CaptureFixture[
 
     assert 2 == main(["logs", str(config), "1"])
     [line] = capsys.readouterr().err.splitlines()
-    assert "was never accepted by the service: it has no log" in line
+    assert "has not been accepted by the service: it has no log" in line
     assert 2 == main(["logs", str(config), "nosuchrow"])
     [line] = capsys.readouterr().err.splitlines()
     assert "no row 'nosuchrow' in run ray-t" in line
+
+
+def test_the_ray_example_runs_against_the_simulator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """configs/ray-pi.toml: 12 jobs, its working_dir folder uploaded once, all succeeded."""
+    configs = Path(__file__).parent.parent.parent / "configs"
+    shutil.copytree(configs / "ray", tmp_path / "ray")
+    with simulator("ray", "--pending-s", "0", "--run-s", "0") as url:
+        text = (configs / "ray-pi.toml").read_text().replace("http://127.0.0.1:8265", url)
+        config = tmp_path / "ray-pi.toml"
+        config.write_text(text + "\n[track]\nfirst_s = 0.05\nmax_s = 0.2\n")
+        assert 0 == main(["run", str(config)])
+        book = ledger(url)
+    uploads = book["uploads"]
+    assert isinstance(uploads, dict)
+    assert [1] == list(uploads.values())
+    creates = book["creates"]
+    assert isinstance(creates, dict)
+    assert 12 == len(creates)
+
+
+def test_values_in_the_entrypoint_are_shell_quoted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ray runs the entrypoint with a shell: a value stays one argument, as in local jobs."""
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[run]\nname = "q"\n[sweep]\ngrid.v = ["a; echo INJECTED"]\n[backend]\nkind = "ray"\n'
+        '[job]\nentrypoint = "echo {v}"\n'
+    )
+    assert 0 == main(["plan", "--json", str(config)])
+    [line] = capsys.readouterr().out.splitlines()
+    assert "echo 'a; echo INJECTED'" == json.loads(line)["job"]["entrypoint"]
+
+
+def test_bulk_stop_keeps_tracking_a_job_pending_for_resources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job of no CPU and one of 1 CPU on a head of half a CPU, bulk killed, then `bulk
+    stop`: the running one is stopped; the one PENDING for resources ignores the stop, so it
+    is reported as not stopped (exit 1, with why) and stays tracked in the journal."""
+    with simulator("ray", "--pending-s", "0", "--cpus", "0.5") as url:
+        config = run_config(tmp_path, url, 2)
+        text = config.read_text().replace('"exit {i}"', '"sleep 600"\nentrypoint_num_cpus = "{i}"')
+        config.write_text(text)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bulk", "run", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until_sync(lambda: len(creates(url)) == 2, what="both jobs sent")
+        finally:
+            proc.kill()
+            proc.wait(timeout=60)
+        code = main(["stop", str(config)])
+    err = capsys.readouterr().err
+    assert 1 == code
+    assert "Ray ignores a stop of a job PENDING for resources" in err
+    with Journal.open(tmp_path / ".bulk" / "ray-t" / "journal.sqlite") as journal:
+        states = sorted(j.state.value for j in journal.iter_jobs())
+    # Still to be tracked (or, if bulk was killed before recording the answer, looked up).
+    assert states in (["stopped", "submitted"], ["stopped", "submitting"])
+
+
+async def test_every_error_answer_says_its_tracebacks_last_line(
+    head: tuple[RayBackend, RaySim],
+) -> None:
+    """Not only creates: a DELETE Ray refuses (a job still running) says why, not where."""
+    backend, _ = head
+    deleting = DeletingRayBackend(backend._options)
+    try:
+        receipt = await deleting.submit(sub("r-del", {"entrypoint": "sleep 60"}))
+        with pytest.raises(TransientBackendError) as caught:
+            await deleting.delete_ended(receipt)
+    finally:
+        await deleting.aclose()
+    message = str(caught.value)
+    assert message.endswith("but it is in a non-terminal state RUNNING.")
+    assert "Traceback" not in message

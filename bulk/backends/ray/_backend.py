@@ -22,7 +22,7 @@ Facts come from api/ray.md (measured on Ray 2.60); the quirks it lists are handl
 - **Deleting finished jobs** (``delete_finished``, on by default): the head's job list keeps
   every job ever submitted until it is deleted, and every list call and the head's memory
   grow with it. Once a job's end is *committed to the journal*, bulk sends
-  ``DELETE /api/jobs/{id}`` (the engine calls :meth:`DeletingRayBackend.forget`; never
+  ``DELETE /api/jobs/{id}`` (the engine calls :meth:`DeletingRayBackend.delete_ended`; never
   before: a job deleted before its end is journaled would, after a crash, be polled, found
   missing, looked up, not found, and sent again). A journaled end is never polled or looked
   up again, so a deleted job is never sent twice. A ``kill -9`` between the commit and the
@@ -37,11 +37,13 @@ Facts come from api/ray.md (measured on Ray 2.60); the quirks it lists are handl
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import shlex
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -52,7 +54,6 @@ from bulk._policy import LimitsConfig, TrackConfig
 from bulk._text import excerpt
 from bulk.backends._http import HttpClient, Response, read_token, url_problem
 from bulk.backends.base import (
-    NO_QUOTING,
     Backend,
     BackendKind,
     Command,
@@ -136,7 +137,12 @@ class RayKind:
         max_active=64,
     )
     default_track = TrackConfig(first_s=1.0, factor=1.5, max_s=10.0, batch=500)
-    quoted_fields = NO_QUOTING  # the entrypoint is a shell line, but Ray's: see the README
+    # Ray runs the entrypoint with a shell (``shell=True`` in its job manager): a value put
+    # into it is shell-quoted, as the local backend's string commands are (``{v!raw}``
+    # pastes one as it is).
+    quoted_fields: Mapping[str, Callable[[str], str]] = MappingProxyType(
+        {"job.entrypoint": shlex.quote}
+    )
     jobs_outlive_bulk = True
     unique_names = True  # a second create of an id is answered "already exists"
 
@@ -232,6 +238,7 @@ class RayBackend:
             verify_tls=options.verify_tls,
             headers=headers,
             max_connections=16,
+            error_text=error_text,
         )
         self._packages: dict[tuple[Path, tuple[str, ...]], str] = {}  # folder -> gcs:// uri
         self._packing = anyio.Lock()
@@ -363,8 +370,18 @@ class RayBackend:
     async def logs(self, job: Receipt) -> bytes:
         """The job's driver log (Ray's own lines mixed with the job's stdout and stderr)."""
         response = await self._request(
-            "GET", _job_path(job.remote_id) + "/logs", idempotent=True, job_name=job.name
+            "GET",
+            _job_path(job.remote_id) + "/logs",
+            idempotent=True,
+            expect=(HTTPStatus.OK, HTTPStatus.NOT_FOUND),
+            job_name=job.name,
         )
+        if response.status == HTTPStatus.NOT_FOUND:
+            msg = (
+                f"the Ray head no longer has job {job.remote_id} (delete_finished deletes "
+                "each job once it has ended; set delete_finished = false to read logs later)"
+            )
+            raise PermanentBackendError(msg, job_name=job.name, status=response.status)
         answer = _object(response)
         text = answer.get("logs")
         if not isinstance(text, str):
@@ -433,7 +450,7 @@ class DeletingRayBackend(RayBackend):
     """A :class:`RayBackend` that deletes each job from the head once its end is journaled
     (``delete_finished``; see the module docstring)."""
 
-    async def forget(self, job: Receipt) -> None:
+    async def delete_ended(self, job: Receipt) -> None:
         """``DELETE /api/jobs/{id}``: the job's end is committed to the journal. A job the
         head no longer knows is already gone."""
         await self._request(
@@ -463,10 +480,16 @@ def _object(response: Response) -> dict[str, Any]:
     return answer
 
 
+def error_text(body: bytes) -> str:
+    """What a Ray error answer says: the last line of its traceback (``TypeError: ...``),
+    not its first (``Traceback (most recent call last):``)."""
+    return excerpt(last_line(body))
+
+
 def _refusal(response: Response) -> BackendError:
     """The error of a create Ray answered 400 or 500 (not a duplicate): the traceback's last
     line is the reason. 400 is a refusal of this job; a 500 may have created it."""
-    reason = excerpt(last_line(response.body)) or f"HTTP {response.status}"
+    reason = error_text(response.body) or f"HTTP {response.status}"
     msg = f"POST {JOBS}: HTTP {response.status}: {reason}"
     if response.status == HTTPStatus.BAD_REQUEST:
         return PermanentBackendError(msg, job_name=response.job_name, status=response.status)

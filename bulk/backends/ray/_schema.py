@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bulk._text import short_repr
+
 if TYPE_CHECKING:
     from bulk._problems import Problems
 
@@ -53,18 +55,18 @@ def validate_body(body: Any, problems: Problems) -> None:
     problems.kind(obj, "submission_id", "job", (str,), required=False)
     for key in ("entrypoint_num_cpus", "entrypoint_num_gpus"):
         problems.number(obj, key, "job", required=False, minimum=0)
-    problems.number(
-        obj,
-        "entrypoint_memory",
-        "job",
-        required=False,
-        integer=True,
-        minimum=0,
-        maximum=MAX_MEMORY,
+    memory = problems.number(
+        obj, "entrypoint_memory", "job", required=False, integer=True, minimum=0
     )
-    _map(obj, "metadata", problems, (str,), "strings")
-    _map(obj, "entrypoint_label_selector", problems, (str,), "strings")
-    _map(obj, "entrypoint_resources", problems, (int, float), "numbers")
+    if memory is not None and memory > MAX_MEMORY:
+        problems.add(
+            "job.entrypoint_memory",
+            f"{int(memory)} bytes is more than {MAX_MEMORY} (512 TiB), more than any node "
+            "has: Ray would accept it and run the job anyway; give the memory in bytes",
+        )
+    _map(obj, "metadata", problems, (str,), "string")
+    _map(obj, "entrypoint_label_selector", problems, (str,), "string")
+    _map(obj, "entrypoint_resources", problems, (int, float), "number")
     _runtime_env(obj, problems)
 
 
@@ -79,7 +81,10 @@ def _map(
         return None
     for name, item in value.items():
         if isinstance(item, bool) or not isinstance(item, kinds):
-            problems.add(f"job.{key}.{name}", f"expected one of {what}; {key} maps names to {what}")
+            problems.add(
+                f"job.{key}.{name}",
+                f"expected a {what}, got {short_repr(item)}; {key} maps names to {what}s",
+            )
     return value
 
 
