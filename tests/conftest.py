@@ -1,9 +1,10 @@
-"""Shared fixtures: asyncio under the anyio plugin, no blocking calls on the event loop, and
-the CLI run with bounded memory and time."""
+"""Shared fixtures: asyncio under the anyio plugin, no blocking calls on the event loop, the
+CLI run with bounded memory and time, and a real Ray head for the ``ray_head`` tests."""
 
 from __future__ import annotations
 
 import http.server
+import os
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
 import bulk._loop
+from bulk._rayhead import RayHead, RayUnavailableError, ray_cli, ray_head
 
 
 @pytest.fixture
@@ -110,3 +112,37 @@ def fake_pushgateway() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def _missing_ray() -> None:
+    reason = "Ray is not installed next to this Python (pip install -e '.[test,ray]')"
+    if os.environ.get("CI"):  # CI installs Ray: a skip there would hide a broken install
+        pytest.fail(f"CI is set: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def real_ray_head() -> Iterator[RayHead]:
+    """A loopback-only Ray head (:func:`bulk._rayhead.ray_head`), started on first use and
+    stopped by PID after the last test of the module (a head takes ~1 GB and a core while
+    it starts: it is not kept through the rest of the suite; the real-head tests live in one
+    module, ``tests/real/test_ray_head.py``).
+
+    Without Ray installed the tests using it skip and say why, except under CI (``CI`` set),
+    where they fail. ``BULK_RAY_HEAD_PIDS`` names a file the head's PIDs are appended to, so
+    that ``.ci/run`` can check afterwards that none of them is left.
+    """
+    if ray_cli() is None:
+        _missing_ray()
+    pid_file = os.environ.get("BULK_RAY_HEAD_PIDS")
+    try:
+        with ray_head(pid_file=Path(pid_file) if pid_file else None) as head:
+            yield head
+    except RayUnavailableError:
+        _missing_ray()
+
+
+@pytest.fixture
+def ray_url(real_ray_head: RayHead) -> str:
+    """The real head's Jobs API base URL."""
+    return real_ray_head.url
