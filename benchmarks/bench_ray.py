@@ -34,23 +34,15 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from benchmarks._util import WORK, print_table
+from benchmarks._util import WORK, Options, Table, print_table
 from bulk._journal import Journal
 from bulk._rayhead import RayHead, RayUnavailableError, ray_cli, ray_head
 from bulk.testing import simulator
 
 CONCURRENCY = 8  # requests in flight: the ray kind's default max_in_flight, for bulk and peers
 SECTIONS = ("sim", "head", "status")
-
-
-class Table(NamedTuple):
-    """One printed table: ``print_table(*table)``."""
-
-    title: str
-    headers: list[str]
-    rows: list[list[object]]
 
 
 def spread(values: Sequence[float], fmt: str = "{:,.1f}") -> str:
@@ -183,6 +175,7 @@ def sim_table(folder: Path, runs: int, jobs: int) -> Table:
     # Where bulk and the peer both come near this, the simulator is the limit, not the client.
     rows.append([f"ceiling: plain aiohttp loop, {CONCURRENCY} in flight", jobs, spread(plain), ""])
     return Table(
+        "ray.sim",
         "ray: creates/s against bulk sim ray (min / median / max)",
         ["what", "jobs", "creates/s", "vs peer"],
         rows,
@@ -268,10 +261,11 @@ def head_tables(folder: Path, runs: int, jobs: int) -> list[Table]:
             cli = [head_cli(head, jobs, f"cli{r}") for r in range(runs)]
     except RayUnavailableError as e:
         skipped: list[list[object]] = [["skipped", str(e)]]
-        return [Table("ray: against a real head", ["what", "why"], skipped)]
+        return [Table("ray.head", "ray: against a real head", ["what", "why"], skipped)]
     bulk_rates, bulk_spans = [b[0] for b in bulk], [b[1] for b in bulk]
     return [
         Table(
+            "ray.head",
             f"ray: jobs accepted/s by a real loopback head ({CONCURRENCY} in flight; "
             "min / median / max)",
             ["what", "jobs", "accepted/s", "vs ceiling"],
@@ -286,6 +280,7 @@ def head_tables(folder: Path, runs: int, jobs: int) -> list[Table]:
             ],
         ),
         Table(
+            "ray.head_span",
             f"ray: {jobs} trivial jobs on a real head, start of submitting → last job ended "
             "(min / median / max)",
             ["what", "jobs", "seconds", "vs ray CLI"],
@@ -344,6 +339,7 @@ def status_table(folder: Path, runs: int, jobs: int) -> Table:
         values = [status_requests(folder, jobs, argv) for _ in range(runs)]
         rows.append([label, jobs, spread(values, "{:.3f}")])
     return Table(
+        "ray.status",
         "ray: status requests per finished job on bulk sim ray (jobs of 1 s, 64 active; "
         "min / median / max)",
         ["status strategy", "jobs", "requests per job"],
@@ -354,7 +350,14 @@ def status_table(folder: Path, runs: int, jobs: int) -> Table:
 # ---- entry points ---------------------------------------------------------------------------
 
 
-def tables(
+def tables(opts: Options, sections: Sequence[str] = SECTIONS) -> list[Table]:
+    """The chosen sections' tables, for ``python -m benchmarks`` (``--quick``: tiny sizes)."""
+    if opts.quick:
+        return run_sections(runs=1, sim_jobs=100, head_jobs=5, status_jobs=50, sections=sections)
+    return run_sections(runs=opts.rounds, sections=sections)
+
+
+def run_sections(
     *,
     runs: int = 3,
     sim_jobs: int = 2000,
@@ -362,7 +365,7 @@ def tables(
     status_jobs: int = 1000,
     sections: Sequence[str] = SECTIONS,
 ) -> list[Table]:
-    """Run the chosen sections; their tables (``print_table(*table)`` prints one)."""
+    """Run the chosen sections; their tables."""
     WORK.mkdir(exist_ok=True)
     folder = Path(tempfile.mkdtemp(dir=WORK, prefix="ray-"))
     result: list[Table] = []
@@ -372,6 +375,8 @@ def tables(
         result.extend(head_tables(folder, runs, head_jobs))
     if "status" in sections:
         result.append(status_table(folder, runs, status_jobs))
+    for table in result:
+        table.rounds = runs
     return result
 
 
@@ -387,14 +392,14 @@ def main() -> None:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
-    for table in tables(
+    for table in run_sections(
         runs=args.runs,
         sim_jobs=args.sim_jobs,
         head_jobs=args.head_jobs,
         status_jobs=args.status_jobs,
         sections=sections,
     ):
-        print_table(*table)
+        print_table(table)
 
 
 if __name__ == "__main__":
