@@ -39,3 +39,19 @@ def test_every_simulator_keeps_the_shared_ledger() -> None:
         assert isinstance(sim, Ledger)
         assert {} == sim.creates
         assert sim.first_create is None
+
+
+def test_an_outage_is_a_502_or_a_dropped_connection_in_that_order() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    request = make_mocked_request("GET", "/api/jobs")
+    ledger = Ledger(rng=random.Random(1))
+    assert ledger.outage(request, 0.0, 0.0) is None
+    bad_gateway = ledger.outage(request, 1.0, 1.0)
+    assert bad_gateway is not None
+    assert 502 == bad_gateway.status
+    reset = ledger.outage(request, 0.0, 1.0)
+    assert reset is not None
+    assert 500 == reset.status
+    assert request.transport is not None
+    assert request.transport.close.called  # type: ignore[attr-defined]

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from aiohttp import web
+
 __all__ = ["Ledger", "TokenBucket", "busiest_second", "per_second", "seconds", "share"]
 
 
@@ -89,6 +91,20 @@ class Ledger:
         self.last_create = time.monotonic() if now is None else now
         if self.first_create is None:
             self.first_create = self.last_create
+
+    def outage(
+        self, request: web.Request, error_rate: float, reset_rate: float
+    ) -> web.Response | None:
+        """A drawn network fault, or None: a 502 at ``error_rate``, else a dropped connection
+        at ``reset_rate`` (the request never took effect). Rolled in that order, so a seed
+        draws the same faults as before."""
+        if self.roll(error_rate):
+            return web.Response(status=502, text="bad gateway")
+        if self.roll(reset_rate):
+            if request.transport is not None:  # None only once the client has gone
+                request.transport.close()
+            return web.Response(status=500)
+        return None
 
 
 def busiest_second(times: Sequence[float]) -> int:

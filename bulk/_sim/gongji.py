@@ -456,12 +456,9 @@ class _Api:
     def _fault(self, request: web.Request, raw: bytes) -> web.Response | None:
         """The answer of a drawn fault (a bad gateway, a reset, an echo), or None."""
         sim, cfg = self.sim, self.sim.config
-        if sim.roll(cfg.error_rate):
-            return web.Response(status=502, text="bad gateway")
-        if sim.roll(cfg.reset_rate):
-            if request.transport is not None:  # None only once the client has gone
-                request.transport.close()
-            return web.Response(status=500)
+        outage = sim.outage(request, cfg.error_rate, cfg.reset_rate)
+        if outage is not None:
+            return outage
         if sim.roll(cfg.echo_rate):
             sim.echoed += 1
             headers = {str(k): v for k, v in request.headers.items()}

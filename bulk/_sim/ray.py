@@ -360,12 +360,9 @@ class _Api:
                 return _unauthorized(got)
         if sim.roll(cfg.http_429_rate):
             return web.Response(status=429, text="too many requests", headers={"Retry-After": "1"})
-        if sim.roll(cfg.error_rate):
-            return web.Response(status=502, text="bad gateway")
-        if sim.roll(cfg.reset_rate):
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=500)
+        outage = sim.outage(request, cfg.error_rate, cfg.reset_rate)
+        if outage is not None:
+            return outage
         if sim.roll(cfg.echo_rate):
             sim.echoed += 1
             headers = {str(k): v for k, v in request.headers.items()}

@@ -267,12 +267,9 @@ class _Api:
 
     def _fault(self, request: web.Request) -> web.Response | None:
         sim, cfg = self.sim, self.sim.config
-        if sim.roll(cfg.error_rate):
-            return web.Response(status=502, text="bad gateway")
-        if sim.roll(cfg.reset_rate):
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=500)
+        outage = sim.outage(request, cfg.error_rate, cfg.reset_rate)
+        if outage is not None:
+            return outage
         if sim.roll(cfg.echo_rate):
             sim.echoed += 1
             headers = orjson.dumps(dict(request.headers.items())).decode()
