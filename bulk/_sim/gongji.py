@@ -43,7 +43,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from bulk._sim._common import TokenBucket, per_second, seconds, share
+from bulk._sim._common import Ledger, TokenBucket, busiest_second, per_second, seconds, share
 from bulk.errors import ConfigError
 
 __all__ = [
@@ -165,27 +164,18 @@ class _Task:
 
 
 @dataclass(slots=True)
-class GongjiSim:
+class GongjiSim(Ledger):
     """The simulated service's state."""
 
     config: SimConfig = field(default_factory=SimConfig)
     tokens: dict[str, rsa.RSAPublicKey | None] = field(default_factory=dict)
     tasks: dict[int, _Task] = field(default_factory=dict)
-    creates: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
-    rng: random.Random = field(default_factory=random.Random)
     buckets: dict[str, TokenBucket] = field(default_factory=dict)  # per token
     times: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))  # API requests
     throttled: int = 0  # requests answered with a throttle (HTTP 429 or C008)
     served: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))  # not those
     next_id: int = 10_000
-    echoed: int = 0  # answers that echoed the request
-    first_create: float | None = None  # monotonic times of the first and last create
-    last_create: float | None = None
-
-    def roll(self, rate: float) -> bool:
-        """True with probability ``rate`` (seeded)."""
-        return rate > 0 and self.rng.random() < rate
 
     def add_token(self, token: str, public_key_pem: bytes | None) -> None:
         """Register a token: RSA mode with its public key, or simple mode with None."""
@@ -207,12 +197,7 @@ class GongjiSim:
 
     def busiest_second(self) -> int:
         """The most API requests received in any one-second window."""
-        times, most, first = list(self.times), 0, 0
-        for last, at in enumerate(times):
-            while at - times[first] >= 1.0:
-                first += 1
-            most = max(most, last - first + 1)
-        return most
+        return busiest_second(list(self.times))
 
     def over_limit(self, token: str) -> bool:
         """Whether this request is beyond the token's rate limit (if one is set): one bucket
@@ -236,11 +221,7 @@ class GongjiSim:
             _run_s(body, self.config.run_s),
         )
         self.tasks[task.task_id] = task
-        name = str(body["task_name"])
-        self.creates[name] = self.creates.get(name, 0) + 1
-        self.last_create = time.monotonic()
-        if self.first_create is None:
-            self.first_create = self.last_create
+        self.count_create(str(body["task_name"]))
         return task
 
     def view(self, task: _Task) -> dict[str, Any]:
@@ -475,12 +456,9 @@ class _Api:
     def _fault(self, request: web.Request, raw: bytes) -> web.Response | None:
         """The answer of a drawn fault (a bad gateway, a reset, an echo), or None."""
         sim, cfg = self.sim, self.sim.config
-        if sim.roll(cfg.error_rate):
-            return web.Response(status=502, text="bad gateway")
-        if sim.roll(cfg.reset_rate):
-            if request.transport is not None:  # None only once the client has gone
-                request.transport.close()
-            return web.Response(status=500)
+        outage = sim.outage(request, cfg.error_rate, cfg.reset_rate)
+        if outage is not None:
+            return outage
         if sim.roll(cfg.echo_rate):
             sim.echoed += 1
             headers = {str(k): v for k, v in request.headers.items()}

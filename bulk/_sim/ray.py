@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bulk._sim._common import seconds, share
+from bulk._sim._common import Ledger, seconds, share
 
 __all__ = ["RAY", "RaySim", "RaySimConfig", "RaySimulator", "make_app"]
 
@@ -122,31 +121,22 @@ class _Job:
 
 
 @dataclass(slots=True)
-class RaySim:
+class RaySim(Ledger):
     """The simulated head's state."""
 
     config: RaySimConfig = field(default_factory=RaySimConfig)
     jobs: dict[str, _Job] = field(default_factory=dict)
     active: dict[str, _Job] = field(default_factory=dict)  # not ended, in creation order
     packages: dict[str, bytes] = field(default_factory=dict)
-    creates: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
     uploads: dict[str, int] = field(default_factory=dict)
     deletes: int = 0
     list_calls: int = 0
-    echoed: int = 0
-    first_create: float | None = None
-    last_create: float | None = None
     garbage_rate: float = 0.0
-    rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
         self.rng.seed(self.config.seed)
         self.garbage_rate = self.config.garbage_rate
-
-    def roll(self, rate: float) -> bool:
-        """True with probability ``rate`` (seeded)."""
-        return rate > 0 and self.rng.random() < rate
 
     def create(self, sid: str, body: dict[str, Any]) -> _Job:
         """Create a job of a valid body and count it in the ledger."""
@@ -177,10 +167,7 @@ class RaySim:
             )
         self.jobs[sid] = job
         self.active[sid] = job
-        self.creates[sid] = self.creates.get(sid, 0) + 1
-        self.last_create = now
-        if self.first_create is None:
-            self.first_create = now
+        self.count_create(sid, now)
         return job
 
     def advance(self) -> None:
@@ -373,12 +360,9 @@ class _Api:
                 return _unauthorized(got)
         if sim.roll(cfg.http_429_rate):
             return web.Response(status=429, text="too many requests", headers={"Retry-After": "1"})
-        if sim.roll(cfg.error_rate):
-            return web.Response(status=502, text="bad gateway")
-        if sim.roll(cfg.reset_rate):
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=500)
+        outage = sim.outage(request, cfg.error_rate, cfg.reset_rate)
+        if outage is not None:
+            return outage
         if sim.roll(cfg.echo_rate):
             sim.echoed += 1
             headers = {str(k): v for k, v in request.headers.items()}

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -37,7 +36,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bulk._sim._common import TokenBucket, per_second, seconds, share
+from bulk._sim._common import Ledger, TokenBucket, per_second, seconds, share
 
 __all__ = ["GARBAGE", "SERVICE", "StubFaults", "StubService", "StubSimulator", "make_app"]
 
@@ -72,29 +71,20 @@ class _Job:
 
 
 @dataclass(slots=True)
-class StubService:
+class StubService(Ledger):
     """The service's state: its jobs, by id and by name, and the create ledger."""
 
     faults: StubFaults = field(default_factory=StubFaults)
     jobs: dict[str, _Job] = field(default_factory=dict)
     by_name: dict[str, _Job] = field(default_factory=dict)
-    creates: dict[str, int] = field(default_factory=dict)
     requests: int = 0
-    echoed: int = 0  # answers that echoed the request
     garbled: int = 0  # 2xx answers whose body was replaced by garbage
-    first_create: float | None = None  # monotonic times of the first and last create
-    last_create: float | None = None
-    _rng: random.Random = field(default_factory=random.Random)
     _bucket: TokenBucket | None = None
 
     def __post_init__(self) -> None:
-        self._rng.seed(self.faults.seed)
+        self.rng.seed(self.faults.seed)
         if self.faults.rate_limit_per_s:
             self._bucket = TokenBucket(self.faults.rate_limit_per_s)
-
-    def roll(self, rate: float) -> bool:
-        """True with probability ``rate`` (seeded)."""
-        return rate > 0 and self._rng.random() < rate
 
     def over_limit(self) -> bool:
         """Whether this request is beyond the service's rate limit (if it has one)."""
@@ -111,10 +101,7 @@ class StubService:
         )
         self.jobs[job.id] = job
         self.by_name[name] = job
-        self.creates[name] = self.creates.get(name, 0) + 1
-        self.last_create = time.monotonic()
-        if self.first_create is None:
-            self.first_create = self.last_create
+        self.count_create(name)
         return job
 
     def state(self, job: _Job) -> tuple[str, str | None]:
@@ -155,7 +142,7 @@ def make_app(faults: StubFaults | None = None) -> web.Application:
             and service.roll(service.faults.garbage_rate)
         ):
             service.garbled += 1
-            body = GARBAGE[service._rng.randrange(len(GARBAGE))]
+            body = GARBAGE[service.rng.randrange(len(GARBAGE))]
             return web.Response(status=response.status, body=body, content_type="application/json")
         return response
 

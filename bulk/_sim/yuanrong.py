@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import re
 import time
 from collections import deque
@@ -48,7 +47,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bulk._sim._common import TokenBucket, per_second, seconds, share
+from bulk._sim._common import Ledger, TokenBucket, busiest_second, per_second, seconds, share
 
 __all__ = ["YUANRONG", "SimConfig", "YuanrongSim", "YuanrongSimulator", "make_app", "sample_body"]
 
@@ -94,33 +93,19 @@ class _App:
 
 
 @dataclass(slots=True)
-class YuanrongSim:
+class YuanrongSim(Ledger):
     """The simulated service's state."""
 
     config: SimConfig = field(default_factory=SimConfig)
     apps: dict[str, _App] = field(default_factory=dict)
-    creates: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
-    rng: random.Random = field(default_factory=random.Random)
     bucket: TokenBucket | None = None
     times: deque[float] = field(default_factory=lambda: deque(maxlen=1_000_000))
     throttled: int = 0
-    echoed: int = 0
-    first_create: float | None = None
-    last_create: float | None = None
-
-    def roll(self, rate: float) -> bool:
-        """True with probability ``rate`` (seeded)."""
-        return rate > 0 and self.rng.random() < rate
 
     def busiest_second(self) -> int:
         """The most API requests received in any one-second window."""
-        times, most, first = list(self.times), 0, 0
-        for last, at in enumerate(times):
-            while at - times[first] >= 1.0:
-                first += 1
-            most = max(most, last - first + 1)
-        return most
+        return busiest_second(list(self.times))
 
     def create(self, sid: str, body: dict[str, Any]) -> _App:
         """Make an app of a valid, schedulable body and count it in the ledger."""
@@ -131,10 +116,7 @@ class YuanrongSim:
             code = 1
         app = _App(sid, body, time.monotonic(), time.time(), run_s, code)
         self.apps[sid] = app
-        self.creates[sid] = self.creates.get(sid, 0) + 1
-        self.last_create = time.monotonic()
-        if self.first_create is None:
-            self.first_create = self.last_create
+        self.count_create(sid)
         return app
 
     def status(self, app: _App) -> str:
@@ -285,12 +267,9 @@ class _Api:
 
     def _fault(self, request: web.Request) -> web.Response | None:
         sim, cfg = self.sim, self.sim.config
-        if sim.roll(cfg.error_rate):
-            return web.Response(status=502, text="bad gateway")
-        if sim.roll(cfg.reset_rate):
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=500)
+        outage = sim.outage(request, cfg.error_rate, cfg.reset_rate)
+        if outage is not None:
+            return outage
         if sim.roll(cfg.echo_rate):
             sim.echoed += 1
             headers = orjson.dumps(dict(request.headers.items())).decode()

@@ -1,8 +1,10 @@
-"""What a Ray-style job record means: its phase and, once it has failed, why.
+"""What a Ray job record means: its phase and, once it has failed, why.
 
-Kept apart from the HTTP client: openYuanrong's job API answers the same ``status`` strings
-and a close cousin of the same record (``driver_exit_code``, ``error_type``; no ``message``),
-so a backend of that family can map its records with these functions too.
+The five statuses and ``driver_exit_code`` are read as openYuanrong's are
+(:mod:`bulk.backends._jobsapi`). Ray's own: a status outside the five is read as PENDING,
+a stop's reason is "stopped", and a failure's reason tags the exit code with the
+``error_type`` enum and adds the first line of ``message`` (openYuanrong has no ``message``
+and a free-text ``error_type``: its reasons are worded apart).
 """
 
 from __future__ import annotations
@@ -10,18 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from bulk._text import excerpt
+from bulk.backends._jobsapi import PHASES, exit_code, job_phase
 from bulk.backends.base import JobStatus, Phase
 
 __all__ = ["PHASES", "WAITING_FOR_RESOURCES", "failure_reason", "job_status", "last_line"]
-
-# Ray's five statuses; the last three are terminal. An unknown value is not an end.
-PHASES = {
-    "PENDING": Phase.QUEUED,
-    "RUNNING": Phase.RUNNING,
-    "SUCCEEDED": Phase.SUCCEEDED,
-    "FAILED": Phase.FAILED,
-    "STOPPED": Phase.STOPPED,
-}
 
 # The words Ray's ``message`` of a PENDING job holds while no node has the resources it
 # asks for: such a job ignores a stop until RAY_JOB_START_TIMEOUT_SECONDS runs out.
@@ -34,7 +28,9 @@ def job_status(job: dict[str, Any]) -> JobStatus:
     PENDING may be followed by any terminal status without RUNNING in between: nothing here
     assumes an order.
     """
-    phase = PHASES.get(str(job.get("status")), Phase.QUEUED)
+    phase = job_phase(job.get("status"))
+    if phase is None:  # a value Ray does not have: not an end
+        phase = Phase.QUEUED
     if phase is Phase.FAILED:
         return JobStatus(phase, failure_reason(job))
     if phase is Phase.STOPPED:
@@ -48,8 +44,8 @@ def failure_reason(job: dict[str, Any]) -> str:
     shows those): ``exit code 3 (JOB_ENTRYPOINT_COMMAND_ERROR): Job entrypoint command
     failed with exit code 3, last available logs (truncated to 20,000 chars):``."""
     parts = []
-    code = job.get("driver_exit_code")
-    if isinstance(code, int) and not isinstance(code, bool):
+    code = exit_code(job)
+    if code is not None:
         parts.append(f"exit code {code}")
     error_type = job.get("error_type")
     if isinstance(error_type, str) and error_type:

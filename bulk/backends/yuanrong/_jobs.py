@@ -1,10 +1,11 @@
 """Reading a job of the Ray family (Ray's JobDetails, openYuanrong's AppInfo): its status,
 its failure reason, its times, and when to ask for the whole list rather than job by job.
 
-These are the pieces whose behaviour is the same on Ray and on openYuanrong (both answer the
-five status strings PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED, and PENDING may jump
-straight to a terminal state); each is a small function of its own so that the ``ray``
-backend can share it.
+The five statuses and ``driver_exit_code`` are read as Ray's are
+(:mod:`bulk.backends._jobsapi`). openYuanrong's own: a status outside the five is no answer
+(None: the job is left as it was), a failure's or a stop's reason joins the exit code and the
+free-text ``error_type`` (there is no ``message``), times are strings in seconds or
+milliseconds, and when to read the list is a guess of its own (:data:`LIST_ABOVE`).
 """
 
 from __future__ import annotations
@@ -14,23 +15,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from bulk._text import excerpt
+from bulk.backends._jobsapi import exit_code, job_phase
 from bulk.backends.base import JobStatus, Phase
 
 __all__ = ["LIST_ABOVE", "failure_reason", "job_phase", "job_status", "parse_time", "use_list"]
-
-_PHASES = {
-    "PENDING": Phase.QUEUED,
-    "RUNNING": Phase.RUNNING,
-    "SUCCEEDED": Phase.SUCCEEDED,
-    "FAILED": Phase.FAILED,
-    "STOPPED": Phase.STOPPED,
-}
 
 # More jobs than this in one status call are read from one list request, fewer one GET each.
 # The list holds every job the service still keeps (it is neither paged nor filtered, and
 # grows with every job), so one list costs as much as many small GETs; 32 GETs of one job
 # each are about what one list of a few thousand jobs costs to serve and to parse. A guess
-# for openYuanrong (nothing measured there); the ``ray`` backend measures its own.
+# for openYuanrong (nothing measured there). Kept apart from the ``ray`` backend's rule
+# (list from max(LIST_FROM, held // LIST_PER_GET)), which rests on Ray's measured costs and
+# on the jobs it deletes as they finish; openYuanrong's list is served from memory and its
+# costs are unknown, so a measured Ray figure would be no better a guess here.
 LIST_ABOVE = 32
 
 
@@ -39,19 +36,13 @@ def use_list(active: int, threshold: int = LIST_ABOVE) -> bool:
     return active > threshold
 
 
-def job_phase(status: object) -> Phase | None:
-    """The phase of a job's ``status`` string; None for a value the API does not have (the
-    caller treats the job as not finished)."""
-    return _PHASES.get(status) if isinstance(status, str) else None
-
-
 def failure_reason(job: Mapping[str, Any]) -> str | None:
     """Why a job failed or stopped, from ``driver_exit_code``, ``error_type`` and ``message``
     (whichever the service gives; openYuanrong has no ``message`` and a free-text
     ``error_type``), or None when it says nothing."""
     parts = []
-    code = job.get("driver_exit_code")
-    if isinstance(code, int) and not isinstance(code, bool):
+    code = exit_code(job)
+    if code is not None:
         parts.append(f"exit code {code}")
     for key in ("error_type", "message"):
         value = job.get(key)
