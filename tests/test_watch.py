@@ -303,11 +303,26 @@ def test_bulk_top_shows_a_live_run_in_a_terminal(
         pane, lambda t: counts(t)[4:5] == ["2"], what="2 running", polls=POLLS
     )
     open_gates(tmp_path, 0, 1, 2, 3)
-    ended = wait_until_sync(pane, lambda t: "ended" in t, what="the run's end", polls=POLLS)
+
+    # bulk top ends by itself once the run has ended; the pane then holds its last frame
+    # whole (a capture while rich redraws may catch half a frame).
+    def dead() -> str:
+        done = subprocess.run(
+            [*tmux, "display-message", "-p", "#{pane_dead}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return done.stdout.strip()
+
+    wait_until_sync(dead, lambda d: d == "1", what="bulk top's end", polls=POLLS)
+    ended = pane()
 
     assert f"running (bulk pid {run.pid})" in running
     assert "0/4 done" in running
     assert ["0", "0", "0", "0", "0", "3", "1", "0"] == counts(ended)
+    assert "ended" in ended
     assert "4/4 done" in ended
     assert "latest failures" in ended
     assert "exit code 1" in ended
