@@ -278,3 +278,36 @@ def test_an_output_that_cannot_be_written_is_one_line_exit_2(
     err = capsys.readouterr().err
     assert "cannot write" in err
     assert 1 == len(err.strip().splitlines())
+
+
+def test_a_rate_far_above_the_traffic_is_named_not_drawn() -> None:
+    """15 requests/s under a ceiling of 1,000/s: drawn to scale, the traffic would be a flat
+    line at zero; the chart keeps the traffic and the heading says the rate and ceiling."""
+    from bulk._report._html import _rate_chart
+
+    rows = [
+        SeriesRow(t=100 + i, endpoint="submit", ok=15, rate=1000.0, ceiling=2000.0)
+        for i in range(5)
+    ]
+    low = _rate_chart("submit", rows, 100, 105, 1)
+    assert "off the scale" in low
+    assert "1,000/s" in low
+    assert "2,000/s" in low
+    assert "adaptive rate" not in low
+
+    busy = [
+        SeriesRow(t=100 + i, endpoint="submit", ok=900, rate=1000.0, ceiling=2000.0)
+        for i in range(5)
+    ]
+    high = _rate_chart("submit", busy, 100, 105, 1)
+    assert "off the scale" not in high
+    assert "adaptive rate" in high
+
+
+def test_narrow_duration_bins_get_labels_of_their_own() -> None:
+    """Jobs of ~2 s in bins 1 ms wide: each label says its bin, none repeats."""
+    from bulk._report._svg import histogram
+
+    bins = [(2.02 + i * 0.001, 2.021 + i * 0.001, 1 + i) for i in range(8)]
+    labels = re.findall(r'text-anchor="middle">([^<]+)</text>', histogram("d", bins, color="#000"))
+    assert len(labels) == len(set(labels)) == 8

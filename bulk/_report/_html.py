@@ -209,8 +209,18 @@ def _rates(journal: Journal, first: float | None, span: float) -> str:
     return head + note + "".join(charts) + "</section>"
 
 
-def _rate_chart(endpoint: str, rows: list[SeriesRow], t0: int, t_end: int, step: int) -> str:
-    requests, rates, ceilings, marks = [], [], [], []
+# The rate and ceiling are left off a chart whose traffic stays below 1/_OFF_SCALE of them.
+_OFF_SCALE = 4
+
+
+def _rate_points(
+    rows: list[SeriesRow], t0: int, t_end: int, step: int
+) -> tuple[list[tuple[float, float]], ...]:
+    """Requests/s, the adaptive rate and the ceiling (each carried to the end), throttles."""
+    requests: list[tuple[float, float]] = []
+    rates: list[tuple[float, float]] = []
+    ceilings: list[tuple[float, float]] = []
+    marks: list[tuple[float, float]] = []
     rate = ceiling = None
     for r in rows:
         x = float(r.t - t0)
@@ -222,23 +232,43 @@ def _rate_chart(endpoint: str, rows: list[SeriesRow], t0: int, t_end: int, step:
         if ceiling is not None:
             ceilings.append((x, ceiling))
         if r.throttled:
-            marks.append(x)
+            marks.append((x, 0.0))
     end = float(t_end - t0)
     if rate is not None:
         rates.append((end, rate))
     if ceiling is not None:
         ceilings.append((end, ceiling))
+    return requests, rates, ceilings, marks
+
+
+def _rate_chart(endpoint: str, rows: list[SeriesRow], t0: int, t_end: int, step: int) -> str:
+    requests, rates, ceilings, marks = _rate_points(rows, t0, t_end, step)
+    rate = rates[-1][1] if rates else None
+    ceiling = ceilings[-1][1] if ceilings else None
     lines = []
     if endpoint != "service":
         lines.append(Line("requests/s", _COLORS["requests"], requests))
-    # The ceiling first: where the adaptive rate is at it, the rate is drawn over it.
-    lines.append(Line("ceiling", _COLORS["ceiling"], ceilings, step=True, dashed=True))
-    lines.append(Line("adaptive rate", _COLORS["rate"], rates, step=True))
-    if marks:
-        lines.append(Line("throttled", _COLORS["throttled"], [], marks=marks))
     name = "service-wide budget" if endpoint == "service" else endpoint
-    return f"<h3>{escape(name)}</h3>" + line_chart(
-        f"{name}: requests per second and rate", lines, x_max=end, y_label="per second"
+    busiest = max((y for _, y in requests), default=0.0)
+    limit = max((y for _, y in [*rates, *ceilings]), default=0.0)
+    heading = escape(name)
+    if endpoint != "service" and 0 < busiest * _OFF_SCALE < limit:
+        # A rate far above the traffic (a local run under a ceiling of 1,000/s) would flatten
+        # the traffic to a line at zero: the chart keeps the traffic, the heading the rate.
+        heading += escape(
+            f" (rate {rate or 0:,.4g}/s, ceiling {ceiling or 0:,.4g}/s: off the scale)"
+        )
+    else:
+        # The ceiling first: where the adaptive rate is at it, the rate is drawn over it.
+        lines.append(Line("ceiling", _COLORS["ceiling"], ceilings, step=True, dashed=True))
+        lines.append(Line("adaptive rate", _COLORS["rate"], rates, step=True))
+    if marks:
+        lines.append(Line("throttled", _COLORS["throttled"], [], marks=[x for x, _ in marks]))
+    return f"<h3>{heading}</h3>" + line_chart(
+        f"{name}: requests per second and rate",
+        lines,
+        x_max=float(t_end - t0),
+        y_label="per second",
     )
 
 

@@ -176,13 +176,22 @@ def histogram(title: str, bins: Sequence[tuple[float, float, int]], *, color: st
         if i % label_every == 0:
             out.append(
                 f'<text x="{_f(x)}" y="{_H - _BOTTOM + 16}" text-anchor="middle">'
-                f"{escape(seconds(lo))}</text>"
+                f"{escape(_bin_label(lo, hi - lo))}</text>"
             )
     out.append(
         f'<text x="14" y="{_TOP + plot_h / 2:.0f}" text-anchor="middle" '
         f'transform="rotate(-90 14 {_TOP + plot_h / 2:.0f})">jobs</text></svg>'
     )
     return "".join(out)
+
+
+def _bin_label(low: float, width: float) -> str:
+    """A bin's lower edge, with as many decimals as its width needs (narrow bins of jobs
+    lasting ~2 s would all read "2.02s" with three significant digits)."""
+    if low < 60 and 0 < width < 1:  # noqa: PLR2004 - above a minute, durations in words
+        decimals = min(4, -math.floor(math.log10(width)))
+        return f"{low:.{decimals}f}s"
+    return seconds(low)
 
 
 def _open(title: str) -> str:
