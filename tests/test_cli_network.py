@@ -55,7 +55,7 @@ def closed_port() -> int:
     return port
 
 
-@pytest.mark.parametrize("kind", ["gongji", "stub"])
+@pytest.mark.parametrize("kind", ["gongji", "stub", "ray", "yuanrong"])
 def test_an_echoing_service_leaks_no_secret(
     kind: str, tmp_path: Path, fake_pushgateway: tuple[str, list[tuple[str, str, bytes]]]
 ) -> None:
@@ -73,6 +73,14 @@ def test_an_echoing_service_leaks_no_secret(
 
         (tmp_path / "job.json").write_bytes(sample_body("{_name}"))
         env = {"GONGJI_TOKEN": TOKEN + "\n"}  # as `echo $TOKEN > file` leaves it
+        ledger_path = "/_sim/ledger"
+    elif kind in ("ray", "yuanrong"):  # Authorization: Bearer / X-Auth
+        sim_args = ["--token", TOKEN, "--pending-s", "0", "--run-s", "0.05"]
+        backend = 'token_env = "JOBS_TOKEN"\n'
+        job = (
+            'entrypoint = "python job.py {i}"\nruntime_env = {working_dir = "gcs://_ray_pkg_0.zip"}'
+        )
+        env = {"JOBS_TOKEN": TOKEN}
         ledger_path = "/_sim/ledger"
     else:
         sim_args = ["--token", TOKEN, "--run-s", "0.05"]

@@ -272,7 +272,7 @@ class _Api:
             return outage
         if sim.roll(cfg.echo_rate):
             sim.echoed += 1
-            headers = orjson.dumps(dict(request.headers.items())).decode()
+            headers = orjson.dumps({str(k): v for k, v in request.headers.items()}).decode()
             return _text(500, f"internal error; request headers: {headers}")
         return None
 

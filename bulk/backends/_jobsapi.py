@@ -12,12 +12,17 @@ a status value outside the five its own way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from bulk.backends.base import Phase
+import anyio
 
-__all__ = ["PHASES", "exit_code", "job_phase"]
+from bulk.backends.base import Phase, Receipt
+from bulk.errors import BackendError, RetryableBackendError
+
+__all__ = ["PHASES", "each_job", "exit_code", "job_phase"]
+
+_T = TypeVar("_T")
 
 # The five statuses; the last three are terminal.
 PHASES = {
@@ -38,3 +43,41 @@ def exit_code(job: Mapping[str, Any]) -> int | None:
     """The job's ``driver_exit_code``, or None when it has none (absent, null, not an int)."""
     code = job.get("driver_exit_code")
     return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+async def each_job(
+    jobs: Sequence[Receipt],
+    fetch: Callable[[Receipt], Awaitable[_T]],
+    *,
+    in_flight: int,
+) -> dict[str, _T]:
+    """``fetch`` of every job (one ``GET /api/jobs/{id}`` each, ``in_flight`` at once), keyed
+    by remote id: what came back, even if some requests failed.
+
+    A status call of many per-job GETs is not all or nothing: with a few per cent of requests
+    failing (a proxy's 502, a reset), a call of 50 GETs would almost never come back whole,
+    and its jobs would never be seen to end. A job whose GET failed is left out of the answer
+    (unchanged, as far as the caller knows; it is asked again next time). The call raises
+    only when nothing came back (the first error, for the gateway's retries and outage
+    handling) or when a failure is not one to retry (a refused token stops the run).
+    """
+    out: dict[str, _T] = {}
+    failed: list[BackendError] = []
+    limiter = anyio.CapacityLimiter(max(1, in_flight))
+
+    async def one(job: Receipt) -> None:
+        try:
+            async with limiter:
+                out[job.remote_id] = await fetch(job)
+        except BackendError as exc:
+            failed.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for job in jobs:
+            tg.start_soon(one, job)
+    final = next((e for e in failed if not isinstance(e, RetryableBackendError)), None)
+    if final is not None:
+        raise final
+    if failed and not out:
+        raise failed[0]
+    return out

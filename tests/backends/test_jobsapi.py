@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from bulk.backends import ray, yuanrong
-from bulk.backends._jobsapi import PHASES, exit_code, job_phase
-from bulk.backends.base import Phase
+from bulk.backends._jobsapi import PHASES, each_job, exit_code, job_phase
+from bulk.backends.base import Phase, Receipt
+from bulk.errors import AuthenticationError, TransientBackendError
 
 
 @pytest.mark.parametrize("status", sorted(PHASES))
@@ -37,3 +38,43 @@ def test_each_kind_words_a_failure_its_own_way() -> None:
     record = {"status": "FAILED", "driver_exit_code": 3, "error_type": "boom"}
     assert "exit code 3 (boom)" == ray.failure_reason(record)
     assert "exit code 3; boom" == yuanrong.failure_reason(record)
+
+
+def _receipts(count: int) -> list[Receipt]:
+    return [Receipt(f"job-{i}", f"id-{i}") for i in range(count)]
+
+
+@pytest.mark.anyio
+async def test_a_failed_get_does_not_lose_the_others() -> None:
+    """50 per-job GETs, every seventh failing (a proxy's 502): the 42 answers come back (an
+    all-or-nothing call of 50 GETs at a few per cent of failures never came back whole, and
+    a run's jobs were never seen to end)."""
+
+    async def fetch(job: Receipt) -> str:
+        if int(job.remote_id.removeprefix("id-")) % 7 == 0:
+            raise TransientBackendError("502 Bad Gateway")
+        return job.name
+
+    got = await each_job(_receipts(50), fetch, in_flight=8)
+
+    assert {f"id-{i}": f"job-{i}" for i in range(50) if i % 7} == got
+
+
+@pytest.mark.anyio
+async def test_nothing_back_or_a_refusal_raises() -> None:
+    """All GETs failing raises (for the gateway's retries and outage handling); a refused
+    token raises even when other answers came back (it stops the run)."""
+
+    async def down(job: Receipt) -> str:
+        raise TransientBackendError("connection refused")
+
+    with pytest.raises(TransientBackendError):
+        await each_job(_receipts(5), down, in_flight=2)
+
+    async def refused_once(job: Receipt) -> str:
+        if job.remote_id == "id-3":
+            raise AuthenticationError("403 Forbidden")
+        return job.name
+
+    with pytest.raises(AuthenticationError):
+        await each_job(_receipts(5), refused_once, in_flight=2)

@@ -53,6 +53,7 @@ import orjson
 from bulk._policy import LimitsConfig, TrackConfig
 from bulk._text import excerpt
 from bulk.backends._http import HttpClient, Response, read_token, url_problem
+from bulk.backends._jobsapi import each_job
 from bulk.backends.base import (
     Backend,
     BackendKind,
@@ -278,27 +279,11 @@ class RayBackend:
         return await self._status_per_job(jobs)
 
     async def _status_per_job(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
-        out: dict[str, JobStatus] = {}
-        limiter = anyio.CapacityLimiter(_PER_JOB_IN_FLIGHT)
+        async def one(job: Receipt) -> JobStatus:
+            record = await self._job(job.remote_id, job.name)
+            return JobStatus(Phase.MISSING) if record is None else job_status(record)
 
-        failed: list[BackendError] = []
-
-        async def one(job: Receipt, scope: anyio.CancelScope) -> None:
-            try:
-                async with limiter:
-                    record = await self._job(job.remote_id, job.name)
-            except BackendError as exc:  # the first failure fails the call, as one GET would
-                failed.append(exc)
-                scope.cancel()
-                return
-            out[job.remote_id] = JobStatus(Phase.MISSING) if record is None else job_status(record)
-
-        async with anyio.create_task_group() as tg:
-            for job in jobs:
-                tg.start_soon(one, job, tg.cancel_scope)
-        if failed:
-            raise failed[0]
-        return out
+        return await each_job(jobs, one, in_flight=_PER_JOB_IN_FLIGHT)
 
     async def _status_from_list(self, jobs: Sequence[Receipt]) -> Mapping[str, JobStatus]:
         response = await self._request("GET", JOBS, idempotent=True)

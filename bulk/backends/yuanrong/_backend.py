@@ -55,6 +55,7 @@ import orjson
 from bulk._policy import LimitsConfig, TrackConfig
 from bulk._text import excerpt
 from bulk.backends._http import HttpClient, Response, read_token, url_problem
+from bulk.backends._jobsapi import each_job
 from bulk.backends.base import (
     NO_QUOTING,
     Backend,
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
 __all__ = ["KIND", "YuanrongBackend", "YuanrongKind", "YuanrongOptions", "error_text"]
 
 _log = logging.getLogger("bulk")
+_PER_JOB_IN_FLIGHT = 8  # per-job GETs of one status call sent at once (as for Ray)
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LABEL = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # printable ASCII without space or comma
 DUPLICATE = "already exist"  # "submit job has already exist, submissionId: app-..."
@@ -326,11 +328,15 @@ class YuanrongBackend:
                 if isinstance(sid, str) and sid in wanted:
                     found[sid] = item
         else:
-            for job in jobs:
-                item = await self._get(job.remote_id, job.name)
-                if item is not None:
-                    found[job.remote_id] = item
+            # The rest of the answer is kept when some GETs fail (see each_job); a job whose
+            # GET failed is not judged at all (not absent: its 404 did not come either).
+            items = await each_job(jobs, self._get_job, in_flight=_PER_JOB_IN_FLIGHT)
+            found = {rid: item for rid, item in items.items() if item is not None}
+            jobs = [job for job in jobs if job.remote_id in items]
         return self._statuses(jobs, found)
+
+    async def _get_job(self, job: Receipt) -> dict[str, Any] | None:
+        return await self._get(job.remote_id, job.name)
 
     def _statuses(
         self, jobs: Sequence[Receipt], found: Mapping[str, dict[str, Any]]
