@@ -47,6 +47,7 @@ from bulk._problems import Problems
 from bulk._template import Template, compile_template
 from bulk._version import __version__
 from bulk.backends import get_kind
+from bulk.backends.base import body_validator
 from bulk.errors import ConfigError, JournalError
 
 __all__ = [
@@ -308,6 +309,7 @@ def _check_retried_rows(cfg: Config, journal: Journal, states: Sequence[State]) 
     if problem:
         result.add_error(ConfigError(problem, where=cfg.template_where, field="job"))
         result.raise_if_errors()
+    validate = body_validator(kind, cfg.backend.options)
     for row in journal.iter_jobs(states):
         try:
             body = cfg.template.render(render_context(row.point, cfg.run.name, row.attempt + 1))
@@ -316,7 +318,7 @@ def _check_retried_rows(cfg: Config, journal: Journal, states: Sequence[State]) 
             result.add_error(ConfigError(exc.problem, where=origin, field=exc.field))
             continue
         problems = Problems()
-        kind.validate(body, problems)
+        validate(body, problems)
         origin = plan.origin_where(cfg, row.origin)
         for item in problems.items:
             result.add_error(ConfigError(item.message, where=origin, field=item.field))

@@ -32,6 +32,7 @@ from bulk._problems import Problem, Problems
 from bulk._template import has_placeholder, to_json
 from bulk._text import preview
 from bulk.backends import get_kind
+from bulk.backends.base import body_validator
 from bulk.errors import ConfigError, InputErrors
 
 __all__ = [
@@ -178,7 +179,7 @@ def check(
         result.add_error(sweep.guard_error(size, cfg.max_jobs))
         return result
 
-    rows = _RowCheck(config, kind.validate, result)
+    rows = _RowCheck(config, body_validator(kind, config.backend.options), result)
     try:
         for point in journal.fill(_guarded(sweep.points(cfg), cfg)):
             result.total += 1

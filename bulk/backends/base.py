@@ -48,6 +48,7 @@ __all__ = [
     "Simulator",
     "Submission",
     "Testbed",
+    "body_validator",
 ]
 
 _T = TypeVar("_T")
@@ -288,3 +289,14 @@ class BackendKind(Protocol[OptionsT]):
 
 AnyKind = BackendKind[Any]
 """A kind of options unknown here: what the registry and the CLI hold."""
+
+
+def body_validator(kind: AnyKind, options: Any) -> Callable[[Any, Problems], None]:
+    """The check of one rendered body in a run of ``options``: the kind's optional
+    ``validator(options)`` when it has one (checks that need its options, such as Ray's
+    ``working_dir`` inside the config's folder, remembered across rows), else ``validate``."""
+    make = getattr(kind, "validator", None)
+    if make is None:
+        return kind.validate
+    validate: Callable[[Any, Problems], None] = make(options)
+    return validate

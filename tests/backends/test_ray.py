@@ -4,6 +4,7 @@ working_dir packages, ``bulk logs``, and exactly-once through kill -9."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import zipfile
 from collections.abc import AsyncIterator
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -29,6 +31,7 @@ from bulk.backends.ray import (
     DeletingRayBackend,
     RayBackend,
     RayOptions,
+    _package,
     failure_reason,
     pack,
 )
@@ -448,3 +451,140 @@ async def test_every_error_answer_says_its_tracebacks_last_line(
     message = str(caught.value)
     assert message.endswith("but it is in a non-terminal state RUNNING.")
     assert "Traceback" not in message
+
+
+def plan_working_dir(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    working_dir: str,
+    extra: str = "",
+    *,
+    command: str = "plan",
+    url: str = "http://127.0.0.1:8265",
+) -> tuple[int, str]:
+    """``bulk plan`` (or ``command``) of two Ray jobs in ``tmp_path/cfg`` whose working_dir
+    is the one given: its exit code and first line on stderr."""
+    config = tmp_path / "cfg" / "c.toml"
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(
+        f'[run]\nname = "w"\n[sweep]\ngrid.i = [1, 2]\n[backend]\nkind = "ray"\nurl = "{url}"\n'
+        f'[job]\nentrypoint = "echo {{i}}"\n'
+        f'runtime_env = {{working_dir = "{working_dir}"{extra}}}\n'
+    )
+    code = main([command, str(config)])
+    err = capsys.readouterr().err.splitlines()
+    return code, err[0] if code and err else ""
+
+
+WHERE = "allowed: a folder inside the config's folder, or a URI (gcs://, s3://, https://)"
+
+
+@pytest.mark.parametrize(
+    ("working_dir", "problem"),
+    [
+        ("/etc", "'/etc' is outside the config's folder"),
+        ("..", "'..' is outside the config's folder"),
+        ("sub/../../out", "'sub/../../out' is outside the config's folder"),
+        ("link", "'link' is outside the config's folder (a symbolic link to "),
+        ("missing", "'missing': no such folder"),
+        ("loop", "'loop': no such folder"),
+    ],
+)
+def test_a_working_dir_outside_the_configs_folder_is_refused_at_plan_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], working_dir: str, problem: str
+) -> None:
+    """A hostile working_dir (elsewhere, escaping, a link out, missing, a link loop) is one
+    line at plan time, exit 2, and a run sends nothing."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "secret").write_text("s")
+    (tmp_path / "cfg" / "sub").mkdir(parents=True)
+    (tmp_path / "cfg" / "link").symlink_to(tmp_path / "out")
+    (tmp_path / "cfg" / "loop").symlink_to("loop")
+    code, line = plan_working_dir(tmp_path, capsys, working_dir)
+    assert 2 == code
+    assert line.startswith(f"{tmp_path / 'cfg' / 'c.toml'}: job.runtime_env.working_dir: {problem}")
+    assert line.endswith(f"; {WHERE}")
+    with simulator("ray", "--pending-s", "0", "--run-s", "0") as url:
+        assert (2, line) == plan_working_dir(tmp_path, capsys, working_dir, command="run", url=url)
+        book = ledger(url)
+    assert not book["uploads"]
+    assert not book["creates"]
+
+
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [("escape", "OUT"), ("dangling", "nowhere"), ("loop", "loop"), ("folder", "data")],
+)
+def test_links_inside_a_working_dir_are_never_followed_out_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, target: str
+) -> None:
+    """A link inside the folder other than to a file inside it (out of it, dangling, a loop,
+    a folder) is refused at plan time naming it, without hanging; excluding it is the way."""
+    (tmp_path / "secret").write_text("s")
+    pkg = tmp_path / "cfg" / "pkg"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "main.py").write_text("print(1)\n")
+    (pkg / name).symlink_to(tmp_path / "secret" if target == "OUT" else target)
+    code, line = plan_working_dir(tmp_path, capsys, "pkg")
+    assert 2 == code
+    assert f": job.runtime_env.working_dir: {pkg}: {name} is a symbolic link" in line
+    assert 0 == plan_working_dir(tmp_path, capsys, "pkg", f', excludes = ["{name}"]')[0]
+
+
+def test_a_link_to_a_file_inside_is_stored_as_the_file(folder: Path) -> None:
+    (folder / "pkg" / "alias.py").symlink_to("main.py")
+    data = zipfile.ZipFile(BytesIO(pack(folder / "pkg", ["*.log"]).data))
+    assert ["alias.py", "main.py"] == data.namelist()
+    assert b"print(1)\n" == data.read("alias.py")
+
+
+def test_a_working_dir_over_100_mib_is_refused_before_zipping(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder of more than 100 MiB of files (after excludes) is refused at plan time from
+    the files' sizes (a sparse file: nothing is read), and pack refuses it too."""
+    pkg = tmp_path / "cfg" / "pkg"
+    pkg.mkdir(parents=True)
+    with (pkg / "big.bin").open("wb") as f:
+        f.truncate(100 * 1024 * 1024 + 1)
+    code, line = plan_working_dir(tmp_path, capsys, "pkg")
+    assert 2 == code
+    assert "more than 100 MiB of files after excludes (at big.bin)" in line
+    assert 0 == plan_working_dir(tmp_path, capsys, "pkg", ', excludes = ["*.bin"]')[0]
+    with pytest.raises(ValueError, match="more than 100 MiB"):
+        pack(pkg)
+
+
+def test_a_file_that_grows_while_packed_stops_the_packing(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packing reads at most the cap, whatever the sizes seen before: memory stays bounded."""
+    monkeypatch.setattr(_package, "inspect", lambda f, e: [("m", f / "main.py", 1)])
+    monkeypatch.setattr(_package, "MAX_FOLDER_BYTES", 4)
+    with pytest.raises(ValueError, match="grew past"):
+        pack(folder / "pkg")
+
+
+def test_each_distinct_working_dir_is_checked_once_not_per_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,000 rows over two folders: two walks of a folder at plan time, not 2,000."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "main.py").write_text("x")
+    walks: list[str] = []
+    walk = os.walk
+
+    def counted(top: str, **kwargs: Any) -> Any:
+        walks.append(str(top))
+        return walk(top, **kwargs)
+
+    monkeypatch.setattr(os, "walk", counted)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[run]\nname = "w"\n[sweep]\ngrid.d = ["a", "b"]\ngrid.i = {range = [0, 1000]}\n'
+        '[backend]\nkind = "ray"\n[job]\nentrypoint = "echo {i}"\n'
+        'runtime_env = {working_dir = "{d}"}\n'
+    )
+    assert 0 == main(["plan", str(config)])
+    assert sorted(walks) == [str(tmp_path / "a"), str(tmp_path / "b")]

@@ -31,7 +31,9 @@ Facts come from api/ray.md (measured on Ray 2.60); the quirks it lists are handl
 - **working_dir.** A ``runtime_env.working_dir`` that is a local folder (not ``scheme://``)
   is zipped once per run and folder (:mod:`bulk.backends.ray._package`), uploaded unless the
   head has it, and sent as ``gcs://_ray_pkg_<sha1>.zip``; a relative folder is relative to
-  the config's folder. ``pip``, ``env_vars`` and the rest of ``runtime_env`` pass through.
+  the config's folder, and must stay inside it, exist, and hold at most 100 MiB of files
+  (checked at plan time by :meth:`RayKind.validator`, once per distinct folder, and again
+  before packing). ``pip``, ``env_vars`` and the rest of ``runtime_env`` pass through.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ from bulk.backends.base import (
     Testbed,
 )
 from bulk.backends.ray._jobs import WAITING_FOR_RESOURCES, job_status, last_line
-from bulk.backends.ray._package import Package, pack
+from bulk.backends.ray._package import Package, PackageError, inspect, local_folder, pack
 from bulk.backends.ray._schema import validate_body
 from bulk.errors import (
     AmbiguousBackendError,
@@ -104,6 +106,7 @@ ALREADY_EXISTS = b"already exists"
 LIST_FROM = 16
 LIST_PER_GET = 6
 _PER_JOB_IN_FLIGHT = 8  # per-job GETs of one status call sent at once
+_FOLDERS_KEPT = 1024  # working_dir checks remembered at plan time (each a walk of a folder)
 _log = logging.getLogger("bulk.ray")
 
 
@@ -166,6 +169,34 @@ class RayKind:
     def validate(self, body: Any, problems: Problems) -> None:
         """Ray's own checks of a JobSubmitRequest, and those it lacks (see ``_schema``)."""
         validate_body(body, problems)
+
+    def validator(self, options: RayOptions) -> Callable[[Any, Problems], None]:
+        """:meth:`validate`, plus the checks of a local ``working_dir`` against the config's
+        folder (``options.base``): inside it, existing, its links and size within bounds
+        (:mod:`bulk.backends.ray._package`). Each distinct folder (and excludes) is looked at
+        once, however many rows name it; the answers of the last :data:`_FOLDERS_KEPT` are
+        kept."""
+        seen: dict[tuple[str, tuple[str, ...]], str | None] = {}
+
+        def validate(body: Any, problems: Problems) -> None:
+            validate_body(body, problems)
+            env = body.get("runtime_env") if isinstance(body, dict) else None
+            if not isinstance(env, dict) or not _is_local(env.get("working_dir")):
+                return
+            excludes = env.get("excludes", [])
+            if not isinstance(excludes, list) or not all(isinstance(p, str) for p in excludes):
+                return  # reported by validate_body
+            key = (str(env["working_dir"]), tuple(excludes))
+            if key not in seen:
+                if len(seen) >= _FOLDERS_KEPT:
+                    seen.clear()
+                seen[key] = _folder_problem(options.base, *key)
+            problem = seen[key]
+            if problem is not None:
+                with problems.depending_on("job.runtime_env.excludes"):
+                    problems.add("job.runtime_env.working_dir", problem)
+
+        return validate
 
     def check_template(self, template: Template) -> str | None:
         """``submission_id``, if the template gives one, must be ``"{_name}"``: bulk finds a
@@ -391,19 +422,21 @@ class RayBackend:
     async def _upload(self, env: dict[str, Any], name: str) -> str:
         """The ``gcs://`` URI of the local ``working_dir`` of ``env``: packed and uploaded the
         first time a run needs it (the head keeps packages by their content's hash)."""
-        folder = self._options.base / str(env["working_dir"])
+        working_dir = str(env["working_dir"])
         excludes = env.get("excludes")
         patterns = tuple(str(p) for p in excludes) if isinstance(excludes, list) else ()
-        key = (folder, patterns)
+        key = (self._options.base / working_dir, patterns)
         async with self._packing:
             uri = self._packages.get(key)
             if uri is not None:
                 return uri
-            try:
-                package = await anyio.to_thread.run_sync(pack, folder, patterns)
+            try:  # checked at plan time too; again here, as what is read is read now
+                package = await anyio.to_thread.run_sync(
+                    _pack, self._options.base, working_dir, patterns
+                )
             except (OSError, ValueError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                msg = f"runtime_env.working_dir {str(folder)!r}: {reason}"
+                msg = f"runtime_env.working_dir {working_dir!r}: {reason}"
                 raise PermanentBackendError(msg, job_name=name) from None
             await self._put(package, name)
             self._packages[key] = package.uri
@@ -446,6 +479,21 @@ class DeletingRayBackend(RayBackend):
             job_name=job.name,
         )
         self._held = max(0, self._held - 1)
+
+
+def _pack(base: Path, working_dir: str, excludes: tuple[str, ...]) -> Package:
+    return pack(local_folder(base, working_dir), excludes)
+
+
+def _folder_problem(base: Path, working_dir: str, excludes: tuple[str, ...]) -> str | None:
+    """Why a local ``working_dir`` cannot be shipped, or None (see ``_package``)."""
+    try:
+        inspect(local_folder(base, working_dir), excludes)
+    except PackageError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{working_dir!r}: {exc.filename or ''}: {exc.strerror or exc}; it must be readable"
+    return None
 
 
 def _is_local(working_dir: object) -> bool:
