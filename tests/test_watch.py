@@ -129,7 +129,7 @@ def test_plain_lines_follow_a_run_from_before_its_start_to_its_end(
     lines.until("waiting for the run to start")
 
     run = start(procs, "run", str(config_path), cwd=tmp_path, stdout=subprocess.DEVNULL)
-    first = lines.until("2 running")
+    first = lines.until("(2 pending, 2 running)")  # not "...:32 running": the time of day
     open_gates(tmp_path, 0, 1)
     later = lines.until("2/4 done")
     open_gates(tmp_path, 2, 3)
