@@ -117,3 +117,21 @@ def test_one_section_replaces_its_table_and_keeps_the_others(tmp_path: Path) -> 
     assert ["engine.local", "engine.journal"] == [t["key"] for t in tables]
     assert earlier == tables[0]
     assert 2 == len(tables[1]["rows"])  # measured now: bulk's writer and the raw peer
+
+
+def test_a_childs_peak_rss_is_its_own_not_its_parents() -> None:
+    """A child of a big harness is measured by its own high-water mark: Linux starts a
+    child's ``ru_maxrss`` at its parent's, which made every child of a 200 MB harness
+    report at least 200 MB."""
+    from benchmarks._util import run_child
+
+    ballast = bytearray(150 * 2**20)  # this process: 150 MiB more, touched
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    small = run_child([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    big = run_child(
+        [sys.executable, "-c", "import time; b = bytearray(80 * 2**20); time.sleep(0.3)"]
+    )
+    del ballast
+
+    assert small.max_rss_mb < 60, small
+    assert 80 < big.max_rss_mb < 150, big
