@@ -24,6 +24,7 @@ from bulk._journal import Record, State, StoredJob
 from bulk._logs import event
 from bulk._naming import render_context
 from bulk._retry import Backoff
+from bulk._template import to_json
 from bulk._text import EXCERPT_LIMIT, cut
 from bulk.backends.base import Endpoint, Receipt, Submission
 from bulk.errors import (
@@ -245,10 +246,8 @@ class Submitter:
         if job.variables is None:  # a tracked job the service lost: see Tracker.add
             await ctx.offload(self._reload, job)
         template = ctx.templates.get(job.template, ctx.template)
-        submission = Submission(
-            job.name,
-            template.render_bytes(render_context(job_point(job), ctx.run, job.attempt)),
-        )
+        rendered = template.render(render_context(job_point(job), ctx.run, job.attempt))
+        submission = Submission(job.name, to_json(rendered), rendered)
         if job.reconcile:
             receipt = await self._look_up(job, submission)
             if receipt is not None:

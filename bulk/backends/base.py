@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
@@ -65,10 +65,16 @@ class Submission:
     Attributes:
         name: the deterministic job name (submission id / task name).
         body: the rendered request body, compact JSON.
+        rendered: the same body as the template rendered it (Python objects), where the
+            engine has it (None elsewhere, e.g. a ``bulk stop`` look-up): a backend that
+            needs one field of the body (Gongji's ``task_name``) reads it here rather than
+            parsing ``body`` again. ``body`` is its JSON, always. Read it, never change it:
+            parts of it are the template's own constants, shared by every job.
     """
 
     name: str
     body: bytes
+    rendered: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,6 +190,22 @@ class TestClientAgainstSimulator:
         assert [slow.remote_id] == list(backend._names)
         await backend.aclose()
 
+    async def test_submit_reads_the_task_name_the_engine_rendered(
+        self, sim_url: tuple[str, GongjiSim]
+    ) -> None:
+        """A create whose Submission carries the rendered body takes the task name for the
+        search prefixes from it, not from parsing the body again (told apart here by a
+        rendering that names another task); without it, the body is parsed."""
+        url, _ = sim_url
+        backend = backend_for(url, token="simple-token")
+        rendered = {**orjson.loads(body_for("body-a", run_s=30)), "task_name": "rendered-a"}
+
+        first = await backend.submit(Submission("r-1", body_for("body-a", run_s=30), rendered))
+        second = await backend.submit(Submission("r-2", body_for("body-b", run_s=30)))
+
+        assert {first.remote_id: "rendered-a", second.remote_id: "body-b"} == backend._names
+        await backend.aclose()
+
     async def test_search_paginates(self, sim_url: tuple[str, GongjiSim]) -> None:
         """Tracking reads every page (page size 3 here) and finds every task."""
         url, _ = sim_url

@@ -286,7 +286,7 @@ class GongjiBackend:
 
     async def submit(self, submission: Submission) -> Receipt:
         body = submission.body
-        if b'"gpu_name"' in body and _needs_marks(orjson.loads(body)):
+        if b'"gpu_name"' in body and _needs_marks(_rendered(submission)):
             body = await self._resolve_marks(submission)
         task_id = await self.client.create(body, job_name=submission.name)
         receipt = Receipt(submission.name, str(task_id))
@@ -400,7 +400,7 @@ class GongjiBackend:
         return self._resources.devices
 
     async def _resolve_marks(self, submission: Submission) -> bytes:
-        body = orjson.loads(submission.body)
+        body = orjson.loads(submission.body)  # a copy of its own: its resources are replaced
         devices = await self.resources()
         resolved = []
         for res in body.get("resources") or []:
@@ -516,11 +516,20 @@ def _needs_marks(body: Any) -> bool:
     return any(isinstance(r, dict) and "mark" not in r and "gpu_name" in r for r in resources or [])
 
 
-def _task_name(submission: Submission) -> str:
+def _rendered(submission: Submission) -> Any:
+    """The body as Python objects: the engine's rendering where it passed it (no second
+    parse of every create's body), else parsed (None if it is not JSON)."""
+    if submission.rendered is not None:
+        return submission.rendered
     try:
-        name = orjson.loads(submission.body)["task_name"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        name = None
+        return orjson.loads(submission.body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _task_name(submission: Submission) -> str:
+    body = _rendered(submission)
+    name = body.get("task_name") if isinstance(body, dict) else None
     if not isinstance(name, str):
         msg = "the job body has no task_name"
         raise PermanentBackendError(msg, job_name=submission.name)
