@@ -102,12 +102,26 @@ def run_one(name: str, opts: Options, sections: frozenset[str] = frozenset()) ->
     }
 
 
+# What says when and where a benchmark ran (each table keeps its own once tables of one
+# benchmark come from different runs: see merged).
+MEASURED = ("date", "git_rev", "machine", "options", "seconds")
+
+
 def merged(old: dict[str, object] | None, new: dict[str, object]) -> dict[str, object]:
-    """``new`` (some sections of a benchmark) with the tables of ``old`` it does not hold."""
+    """``new`` (some sections of a benchmark) with the tables of ``old`` it does not hold.
+
+    A kept table carries its own ``measured`` (when, where, on which commit it ran), so that
+    it is not said to come from the new run.
+    """
     if not old:
         return new
     keys = {t["key"] for t in new["tables"]}  # type: ignore[attr-defined]
-    kept = [t for t in old["tables"] if t["key"] not in keys]  # type: ignore[attr-defined]
+    own = {k: old[k] for k in MEASURED if k in old}
+    kept = [
+        t if "measured" in t else {**t, "measured": own}
+        for t in old["tables"]  # type: ignore[attr-defined]
+        if t["key"] not in keys
+    ]
     return {**new, "tables": kept + new["tables"]}  # type: ignore[operator]
 
 

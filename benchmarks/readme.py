@@ -22,6 +22,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from benchmarks._util import Table, markdown
 
@@ -37,20 +38,23 @@ def tables(results: dict[str, object]) -> dict[str, tuple[Table, str]]:
     benches = results.get("benchmarks", {})
     assert isinstance(benches, dict)
     for bench in benches.values():
-        machine = bench["machine"]
-        load = machine.get("load_average_before") or machine.get("load_average")
-        where = (
-            f"{bench['date'][:10]}, {machine['cpus']} × {machine['cpu']}, Python "
-            f"{machine['python']}, load average {load[0]:.1f} at the start, commit "
-            f"{bench['git_rev']}"
-        )
         for t in bench["tables"]:
+            where = _where(t.get("measured", bench))  # a table kept from an earlier run: its own
             table = Table(t["key"], t["title"], t["headers"], t["rows"], t["rounds"])
             spread = (
                 f"median (min–max) of {table.rounds} rounds" if table.rounds > 1 else "one round"
             )
             out[table.key] = (table, f"{spread}; {where}")
     return out
+
+
+def _where(run: dict[str, Any]) -> str:
+    machine = run["machine"]
+    load = machine.get("load_average_before") or machine.get("load_average")
+    return (
+        f"{run['date'][:10]}, {machine['cpus']} × {machine['cpu']}, Python "
+        f"{machine['python']}, load average {load[0]:.1f} at the start, commit {run['git_rev']}"
+    )
 
 
 def render(readme: str, results: dict[str, object]) -> tuple[str, list[str]]:

@@ -135,3 +135,35 @@ def test_a_childs_peak_rss_is_its_own_not_its_parents() -> None:
 
     assert small.max_rss_mb < 60, small
     assert 80 < big.max_rss_mb < 150, big
+
+
+def test_a_section_run_keeps_the_other_tables_dated_as_they_were_measured() -> None:
+    """``--only engine.lost`` replaces one table of a benchmark: the others keep saying when
+    and on which commit they ran (they used to take the new run's date and commit)."""
+    from benchmarks.__main__ import merged
+    from benchmarks.readme import tables
+
+    machine = {"cpus": 2, "cpu": "X", "python": "3.11", "load_average_before": [0.5]}
+
+    def run(date: str, rev: str, *keys: str) -> dict[str, object]:
+        table = {"title": "t", "headers": ["a"], "rows": [[1]], "rounds": 1}
+        return {
+            "date": date,
+            "git_rev": rev,
+            "machine": machine,
+            "options": {},
+            "seconds": 1.0,
+            "tables": [{**table, "key": k} for k in keys],
+        }
+
+    first = run("2026-01-01T00:00:00", "aaaaaaa", "engine.local", "engine.lost")
+    again = merged(first, run("2026-02-02T00:00:00", "bbbbbbb", "engine.lost"))
+    later = merged(again, run("2026-03-03T00:00:00", "ccccccc", "engine.overhead"))
+    where = {k: w for k, (_, w) in tables({"benchmarks": {"engine": later}}).items()}
+
+    said = {k: (w.split("; ")[1][:10], w[-7:]) for k, w in where.items()}
+    assert {
+        "engine.local": ("2026-01-01", "aaaaaaa"),
+        "engine.lost": ("2026-02-02", "bbbbbbb"),
+        "engine.overhead": ("2026-03-03", "ccccccc"),
+    } == said
