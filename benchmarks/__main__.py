@@ -67,16 +67,20 @@ def machine() -> dict[str, object]:
 
 
 def git_rev() -> str:
+    """The commit measured, ``-dirty`` if the code differs from it (the results files the
+    harness itself writes do not count: every run after the first would say dirty)."""
     try:
-        done = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        rev = _git("rev-parse", "--short", "HEAD")
+        changed = _git("status", "--porcelain", "--untracked-files=no").splitlines()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    own = {f"benchmarks/{p.name}" for p in (RESULTS, QUICK_RESULTS)}
+    dirty = any(line[3:] not in own for line in changed)
+    return f"{rev}-dirty" if dirty else rev
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, check=True)
     return done.stdout.strip()
 
 
@@ -118,7 +122,7 @@ def merged(old: dict[str, object] | None, new: dict[str, object]) -> dict[str, o
     keys = {t["key"] for t in new["tables"]}  # type: ignore[attr-defined]
     own = {k: old[k] for k in MEASURED if k in old}
     kept = [
-        t if "measured" in t else {**t, "measured": own}
+        t if "measured" in t or not own else {**t, "measured": own}
         for t in old["tables"]  # type: ignore[attr-defined]
         if t["key"] not in keys
     ]

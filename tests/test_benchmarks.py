@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from benchmarks.readme import render
 
@@ -167,3 +170,20 @@ def test_a_section_run_keeps_the_other_tables_dated_as_they_were_measured() -> N
         "engine.lost": ("2026-02-02", "bbbbbbb"),
         "engine.overhead": ("2026-03-03", "ccccccc"),
     } == said
+
+
+def test_the_results_the_harness_writes_do_not_make_the_commit_dirty(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run writes benchmarks/results.json into the clone it measures: the next benchmark
+    of the same run must still name the clean commit; any other change makes it dirty."""
+    import benchmarks.__main__ as harness
+
+    def git(changed: str) -> Callable[..., str]:
+        return lambda *args: "abc1234" if args[0] == "rev-parse" else changed
+
+    monkeypatch.setattr(harness, "_git", git(" M benchmarks/results.json"))
+    clean = harness.git_rev()
+    monkeypatch.setattr(harness, "_git", git(" M benchmarks/results.json\n M bulk/_api.py"))
+
+    assert ("abc1234", "abc1234-dirty") == (clean, harness.git_rev())
