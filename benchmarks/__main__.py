@@ -14,9 +14,10 @@ earlier content so that ``--only`` refreshes some benchmarks and keeps the other
 says when and on which commit it was measured). ``python -m benchmarks.readme`` then
 rewrites the README's tables from the file.
 
-The default run takes ~15 minutes on an idle 2-core machine; ``--scale`` adds the 10⁶-job
-row of the scale table (~5 more); ``--quick`` runs tiny sizes in seconds, for checking the
-harness (its figures mean nothing, and it writes to ``benchmarks/results-quick.json``).
+The default run takes ~30 minutes on an idle 2-core machine (more with Ray installed: the
+real-head section); ``--scale`` adds the 10⁶-job row of the scale table (~12 more);
+``--quick`` runs tiny sizes in a few minutes, for checking the harness (its figures mean
+nothing, and it writes to ``benchmarks/results-quick.json``).
 """
 
 from __future__ import annotations
