@@ -137,13 +137,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check the harness")
     parser.add_argument("--scale", action="store_true", help="add the 10⁶-job scale row")
-    parser.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(known)}")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement")
+    parser.add_argument(
+        "--only",
+        help=f"NAME or NAME.SECTION, comma-separated; names: {', '.join(known)} (default: all)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds per measurement (default: %(default)s)"
+    )
     parser.add_argument("--out", type=Path, help="the JSON file (merged into)")
     args = parser.parse_args(argv)
     chosen: dict[str, set[str]] = {}
-    for item in (n.strip() for n in args.only.split(",") if n.strip()):
-        name, _, section = item.partition(".")
+    items = [] if args.only is None else [n.strip() for n in args.only.split(",")]
+    for item in items:
+        name, dot, section = item.partition(".")
+        if not name or (dot and not section):
+            parser.error(f"--only: {args.only!r} names an empty benchmark or section")
         if name not in known:
             parser.error(f"--only: no benchmark {name}; there are {', '.join(known)}")
         sections = getattr(importlib.import_module(f"benchmarks.bench_{name}"), "SECTIONS", ())
@@ -156,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds: at least 1")
     opts = Options(quick=args.quick, scale=args.scale, rounds=args.rounds)
     out: Path = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    if not out.parent.is_dir():  # found out now, not after the run has taken its minutes
+        parser.error(f"--out: {out}: no such folder")
     try:
         results = json.loads(out.read_text())
     except (OSError, ValueError):

@@ -57,6 +57,12 @@ def _where(run: dict[str, Any]) -> str:
     )
 
 
+def _reason(exc: OSError | ValueError) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"not JSON ({exc})"
+
+
 def render(readme: str, results: dict[str, object]) -> tuple[str, list[str]]:
     """``readme`` with every marked table that ``results`` holds replaced; the keys of the
     marked tables it does not hold."""
@@ -78,8 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=HERE.parent / "README.md")
     parser.add_argument("--check", action="store_true", help="fail if the README is stale")
     args = parser.parse_args(argv)
-    results = json.loads(args.results.read_text())
-    old = args.readme.read_text()
+    try:
+        results = json.loads(args.results.read_text())
+        old = args.readme.read_text()
+    except (OSError, ValueError) as exc:
+        parser.error(f"{getattr(exc, 'filename', None) or args.results}: {_reason(exc)}")
+    quick = [
+        name
+        for name, bench in results.get("benchmarks", {}).items()
+        if bench.get("options", {}).get("quick")
+    ]
+    if quick:  # tiny sizes that check the harness: their figures mean nothing
+        parser.error(
+            f"{args.results}: measured with --quick ({', '.join(quick)}); not for the README"
+        )
     new, missing = render(old, results)
     if missing:
         print(f"not in {args.results} (left as they were): {', '.join(missing)}", file=sys.stderr)

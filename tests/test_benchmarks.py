@@ -187,3 +187,46 @@ def test_the_results_the_harness_writes_do_not_make_the_commit_dirty(
     monkeypatch.setattr(harness, "_git", git(" M benchmarks/results.json\n M bulk/_api.py"))
 
     assert ("abc1234", "abc1234-dirty") == (clean, harness.git_rev())
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--only", ","], "names an empty benchmark or section"),
+        (["--only", "engine."], "names an empty benchmark or section"),
+        (["--quick", "--only", "plan", "--out", "/nonexistent/x.json"], "no such folder"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_runs(args: list[str], says: str) -> None:
+    """An empty --only item ran everything; an --out in no folder failed with a traceback
+    after the whole run: both are one-line errors (exit 2) up front."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (2, says) == (done.returncode, says if says in done.stderr else done.stderr)
+    assert "Traceback" not in done.stderr
+
+
+def test_readme_refuses_quick_results_and_missing_files(tmp_path: Path) -> None:
+    """Quick figures (tiny sizes) never reach the README, and a missing file is a one-line
+    error, not a traceback."""
+    quick = tmp_path / "quick.json"
+    quick.write_text(json.dumps({"benchmarks": {"plan": {"options": {"quick": True}}}}))
+    outcomes = []
+    for results in (quick, tmp_path / "missing.json"):
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.readme", "--results", str(results), "--check"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        outcomes.append((done.returncode, "Traceback" in done.stderr))
+
+    assert [(2, False), (2, False)] == outcomes
