@@ -1,8 +1,9 @@
 """The scale table: ``bulk run`` of 10³, 10⁴, 10⁵ (and with ``--scale`` 10⁶) jobs against
 ``bulk sim stub``, beside the plain aiohttp loop of ``bench_submit`` (the same bodies, the
 same concurrency, uvloop on both): the whole command's wall time, CPU µs per job and peak
-RSS (``wait4``). Target: bulk's peak RSS at 10⁶ jobs within 1.3 × its 10⁴ figure and
-< 150 MB. The 10⁶ row is measured once (it takes minutes); the others ``rounds`` times.
+RSS (its own ``VmHWM``, see ``run_child``). Target: bulk's peak RSS at 10⁶ jobs within
+1.3 × its 10⁴ figure and < 150 MB. The 10⁶ row is measured once (it takes minutes); the
+others ``rounds`` times.
 
     python -m benchmarks.bench_scale [--scale] [--rounds 3]
 """

@@ -107,7 +107,8 @@ def _add_run_and_retry(sub: arg.Subparsers) -> None:
                 "--template-changed",
                 action="store_true",
                 help="the job template was changed on purpose: send the rows again with it "
-                "(the sweep must be the same; rows not sent again keep their template)",
+                "(the sweep must be the same; rows not sent again, pending ones included, "
+                "keep their template)",
             )
         p.set_defaults(func=cmd_run if name == "run" else cmd_retry)
 

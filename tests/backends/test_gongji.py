@@ -627,6 +627,27 @@ def test_template_must_name_every_row_and_attempt() -> None:
     assert "must contain {_name}" in (check("fixed") or "")
 
 
+@pytest.mark.parametrize("name", ["{{_name}}", "t-{_key}-{{_attempt}}", "x-{_name:.3}"])
+def test_a_task_name_that_only_looks_like_it_names_rows_apart_is_refused(name: str) -> None:
+    """Escaped braces contain the text "{_name}" yet render it literally for every row, and
+    a format spec can cut the name short: such a template gave every row (or every attempt)
+    one task name, so rows were adopted as each other's tasks after an ambiguous create.
+    The name is rendered for two rows and two attempts, not searched for."""
+    from bulk.backends.gongji._backend import KIND
+
+    assert "must contain {_name}" in (
+        KIND.check_template(compile_template({"task_name": name})) or ""
+    )
+
+
+def test_a_task_name_with_row_variables_is_judged_by_rendering() -> None:
+    """Other variables (and format specs that keep the name whole) are fine."""
+    from bulk.backends.gongji._backend import KIND
+
+    for name in ("run-{lr}-{_name}", "{_attempt:03d}-{_key}", "{_name}-{seed:>4}"):
+        assert KIND.check_template(compile_template({"task_name": name})) is None, name
+
+
 async def test_unknown_device_refuses_the_run(tmp_path: Path) -> None:
     """A resource by name that the device list lacks stops the run; no row is failed."""
     sim = GongjiSim(SimConfig())

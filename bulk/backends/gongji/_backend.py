@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import orjson
 
+from bulk._naming import job_name as _job_name
 from bulk._policy import LimitsConfig, TrackConfig
+from bulk._template import compile_template
 from bulk._text import excerpt, short_repr
 from bulk.backends._http import malformed, url_problem
 from bulk.backends.base import (
@@ -63,6 +65,7 @@ from bulk.backends.gongji._schema import validate_resource as _validate_resource
 from bulk.backends.gongji._schema import validate_service as _validate_service
 from bulk.backends.gongji._schema import validate_support as _validate_support
 from bulk.errors import (
+    ConfigError,
     PermanentBackendError,
     RetryableBackendError,
     RunRefusedError,
@@ -171,7 +174,7 @@ class GongjiKind:
         name = source.get("task_name")
         if not isinstance(name, str):
             return None  # validate() reports a missing task_name per row
-        if "{_name}" in name or ("{_key}" in name and "{_attempt}" in name):
+        if _names_apart(name):
             return None
         return (
             f"task_name {name!r} must contain {{_name}} (or both {{_key}} and {{_attempt}}): "
@@ -288,9 +291,10 @@ class GongjiBackend:
         body = submission.body
         if b'"gpu_name"' in body and _needs_marks(_rendered(submission)):
             body = await self._resolve_marks(submission)
+        name = _task_name(submission)  # before the create: a body without one is never sent
         task_id = await self.client.create(body, job_name=submission.name)
         receipt = Receipt(submission.name, str(task_id))
-        self._names[receipt.remote_id] = _task_name(submission)
+        self._names[receipt.remote_id] = name
         return receipt
 
     async def lookup(self, submission: Submission) -> Receipt | None:
@@ -514,6 +518,37 @@ def _needs_marks(body: Any) -> bool:
     """Whether a resource is given by name (no mark) and must be resolved."""
     resources = body.get("resources") if isinstance(body, dict) else None
     return any(isinstance(r, dict) and "mark" not in r and "gpu_name" in r for r in resources or [])
+
+
+class _Probe(dict[str, Any]):
+    """A row for probing a template: the names given, 1 for any other variable."""
+
+    def __missing__(self, key: str) -> Any:
+        return 1
+
+
+def _names_apart(task_name: str) -> bool:
+    """Whether ``task_name`` renders apart for two rows and for two attempts of one row.
+
+    Rendered, not searched for ``{_name}``: ``"{{_name}}"`` contains that text yet is the
+    literal ``{_name}`` for every row, and a format spec can cut a name short. A template
+    that cannot be rendered without its row's own values is judged by the placeholders it
+    uses (each row is then checked by ``validate``).
+    """
+    try:
+        probe = compile_template(task_name)
+    except ConfigError:  # compiling the job template itself says what is wrong
+        return True
+    rows = [("0123456789abcdef", 1), ("0123456789abcdef", 2), ("fedcba9876543210", 1)]
+    try:
+        names = {
+            probe.render(_Probe(_name=_job_name("probe", key, attempt), _key=key, _attempt=attempt))
+            for key, attempt in rows
+        }
+    except ConfigError:
+        used = probe.variables
+        return "_name" in used or {"_key", "_attempt"} <= used
+    return len(names) == len(rows)
 
 
 def _rendered(submission: Submission) -> Any:
