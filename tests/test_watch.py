@@ -284,9 +284,14 @@ def test_bulk_top_shows_a_live_run_in_a_terminal(
     subprocess.run([*tmux, "set-option", "-g", "remain-on-exit", "on"], check=True, timeout=30)
     subprocess.run([*tmux, "respawn-pane", "-k", top], check=True, timeout=30)
 
-    def pane() -> str:
+    def pane(history: int = 0) -> str:
+        """The pane's text, with ``history`` lines scrolled off its top."""
         done = subprocess.run(
-            [*tmux, "capture-pane", "-p"], capture_output=True, text=True, check=True, timeout=30
+            [*tmux, "capture-pane", "-p", "-S", str(-history)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         )
         return done.stdout
 
@@ -317,7 +322,9 @@ def test_bulk_top_shows_a_live_run_in_a_terminal(
         return done.stdout.strip()
 
     wait_until_sync(dead, lambda d: d == "1", what="bulk top's end", polls=POLLS)
-    ended = pane()
+    # With history: a last frame as tall as the pane is pushed up a line by tmux's "Pane is
+    # dead" note, and its first line (the one that says "ended") scrolls off the top.
+    ended = pane(history=40)
 
     assert f"running (bulk pid {run.pid})" in running
     assert "0/4 done" in running
