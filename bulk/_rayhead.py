@@ -124,13 +124,13 @@ def ray_head(
     # Ray's own start-up can time out on a loaded machine ("The current node timed out
     # during startup": its raylet missed a deadline) before anything of ours runs: once,
     # such a head is stopped and another started on fresh ports.
-    for attempt in (1, 2):
+    for last in (False, True):
         try:
             with _one_head(ray, num_cpus, job_start_timeout_s, ready_timeout_s, pid_file) as head:
                 yield head
                 return
         except _StartTimedOutError:
-            if attempt == 2:  # noqa: PLR2004 - the second and last try
+            if last:
                 raise
 
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import orjson
 
-from bulk._naming import job_name as _job_name
+from bulk._naming import Point, render_context
 from bulk._policy import LimitsConfig, TrackConfig
 from bulk._template import compile_template
 from bulk._text import excerpt, short_repr
@@ -542,7 +542,7 @@ def _names_apart(task_name: str) -> bool:
     rows = [("0123456789abcdef", 1), ("0123456789abcdef", 2), ("fedcba9876543210", 1)]
     try:
         names = {
-            probe.render(_Probe(_name=_job_name("probe", key, attempt), _key=key, _attempt=attempt))
+            probe.render(_Probe(render_context(Point(0, key, "probe", {}), "probe", attempt)))
             for key, attempt in rows
         }
     except ConfigError:
