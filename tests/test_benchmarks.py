@@ -17,26 +17,22 @@ from benchmarks.readme import render
 ROOT = Path(__file__).parent.parent
 
 
-def test_quick_run_writes_every_table_with_min_median_max(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--only",
-            "plan",
-            "--rounds",
-            "2",
-            "--out",
-            str(out),
-        ],
+def python_m(module: str, *args: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` in the project's folder, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
+    )
+
+
+def test_quick_run_writes_every_table_with_min_median_max(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = python_m(
+        "benchmarks", "--quick", "--only", "plan", "--rounds", "2", "--out", str(out), timeout=120
     )
     assert 0 == done.returncode, done.stderr
     assert "[plan.csv]" in done.stdout
@@ -66,27 +62,13 @@ def test_a_marker_without_results_is_left_and_named() -> None:
 
 
 def test_unknown_benchmark_is_refused() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "nosuch"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = python_m("benchmarks", "--only", "nosuch")
     assert 2 == done.returncode
     assert "--only: no benchmark nosuch" in done.stderr
 
 
 def test_unknown_section_is_refused() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "engine.nosuch"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = python_m("benchmarks", "--only", "engine.nosuch")
     assert 2 == done.returncode
     assert "--only: engine has no section nosuch; its sections: overhead" in done.stderr
 
@@ -96,24 +78,16 @@ def test_one_section_replaces_its_table_and_keeps_the_others(tmp_path: Path) -> 
     earlier = {"key": "engine.local", "title": "t", "headers": ["what"], "rows": [], "rounds": 1}
     stale = {**earlier, "key": "engine.journal"}
     out.write_text(json.dumps({"benchmarks": {"engine": {"tables": [earlier, stale]}}}))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--only",
-            "engine.journal",
-            "--rounds",
-            "1",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = python_m(
+        "benchmarks",
+        "--quick",
+        "--only",
+        "engine.journal",
+        "--rounds",
+        "1",
+        "--out",
+        str(out),
         timeout=120,
-        check=False,
     )
     assert 0 == done.returncode, done.stderr
     tables = json.loads(out.read_text())["benchmarks"]["engine"]["tables"]
@@ -200,14 +174,7 @@ def test_the_results_the_harness_writes_do_not_make_the_commit_dirty(
 def test_bad_arguments_are_refused_before_anything_runs(args: list[str], says: str) -> None:
     """An empty --only item ran everything; an --out in no folder failed with a traceback
     after the whole run: both are one-line errors (exit 2) up front."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = python_m("benchmarks", *args)
     assert (2, says) == (done.returncode, says if says in done.stderr else done.stderr)
     assert "Traceback" not in done.stderr
 
@@ -219,14 +186,7 @@ def test_readme_refuses_quick_results_and_missing_files(tmp_path: Path) -> None:
     quick.write_text(json.dumps({"benchmarks": {"plan": {"options": {"quick": True}}}}))
     outcomes = []
     for results in (quick, tmp_path / "missing.json"):
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.readme", "--results", str(results), "--check"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = python_m("benchmarks.readme", "--results", str(results), "--check")
         outcomes.append((done.returncode, "Traceback" in done.stderr))
 
     assert [(2, False), (2, False)] == outcomes
